@@ -1,0 +1,82 @@
+#pragma once
+// The one configuration struct of the process, filled from (highest precedence first)
+// command-line flags, SG_* environment variables, the TOML file named by --config /
+// SG_CONFIG, and the defaults written here. Validated before any I/O.
+
+#include <chrono>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace stargazer {
+
+enum class role { gateway, worker, tools, standalone };
+
+std::string_view to_string(role r);
+
+struct config {
+  role process_role = role::standalone;
+  std::string config_file;
+
+  // Redis. Empty URL: standalone starts its own redis-server; other roles use
+  // redis://127.0.0.1:6379.
+  std::string redis_url;
+  std::vector<std::string> redis_sentinels;  // host:port, host:port, ...
+  std::string redis_sentinel_master = "mymaster";
+  std::string redis_tls_ca_file;  // empty: the system's CA store
+  bool redis_tls_verify = true;
+
+  // HTTP server (gateway and standalone).
+  std::string http_host = "127.0.0.1";
+  std::uint16_t http_port = 8080;
+  std::size_t http_max_body_bytes = 16 * 1024 * 1024;
+
+  // Process.
+  std::string data_dir = "./stargazer-data";
+  std::string log_level = "info";
+  std::string log_format = "text";
+  std::string instance_id;  // generated (host-random) when empty
+  double shutdown_timeout_seconds = 10.0;
+
+  // Event bus.
+  std::uint64_t stream_maxlen = 100'000;
+
+  // LLM.
+  std::string llm_provider = "echo";  // echo | openai
+  std::string llm_base_url = "https://openrouter.ai/api/v1";
+  std::string llm_model = "openai/gpt-4o-mini";
+
+  // Secrets: never printed. admin_api_key may also come from a flag (operators script it);
+  // llm_api_key only from SG_LLM_API_KEY or the config file.
+  std::string admin_api_key;
+  std::string llm_api_key;
+
+  std::chrono::milliseconds shutdown_timeout() const {
+    return std::chrono::milliseconds(static_cast<std::int64_t>(shutdown_timeout_seconds * 1000));
+  }
+};
+
+// What the command line asked for.
+enum class command { run, config_print };
+
+struct parsed_command {
+  command what = command::run;
+  config cfg;
+};
+
+// Parsing ended without a command to run: help or version was printed (status 0), or
+// the input was bad (status 2, one line naming the option was printed to stderr).
+struct parse_exit {
+  int status = 0;
+};
+
+// Parses argv and the environment. Writes help/version to `out`, errors to `err`.
+std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char* const* argv,
+                                                            std::ostream& out, std::ostream& err);
+
+// The effective configuration as TOML, secrets redacted; loadable again with --config.
+std::string render_config(const config& cfg);
+
+}  // namespace stargazer

@@ -1,0 +1,51 @@
+#pragma once
+// HTTP requests and responses as plain values, so handlers and the router are pure
+// functions testable without sockets. The server converts to and from Beast.
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace stargazer::http {
+
+enum class method { get, head, post, put, patch, delete_, options, other };
+
+std::string_view to_string(method m);
+method method_from(std::string_view name);
+
+struct request {
+  method verb = method::get;
+  std::string target;  // as received: path plus query
+  std::string path;    // target before '?', not decoded
+  std::string query;   // target after '?', not decoded
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+  std::string remote_address;
+  // Filled by the router: {name} segments of the matched pattern, percent-decoded.
+  std::map<std::string, std::string, std::less<>> path_params;
+  // The matched pattern (low-cardinality label for metrics), empty when none matched.
+  std::string route;
+
+  // First header with this (case-insensitive) name.
+  std::optional<std::string_view> header(std::string_view name) const;
+  // Query parameter, percent-decoded ('+' is a space); nullopt when absent or malformed.
+  std::optional<std::string> query_param(std::string_view name) const;
+  std::string_view path_param(std::string_view name) const;
+};
+
+struct response {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  static response json(unsigned status, std::string body);
+  static response text(unsigned status, std::string body, std::string content_type = "text/plain; charset=utf-8");
+  // The one error shape of every route: {"error": {"code": ..., "message": ...}}.
+  static response error(unsigned status, std::string_view code, std::string_view message);
+};
+
+}  // namespace stargazer::http

@@ -1,0 +1,35 @@
+// stargazer: parse the command line, configure logging, run the chosen role.
+
+#include "roles.hpp"
+
+#include "stargazer/core/config.hpp"
+#include "stargazer/core/log.hpp"
+
+#include <cstdio>
+#include <iostream>
+
+int main(int argc, char** argv) {
+  using namespace stargazer;
+  auto parsed = parse_command_line(argc, argv, std::cout, std::cerr);
+  if (const auto* exit = std::get_if<parse_exit>(&parsed)) return exit->status;
+  const auto& [what, cfg] = std::get<parsed_command>(parsed);
+
+  if (what == command::config_print) {
+    std::cout << render_config(cfg);
+    return 0;
+  }
+
+  log::configure(*log::parse_level(cfg.log_level), *log::parse_format(cfg.log_format));
+  try {
+    switch (cfg.process_role) {
+      case role::gateway: return roles::run_gateway(cfg);
+      case role::worker: return roles::run_worker(cfg);
+      case role::tools: return roles::run_tools(cfg);
+      case role::standalone: return roles::run_standalone(cfg);
+    }
+  } catch (const std::exception& e) {
+    log::logger("main").error("{}", e.what());
+    return 1;
+  }
+  return 1;
+}

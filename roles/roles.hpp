@@ -1,0 +1,14 @@
+#pragma once
+// Entry points of the four roles. Each role file is the only place that wires
+// components together for that role.
+
+#include "stargazer/core/config.hpp"
+
+namespace stargazer::roles {
+
+int run_gateway(const config& cfg);
+int run_worker(const config& cfg);
+int run_tools(const config& cfg);
+int run_standalone(const config& cfg);
+
+}  // namespace stargazer::roles

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Stargazer needs to build, test and run.
+# Sourced by run.sh and test.sh; safe to run again (installs only what is missing).
+set -euo pipefail
+
+STARGAZER_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libboost-dev libmsgpack-cxx-dev rapidjson-dev libcli11-dev libfmt-dev catch2
+  libhiredis-dev libssl-dev
+  redis-server redis-sentinel redis-tools
+)
+
+install_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  echo "Installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+install_packages "${STARGAZER_PACKAGES[@]}" "$@"

@@ -1,0 +1,296 @@
+#include "stargazer/core/config.hpp"
+
+#include "stargazer/core/log.hpp"
+#include "stargazer/redis/url.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <array>
+#include <charconv>
+#include <cstdlib>
+#include <ostream>
+#include <random>
+
+namespace stargazer {
+namespace {
+
+std::string normalize_key(std::string key) {
+  for (auto& c : key)
+    if (c == '_') c = '-';
+  return key;
+}
+
+std::string config_path_from(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--config" && i + 1 < argc) return argv[i + 1];
+    if (arg.starts_with("--config=")) return std::string(arg.substr(9));
+  }
+  if (const char* env = std::getenv("SG_CONFIG"); env != nullptr) return env;
+  return {};
+}
+
+std::string generate_instance_id() {
+  std::array<char, 256> host{};
+  if (gethostname(host.data(), host.size() - 1) != 0) host = {'s', 'g'};
+  std::random_device rd;
+  return fmt::format("{}-{:08x}", host.data(), rd());
+}
+
+struct bad_value : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+void validate(config& cfg) {
+  if (!log::parse_level(cfg.log_level))
+    throw bad_value(fmt::format("--log-level: '{}' is not one of trace, debug, info, warn, error, off", cfg.log_level));
+  if (!log::parse_format(cfg.log_format))
+    throw bad_value(fmt::format("--log-format: '{}' is not one of text, json", cfg.log_format));
+  if (!cfg.redis_url.empty()) {
+    std::string error;
+    if (!redis::parse_url(cfg.redis_url, &error))
+      throw bad_value(fmt::format("--redis-url: {}", error));
+  }
+  for (const auto& s : cfg.redis_sentinels) {
+    const auto colon = s.rfind(':');
+    unsigned port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        std::from_chars(s.data() + colon + 1, s.data() + s.size(), port).ec != std::errc{} ||
+        port == 0 || port > 65535)
+      throw bad_value(fmt::format("--redis-sentinels: '{}' is not host:port", s));
+  }
+  if (!cfg.redis_sentinels.empty() && cfg.redis_sentinel_master.empty())
+    throw bad_value("--redis-sentinel-master: must not be empty when sentinels are given");
+  if (cfg.llm_provider != "echo" && cfg.llm_provider != "openai")
+    throw bad_value(fmt::format("--llm-provider: '{}' is not one of echo, openai", cfg.llm_provider));
+  if (cfg.instance_id.empty()) cfg.instance_id = generate_instance_id();
+  if (cfg.instance_id.size() > 128 ||
+      cfg.instance_id.find_first_of(" \t\r\n") != std::string::npos)
+    throw bad_value("--instance-id: at most 128 characters, no whitespace");
+}
+
+void define_options(CLI::App& app, config& cfg, std::string& role_name) {
+  const auto env = [](CLI::Option* o, const char* name) { return o->envname(name); };
+  app.set_version_flag("--version", std::string("stargazer ") + STARGAZER_VERSION);
+
+  env(app.add_option("--role", role_name, "Which components this process runs")
+          ->check(CLI::IsMember({"gateway", "worker", "tools", "standalone"}))
+          ->capture_default_str(),
+      "SG_ROLE");
+  env(app.add_option("--config", cfg.config_file, "TOML configuration file (keys are the long option names)"),
+      "SG_CONFIG");
+
+  auto redis = "Redis";
+  env(app.add_option("--redis-url", cfg.redis_url,
+                     "redis://[user:pass@]host[:port][/db], rediss://... (TLS) or unix:///path.sock; "
+                     "empty: standalone starts its own redis-server, other roles use redis://127.0.0.1:6379")
+          ->group(redis),
+      "SG_REDIS_URL");
+  env(app.add_option("--redis-sentinels", cfg.redis_sentinels, "Sentinel addresses, host:port[,host:port...]")
+          ->delimiter(',')
+          ->group(redis),
+      "SG_REDIS_SENTINELS");
+  env(app.add_option("--redis-sentinel-master", cfg.redis_sentinel_master, "Master name monitored by the sentinels")
+          ->capture_default_str()
+          ->group(redis),
+      "SG_REDIS_SENTINEL_MASTER");
+  env(app.add_option("--redis-tls-ca-file", cfg.redis_tls_ca_file, "CA bundle for rediss:// (default: system CAs)")
+          ->group(redis),
+      "SG_REDIS_TLS_CA_FILE");
+  env(app.add_option("--redis-tls-verify", cfg.redis_tls_verify, "Verify the Redis server certificate")
+          ->capture_default_str()
+          ->group(redis),
+      "SG_REDIS_TLS_VERIFY");
+
+  auto http = "HTTP";
+  env(app.add_option("--http-host", cfg.http_host, "Address the HTTP server binds")->capture_default_str()->group(http),
+      "SG_HTTP_HOST");
+  env(app.add_option("--http-port", cfg.http_port, "Port the HTTP server binds (0: any free port)")
+          ->capture_default_str()
+          ->group(http),
+      "SG_HTTP_PORT");
+  env(app.add_option("--http-max-body-bytes", cfg.http_max_body_bytes, "Largest accepted request body")
+          ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 30))
+          ->capture_default_str()
+          ->group(http),
+      "SG_HTTP_MAX_BODY_BYTES");
+
+  auto process = "Process";
+  env(app.add_option("--data-dir", cfg.data_dir, "Directory for embedded Redis data and other state")
+          ->capture_default_str()
+          ->group(process),
+      "SG_DATA_DIR");
+  env(app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
+          ->capture_default_str()
+          ->group(process),
+      "SG_LOG_LEVEL");
+  env(app.add_option("--log-format", cfg.log_format, "text (for terminals) or json (one object per line)")
+          ->capture_default_str()
+          ->group(process),
+      "SG_LOG_FORMAT");
+  env(app.add_option("--instance-id", cfg.instance_id,
+                     "Name of this process in consumer groups (default: <hostname>-<random>)")
+          ->group(process),
+      "SG_INSTANCE_ID");
+  env(app.add_option("--shutdown-timeout", cfg.shutdown_timeout_seconds,
+                     "Seconds to drain in-flight work after SIGTERM before closing")
+          ->check(CLI::Range(0.0, 3600.0))
+          ->capture_default_str()
+          ->group(process),
+      "SG_SHUTDOWN_TIMEOUT");
+
+  auto bus = "Event bus";
+  env(app.add_option("--stream-maxlen", cfg.stream_maxlen,
+                     "Approximate MAXLEN of every stream (floored at 1000)")
+          ->check(CLI::PositiveNumber)
+          ->capture_default_str()
+          ->group(bus),
+      "SG_STREAM_MAXLEN");
+
+  auto llm = "LLM";
+  env(app.add_option("--llm-provider", cfg.llm_provider, "echo (offline) or openai (any OpenAI-compatible API)")
+          ->capture_default_str()
+          ->group(llm),
+      "SG_LLM_PROVIDER");
+  env(app.add_option("--llm-base-url", cfg.llm_base_url, "Base URL of the OpenAI-compatible API")
+          ->capture_default_str()
+          ->group(llm),
+      "SG_LLM_BASE_URL");
+  env(app.add_option("--llm-model", cfg.llm_model, "Model name sent to the API")->capture_default_str()->group(llm),
+      "SG_LLM_MODEL");
+
+  auto secrets = "Secrets (prefer the environment or the config file: flags show in ps)";
+  env(app.add_option("--admin-api-key", cfg.admin_api_key, "Admin key of the REST API")->group(secrets),
+      "SG_ADMIN_API_KEY");
+}
+
+// Applies the config file's values to the bound variables, leaving every option
+// unparsed so that flags and then environment variables still override them.
+void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::Error& e) {
+    throw bad_value(fmt::format("--config: cannot read '{}': {}", path, e.what()));
+  }
+  for (const auto& item : items) {
+    if (item.name == "++" || item.name == "--") continue;  // CLI11's section markers
+    const auto key = normalize_key(item.fullname());
+    if (key == "config")
+      throw bad_value(fmt::format("--config: '{}' sets 'config', which only the command line may set", path));
+    if (key == "llm-api-key") {
+      if (item.inputs.size() != 1) throw bad_value("--config: llm-api-key must be one string");
+      cfg.llm_api_key = item.inputs.front();
+      continue;
+    }
+    auto* opt = app.get_option_no_throw("--" + key);
+    if (opt == nullptr) throw bad_value(fmt::format("--config: unknown key '{}' in '{}'", item.fullname(), path));
+    try {
+      opt->add_result(item.inputs);
+      opt->run_callback();
+    } catch (const CLI::Error& e) {
+      throw bad_value(fmt::format("--config: key '{}' in '{}': {}", item.fullname(), path, e.what()));
+    }
+    opt->clear();
+  }
+}
+
+role role_from(const std::string& name) {
+  if (name == "gateway") return role::gateway;
+  if (name == "worker") return role::worker;
+  if (name == "tools") return role::tools;
+  return role::standalone;
+}
+
+std::string toml_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string_view to_string(role r) {
+  switch (r) {
+    case role::gateway: return "gateway";
+    case role::worker: return "worker";
+    case role::tools: return "tools";
+    case role::standalone: return "standalone";
+  }
+  return "unknown";
+}
+
+std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char* const* argv,
+                                                            std::ostream& out, std::ostream& err) {
+  parsed_command result;
+  auto& cfg = result.cfg;
+  std::string role_name = "standalone";
+
+  CLI::App app{"Stargazer: one LLM persona across chat platforms, scaled out over Redis Streams.", "stargazer"};
+  app.option_defaults()->always_capture_default();
+  define_options(app, cfg, role_name);
+  auto* config_cmd = app.add_subcommand("config", "Inspect the configuration")->fallthrough();
+  auto* config_print = config_cmd->add_subcommand("print", "Print the effective configuration, secrets redacted");
+  config_cmd->require_subcommand(1);
+
+  try {
+    if (const auto path = config_path_from(argc, argv); !path.empty()) apply_config_file(app, cfg, path);
+    app.parse(argc, argv);
+    if (const char* key = std::getenv("SG_LLM_API_KEY"); key != nullptr) cfg.llm_api_key = key;
+    cfg.process_role = role_from(role_name);
+    validate(cfg);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return parse_exit{0};
+  } catch (const CLI::CallForAllHelp&) {
+    out << app.help("", CLI::AppFormatMode::All);
+    return parse_exit{0};
+  } catch (const CLI::CallForVersion& v) {
+    out << v.what() << "\n";
+    return parse_exit{0};
+  } catch (const CLI::ParseError& e) {
+    err << "stargazer: error: " << e.what() << "\n";
+    return parse_exit{2};
+  } catch (const bad_value& e) {
+    err << "stargazer: error: " << e.what() << "\n";
+    return parse_exit{2};
+  }
+  if (config_print->parsed()) result.what = command::config_print;
+  return result;
+}
+
+std::string render_config(const config& cfg) {
+  const auto secret = [](const std::string& v) { return v.empty() ? std::string("\"\"") : std::string("\"<redacted>\""); };
+  std::string sentinels;
+  for (const auto& s : cfg.redis_sentinels) sentinels += (sentinels.empty() ? "" : ", ") + toml_string(s);
+  std::string out;
+  auto line = [&](std::string_view key, const std::string& value) { out += fmt::format("{} = {}\n", key, value); };
+  line("role", toml_string(to_string(cfg.process_role)));
+  line("redis-url", toml_string(redis::redact_url(cfg.redis_url)));
+  line("redis-sentinels", "[" + sentinels + "]");
+  line("redis-sentinel-master", toml_string(cfg.redis_sentinel_master));
+  line("redis-tls-ca-file", toml_string(cfg.redis_tls_ca_file));
+  line("redis-tls-verify", cfg.redis_tls_verify ? "true" : "false");
+  line("http-host", toml_string(cfg.http_host));
+  line("http-port", std::to_string(cfg.http_port));
+  line("http-max-body-bytes", std::to_string(cfg.http_max_body_bytes));
+  line("data-dir", toml_string(cfg.data_dir));
+  line("log-level", toml_string(cfg.log_level));
+  line("log-format", toml_string(cfg.log_format));
+  line("instance-id", toml_string(cfg.instance_id));
+  line("shutdown-timeout", fmt::format("{}", cfg.shutdown_timeout_seconds));
+  line("stream-maxlen", std::to_string(cfg.stream_maxlen));
+  line("llm-provider", toml_string(cfg.llm_provider));
+  line("llm-base-url", toml_string(cfg.llm_base_url));
+  line("llm-model", toml_string(cfg.llm_model));
+  line("admin-api-key", secret(cfg.admin_api_key));
+  line("llm-api-key", secret(cfg.llm_api_key));
+  return out;
+}
+
+}  // namespace stargazer

@@ -1,0 +1,83 @@
+#include "stargazer/http/message.hpp"
+
+#include "stargazer/core/json.hpp"
+#include "stargazer/core/strings.hpp"
+
+namespace stargazer::http {
+
+std::string_view to_string(method m) {
+  switch (m) {
+    case method::get: return "GET";
+    case method::head: return "HEAD";
+    case method::post: return "POST";
+    case method::put: return "PUT";
+    case method::patch: return "PATCH";
+    case method::delete_: return "DELETE";
+    case method::options: return "OPTIONS";
+    case method::other: return "OTHER";
+  }
+  return "OTHER";
+}
+
+method method_from(std::string_view name) {
+  if (name == "GET") return method::get;
+  if (name == "HEAD") return method::head;
+  if (name == "POST") return method::post;
+  if (name == "PUT") return method::put;
+  if (name == "PATCH") return method::patch;
+  if (name == "DELETE") return method::delete_;
+  if (name == "OPTIONS") return method::options;
+  return method::other;
+}
+
+std::optional<std::string_view> request::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (iequals(k, name)) return std::string_view(v);
+  return std::nullopt;
+}
+
+std::optional<std::string> request::query_param(std::string_view name) const {
+  std::string_view rest = query;
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const auto pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+    const auto eq = pair.find('=');
+    const auto key = percent_decode(pair.substr(0, eq), true);
+    if (!key || *key != name) continue;
+    if (eq == std::string_view::npos) return std::string{};
+    return percent_decode(pair.substr(eq + 1), true);
+  }
+  return std::nullopt;
+}
+
+std::string_view request::path_param(std::string_view name) const {
+  const auto it = path_params.find(name);
+  return it == path_params.end() ? std::string_view{} : std::string_view(it->second);
+}
+
+response response::json(unsigned status, std::string body) {
+  response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+response response::text(unsigned status, std::string body, std::string content_type) {
+  response r;
+  r.status = status;
+  r.content_type = std::move(content_type);
+  r.body = std::move(body);
+  return r;
+}
+
+response response::error(unsigned status, std::string_view code, std::string_view message) {
+  std::string body = "{\"error\":{\"code\":";
+  json::append_quoted(body, code);
+  body += ",\"message\":";
+  json::append_quoted(body, message);
+  body += "}}";
+  return json(status, std::move(body));
+}
+
+}  // namespace stargazer::http

@@ -1,0 +1,95 @@
+// The real binary: help, bad flags, and the gateway's lifecycle under SIGTERM.
+
+#include "child_process.hpp"
+#include "raw_http.hpp"
+#include "redis_server.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <thread>
+
+using namespace stargazer::test;
+
+namespace {
+
+// Polls until the HTTP server answers /healthz.
+bool wait_for_http(std::uint16_t port, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (http_get(port, "/healthz").status == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("stargazer --help shows roles and options", "[process]") {
+  auto [status, out] = run_process({STARGAZER_BINARY, "--help"});
+  CHECK(status == 0);
+  CHECK(out.find("--role") != std::string::npos);
+  CHECK(out.find("gateway") != std::string::npos);
+  CHECK(out.find("--redis-url") != std::string::npos);
+}
+
+TEST_CASE("a bad flag exits 2 naming the flag", "[process]") {
+  auto [status, out] = run_process({STARGAZER_BINARY, "--http-port=abc"});
+  CHECK(status == 2);
+  CHECK(out.find("--http-port") != std::string::npos);
+  auto [status2, out2] = run_process({STARGAZER_BINARY, "--role=janitor"});
+  CHECK(status2 == 2);
+  CHECK(out2.find("--role") != std::string::npos);
+}
+
+TEST_CASE("config print redacts secrets from the environment", "[process]") {
+  auto [status, out] = run_process({STARGAZER_BINARY, "config", "print"},
+                                   {"SG_ADMIN_API_KEY=very-secret-admin", "SG_LLM_API_KEY=very-secret-llm"});
+  CHECK(status == 0);
+  CHECK(out.find("very-secret") == std::string::npos);
+  CHECK(out.find("admin-api-key = \"<redacted>\"") != std::string::npos);
+}
+
+TEST_CASE("the gateway serves health, readiness and metrics, and exits 0 within 5 s of SIGTERM", "[process]") {
+  const auto port = free_port();
+  child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port)});
+  REQUIRE(wait_for_http(port, std::chrono::seconds(10)));
+  CHECK(http_get(port, "/readyz").status == 200);
+  auto metrics = http_get(port, "/metrics");
+  CHECK(metrics.status == 200);
+  CHECK(metrics.body.find("# TYPE stargazer_http_requests_total counter") != std::string::npos);
+
+  const auto signalled = std::chrono::steady_clock::now();
+  gateway.signal(SIGTERM);
+  const auto status = gateway.wait(std::chrono::seconds(5));
+  REQUIRE(status);
+  CHECK(*status == 0);
+  CHECK(std::chrono::steady_clock::now() - signalled < std::chrono::seconds(5));
+  INFO(gateway.output());
+  CHECK(gateway.output().find("stopping") != std::string::npos);
+}
+
+TEST_CASE("JSON logs carry timestamp, level, component and message", "[process]") {
+  const auto port = free_port();
+  child_process gateway({STARGAZER_BINARY, "--role=gateway", "--log-format=json", "--http-port=" + std::to_string(port)});
+  REQUIRE(wait_for_http(port, std::chrono::seconds(10)));
+  gateway.signal(SIGTERM);
+  REQUIRE(gateway.wait(std::chrono::seconds(5)) == 0);
+  const auto out = gateway.output();
+  const auto first_line = out.substr(0, out.find('\n'));
+  CHECK(first_line.rfind("{\"ts\":\"", 0) == 0);
+  CHECK(first_line.find("\"level\":\"info\"") != std::string::npos);
+  CHECK(first_line.find("\"component\":") != std::string::npos);
+  CHECK(first_line.find("\"msg\":") != std::string::npos);
+}
+
+TEST_CASE("an occupied port is a clear startup error with status 1", "[process]") {
+  const auto port = free_port();
+  child_process first({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port)});
+  REQUIRE(wait_for_http(port, std::chrono::seconds(10)));
+  auto [status, out] = run_process({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port)});
+  CHECK(status == 1);
+  CHECK(out.find(std::to_string(port)) != std::string::npos);
+  first.signal(SIGTERM);
+  CHECK(first.wait(std::chrono::seconds(5)) == 0);
+}

@@ -1,0 +1,43 @@
+#pragma once
+// Runs a coroutine on an io_context until it finishes, failing the test (instead of
+// hanging the suite) when it takes longer than `timeout`.
+
+#include <boost/asio.hpp>
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <exception>
+#include <optional>
+
+namespace stargazer::test {
+
+template <class T>
+T run_coro(boost::asio::io_context& io, boost::asio::awaitable<T> coro,
+           std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  bool done = false;
+  std::exception_ptr error;
+  std::optional<T> result;
+  boost::asio::co_spawn(io, std::move(coro), [&](std::exception_ptr e, T value) {
+    done = true;
+    error = e;
+    if (!e) result.emplace(std::move(value));
+  });
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    if (io.stopped()) io.restart();
+    io.run_one_for(until - std::chrono::steady_clock::now());
+  }
+  if (!done) FAIL("coroutine did not finish within " << timeout.count() << " ms");
+  if (error) std::rethrow_exception(error);
+  return std::move(*result);
+}
+
+inline void run_coro(boost::asio::io_context& io, boost::asio::awaitable<void> coro,
+                     std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  run_coro(io, [](boost::asio::awaitable<void> c) -> boost::asio::awaitable<bool> {
+    co_await std::move(c);
+    co_return true;
+  }(std::move(coro)), timeout);
+}
+
+}  // namespace stargazer::test

@@ -1,0 +1,164 @@
+#include "stargazer/core/config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace stargazer;
+
+namespace {
+
+struct parse_outcome {
+  std::variant<parsed_command, parse_exit> result;
+  std::string out, err;
+};
+
+parse_outcome parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "stargazer");
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  auto r = parse_command_line(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {std::move(r), out.str(), err.str()};
+}
+
+// Sets an environment variable for one scope.
+struct scoped_env {
+  scoped_env(const char* name, const char* value) : name_(name) { ::setenv(name, value, 1); }
+  ~scoped_env() { ::unsetenv(name_); }
+  const char* name_;
+};
+
+struct temp_file {
+  explicit temp_file(const std::string& text) {
+    path = (std::filesystem::temp_directory_path() / ("sg-config-" + std::to_string(::getpid()) + ".toml")).string();
+    std::ofstream(path) << text;
+  }
+  ~temp_file() { std::filesystem::remove(path); }
+  std::string path;
+};
+
+const config& cfg_of(const parse_outcome& o) { return std::get<parsed_command>(o.result).cfg; }
+int status_of(const parse_outcome& o) { return std::get<parse_exit>(o.result).status; }
+
+}  // namespace
+
+TEST_CASE("defaults apply when nothing is given", "[config]") {
+  auto o = parse({});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  const auto& c = cfg_of(o);
+  CHECK(c.process_role == role::standalone);
+  CHECK(c.http_port == 8080);
+  CHECK(c.stream_maxlen == 100000);
+  CHECK(c.llm_provider == "echo");
+  CHECK_FALSE(c.instance_id.empty());  // generated
+}
+
+TEST_CASE("precedence is flag > env > file > default", "[config]") {
+  temp_file file("http-port = 7001\nhttp-host = \"10.0.0.1\"\nlog-level = \"debug\"\nllm-model = \"file-model\"\n");
+  scoped_env env_port("SG_HTTP_PORT", "7002");
+  scoped_env env_host("SG_HTTP_HOST", "10.0.0.2");
+  auto o = parse({"--config", file.path, "--http-port", "7003"});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  const auto& c = cfg_of(o);
+  CHECK(c.http_port == 7003);        // flag beats env and file
+  CHECK(c.http_host == "10.0.0.2");  // env beats file
+  CHECK(c.log_level == "debug");     // file beats default
+  CHECK(c.llm_model == "file-model");
+  CHECK(c.redis_sentinel_master == "mymaster");  // default
+}
+
+TEST_CASE("SG_CONFIG names the file and the role can be set there", "[config]") {
+  temp_file file("role = \"worker\"\nredis_sentinels = [\"127.0.0.1:26379\", \"127.0.0.1:26380\"]\n");
+  scoped_env env("SG_CONFIG", file.path.c_str());
+  auto o = parse({});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  CHECK(cfg_of(o).process_role == role::worker);
+  CHECK(cfg_of(o).redis_sentinels == std::vector<std::string>{"127.0.0.1:26379", "127.0.0.1:26380"});
+}
+
+TEST_CASE("secrets come from env or file and are redacted when printed", "[config]") {
+  temp_file file("admin-api-key = \"file-admin\"\nllm-api-key = \"file-llm\"\nredis-url = \"redis://u:pw@h:1\"\n");
+  scoped_env env("SG_LLM_API_KEY", "env-llm");
+  auto o = parse({"--config", file.path, "config", "print"});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  const auto& pc = std::get<parsed_command>(o.result);
+  CHECK(pc.what == command::config_print);
+  CHECK(pc.cfg.admin_api_key == "file-admin");
+  CHECK(pc.cfg.llm_api_key == "env-llm");
+  const auto text = render_config(pc.cfg);
+  CHECK(text.find("file-admin") == std::string::npos);
+  CHECK(text.find("env-llm") == std::string::npos);
+  CHECK(text.find("pw") == std::string::npos);
+  CHECK(text.find("admin-api-key = \"<redacted>\"") != std::string::npos);
+  CHECK(text.find("redis-url = \"redis://u:***@h:1\"") != std::string::npos);
+}
+
+TEST_CASE("the LLM API key has no command-line flag", "[config]") {
+  auto o = parse({"--llm-api-key", "x"});
+  REQUIRE(std::holds_alternative<parse_exit>(o.result));
+  CHECK(status_of(o) == 2);
+}
+
+TEST_CASE("bad input exits 2 with one line naming the option", "[config]") {
+  struct bad_case {
+    std::vector<std::string> args;
+    std::string names;
+  };
+  const std::vector<bad_case> cases = {
+      {{"--role", "janitor"}, "--role"},
+      {{"--http-port", "http"}, "--http-port"},
+      {{"--http-port", "70000"}, "--http-port"},
+      {{"--bogus"}, "--bogus"},
+      {{"--log-level", "loud"}, "--log-level"},
+      {{"--log-format", "xml"}, "--log-format"},
+      {{"--redis-url", "http://x"}, "--redis-url"},
+      {{"--redis-sentinels", "nohost"}, "--redis-sentinels"},
+      {{"--llm-provider", "magic"}, "--llm-provider"},
+      {{"--config", "/nonexistent/stargazer.toml"}, "--config"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.names);
+    auto o = parse(c.args);
+    REQUIRE(std::holds_alternative<parse_exit>(o.result));
+    CHECK(status_of(o) == 2);
+    CHECK(o.err.find(c.names) != std::string::npos);
+    CHECK(std::count(o.err.begin(), o.err.end(), '\n') == 1);
+  }
+}
+
+TEST_CASE("a config file with an unknown key or a bad value is refused", "[config]") {
+  {
+    temp_file file("http-prot = 1\n");
+    auto o = parse({"--config", file.path});
+    REQUIRE(std::holds_alternative<parse_exit>(o.result));
+    CHECK(status_of(o) == 2);
+    CHECK(o.err.find("http-prot") != std::string::npos);
+  }
+  {
+    temp_file file("http-port = \"many\"\n");
+    auto o = parse({"--config", file.path});
+    REQUIRE(std::holds_alternative<parse_exit>(o.result));
+    CHECK(status_of(o) == 2);
+    CHECK(o.err.find("http-port") != std::string::npos);
+  }
+}
+
+TEST_CASE("--help lists roles and options with defaults; --version prints the version", "[config]") {
+  auto help = parse({"--help"});
+  REQUIRE(std::holds_alternative<parse_exit>(help.result));
+  CHECK(status_of(help) == 0);
+  for (const char* name : {"--role", "--redis-url", "--redis-sentinels", "--redis-sentinel-master", "--http-host",
+                           "--http-port", "--data-dir", "--log-level", "--log-format", "--instance-id",
+                           "--stream-maxlen", "--admin-api-key", "--llm-provider", "--llm-base-url", "--llm-model",
+                           "SG_HTTP_PORT", "gateway", "standalone", "8080", "100000"}) {
+    INFO(name);
+    CHECK(help.out.find(name) != std::string::npos);
+  }
+  auto version = parse({"--version"});
+  CHECK(status_of(version) == 0);
+  CHECK(version.out.find("stargazer ") == 0);
+}
