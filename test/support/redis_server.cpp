@@ -39,7 +39,8 @@ bool ping_tcp(std::uint16_t port) {
     if (::write(fd, ping, sizeof ping - 1) == static_cast<ssize_t>(sizeof ping - 1)) {
       char buf[16] = {};
       const auto n = ::read(fd, buf, sizeof buf - 1);
-      ok = n >= 5 && std::string_view(buf, 5) == "+PONG";
+      // "-NOAUTH" also proves the server is up (tests with --requirepass).
+      ok = n >= 5 && (std::string_view(buf, 5) == "+PONG" || std::string_view(buf, 5) == "-NOAU");
     }
   }
   ::close(fd);
@@ -99,7 +100,9 @@ void redis_server::start() {
       options_.executable, "--port", std::to_string(port_), "--bind", "127.0.0.1",
       "--unixsocket", unix_path_, "--unixsocketperm", "700", "--dir", dir_,
       "--save", "", "--appendonly", options_.appendonly ? "yes" : "no",
-      "--daemonize", "no", "--logfile", dir_ + "/redis.log", "--protected-mode", "no"};
+      "--daemonize", "no", "--logfile", dir_ + "/redis.log", "--protected-mode", "no",
+      "--enable-debug-command", "yes"};
+  if (!options_.config_file.empty()) args.insert(args.begin() + 1, options_.config_file);
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

@@ -18,6 +18,9 @@ struct redis_server_options {
   bool appendonly = false;
   std::vector<std::string> extra_args;  // e.g. {"--requirepass", "secret"}
   std::string executable = "redis-server";
+  // If set, passed as the first argument, before the options: redis-sentinel requires a
+  // config file on disk (give an absolute path; the server runs in its own dir()).
+  std::string config_file;
 };
 
 class redis_server {
