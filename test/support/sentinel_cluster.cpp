@@ -101,7 +101,8 @@ void sentinel_cluster::wait_ready(std::chrono::steady_clock::time_point until) {
     for (;;) {
       const std::string quorum = sentinels_[i]->cli({"SENTINEL", "CKQUORUM", master_name_});
       const std::string replicas = sentinels_[i]->cli({"SENTINEL", "REPLICAS", master_name_});
-      const bool quorum_ok = quorum.rfind("OK", 0) == 0;
+      // All three must know each other ("OK 3"), not just a quorum: failovers are then dependable.
+      const bool quorum_ok = quorum.rfind("OK 3", 0) == 0;
       const bool knows_replica = replicas.find(replica_name) != std::string::npos;
       if (quorum_ok && knows_replica) break;
       if (std::chrono::steady_clock::now() >= until) {
