@@ -1,70 +1,33 @@
-// stargazer_bench: prints figures, asserts nothing. `stargazer_bench --help` lists benchmarks.
+// stargazer_bench <benchmark> [options]: prints figures, asserts nothing.
 
-#include "stargazer/core/metrics.hpp"
-#include "stargazer/http/router.hpp"
+#include "bench.hpp"
 
-#include <boost/asio.hpp>
 #include <fmt/format.h>
 
-#include <chrono>
-#include <cstring>
-#include <string>
+#include <functional>
+#include <map>
 
-namespace {
+namespace stargazer::bench {
 
-using clock_type = std::chrono::steady_clock;
-
-// Routing plus a synchronous handler, as the REST API's hot path sees it.
-int bench_router(long iterations) {
-  using namespace stargazer::http;
-  router rt;
-  for (const char* p : {"/healthz", "/readyz", "/metrics", "/redis-platform/instances", "/redis-platform/instances/{instance_id}",
-                        "/redis-platform/instances/{instance_id}/users", "/redis-platform/instances/{instance_id}/users/{user_id}",
-                        "/redis-platform/instances/{instance_id}/messages"})
-    rt.add(method::get, p, sync_handler([](request&) { return response::json(200, "{}"); }));
-  boost::asio::io_context io;
-  long done = 0;
-  const auto start = clock_type::now();
-  boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> {
-    for (long i = 0; i < iterations; ++i) {
-      request req;
-      req.verb = method::get;
-      req.path = "/redis-platform/instances/inst-42/users/user-7";
-      auto res = co_await rt.dispatch(req);
-      done += res.status == 200;
-    }
-  }, boost::asio::detached);
-  io.run();
-  const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
-  fmt::print("router: {} dispatches in {:.3f} s = {:.0f} ns/dispatch ({} ok)\n", iterations, secs,
-             secs * 1e9 / static_cast<double>(iterations), done);
-  return 0;
+std::string option(const args& a, const std::string& name, const std::string& fallback) {
+  for (std::size_t i = 0; i + 1 < a.size(); ++i)
+    if (a[i] == name) return a[i + 1];
+  return fallback;
 }
 
-int bench_metrics(long iterations) {
-  stargazer::metrics::registry r;
-  auto& h = r.make_histogram("lat", "Latency");
-  auto& c = r.make_counter("n", "Count");
-  const auto start = clock_type::now();
-  for (long i = 0; i < iterations; ++i) {
-    h.observe(static_cast<double>(i % 1000) * 1e-5);
-    c.inc();
-  }
-  const double secs = std::chrono::duration<double>(clock_type::now() - start).count();
-  fmt::print("metrics: {} observe+inc in {:.3f} s = {:.1f} ns/op\n", iterations, secs,
-             secs * 1e9 / static_cast<double>(iterations));
-  return 0;
-}
-
-}  // namespace
+}  // namespace stargazer::bench
 
 int main(int argc, char** argv) {
-  const std::string which = argc > 1 ? argv[1] : "--help";
-  const long n = argc > 2 ? std::stol(argv[2]) : 1'000'000;
-  if (which == "router") return bench_router(n);
-  if (which == "metrics") return bench_metrics(n);
-  fmt::print("usage: stargazer_bench <benchmark> [iterations]\n"
-             "  router    route + dispatch a REST-shaped path\n"
-             "  metrics   histogram observe + counter increment\n");
-  return which == "--help" ? 0 : 2;
+  using namespace stargazer::bench;
+  const std::map<std::string, std::pair<std::function<int(const args&)>, const char*>> benchmarks = {
+      {"router", {router, "route + dispatch a REST-shaped path [--iterations N]"}},
+      {"metrics", {metrics, "histogram observe + counter increment [--iterations N]"}},
+      {"redis", {redis, "pipelined commands on one connection vs redis-benchmark -P 16 -c 1 "
+                        "[--command set|xadd] [--coroutines 64] [--seconds 5] [--url redis://...]"}},
+  };
+  const std::string which = argc > 1 ? argv[1] : "";
+  if (auto it = benchmarks.find(which); it != benchmarks.end()) return it->second.first(args(argv + 2, argv + argc));
+  fmt::print("usage: stargazer_bench <benchmark> [options]\n");
+  for (const auto& [name, entry] : benchmarks) fmt::print("  {:<8} {}\n", name, entry.second);
+  return which.empty() || which == "--help" ? 0 : 2;
 }

@@ -12,11 +12,19 @@ int main(int argc, char** argv) {
   using namespace stargazer;
   auto parsed = parse_command_line(argc, argv, std::cout, std::cerr);
   if (const auto* exit = std::get_if<parse_exit>(&parsed)) return exit->status;
-  const auto& [what, cfg] = std::get<parsed_command>(parsed);
+  const auto& cmd = std::get<parsed_command>(parsed);
+  const auto& cfg = cmd.cfg;
 
-  if (what == command::config_print) {
-    std::cout << render_config(cfg);
-    return 0;
+  switch (cmd.what) {
+    case command::config_print:
+      std::cout << render_config(cfg);
+      return 0;
+    case command::dlq_list:
+    case command::dlq_replay:
+    case command::dlq_purge:
+      return roles::run_dlq(cmd);
+    case command::run:
+      break;
   }
 
   log::configure(*log::parse_level(cfg.log_level), *log::parse_format(cfg.log_format));

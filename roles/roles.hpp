@@ -11,4 +11,8 @@ int run_worker(const config& cfg);
 int run_tools(const config& cfg);
 int run_standalone(const config& cfg);
 
+// `stargazer dlq list|replay|purge` (dlq.cpp): 0 on success, 1 on a Redis failure or an
+// unknown id (one line on stderr).
+int run_dlq(const parsed_command& cmd);
+
 }  // namespace stargazer::roles

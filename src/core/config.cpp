@@ -166,6 +166,58 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
       "SG_ADMIN_API_KEY");
 }
 
+// `stargazer dlq list|replay|purge`: operator commands on a stream's dead-letter stream.
+struct dlq_commands {
+  CLI::App* list = nullptr;
+  CLI::App* replay = nullptr;
+  CLI::App* purge = nullptr;
+};
+
+// A full stream entry id, <ms>-<seq>: a bare <ms> would select a range of entries.
+const CLI::Validator entry_id{[](std::string& s) -> std::string {
+                                const auto dash = s.find('-');
+                                const auto digits = [](std::string_view d) {
+                                  return !d.empty() && d.size() <= 20 &&
+                                         d.find_first_not_of("0123456789") == std::string_view::npos;
+                                };
+                                if (dash == std::string::npos || !digits(std::string_view(s).substr(0, dash)) ||
+                                    !digits(std::string_view(s).substr(dash + 1)))
+                                  return "'" + s + "' is not a stream entry id (<ms>-<seq>)";
+                                return {};
+                              },
+                              "ID"};
+
+dlq_commands define_dlq_commands(CLI::App& app, dlq_options& opts) {
+  auto* dlq = app.add_subcommand("dlq", "Inspect, replay or purge dead-lettered entries ({stream}:dlq)")->fallthrough();
+  dlq->require_subcommand(1);
+  const auto stream_option = [&](CLI::App* cmd) {
+    cmd->add_option("--stream", opts.stream, "Source stream whose {stream}:dlq is used (default: the inbound stream)");
+  };
+  const auto selection = [&](CLI::App* cmd, const char* verb) {
+    auto* ids = cmd->add_option("--id", opts.ids, fmt::format("DLQ entry ids to {}", verb))->check(entry_id);
+    auto* all = cmd->add_flag("--all", opts.all, fmt::format("{} every entry", verb));
+    ids->excludes(all);
+  };
+
+  dlq_commands cmds;
+  cmds.list = dlq->add_subcommand("list", "Print dead-lettered entries, oldest first")->fallthrough();
+  stream_option(cmds.list);
+  cmds.list->add_option("--count", opts.count, "Print at most this many entries")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}))
+      ->capture_default_str();
+  cmds.list->add_flag("--json", opts.json, "One JSON object per line");
+
+  cmds.replay = dlq->add_subcommand("replay", "Put entries back on their stream with their original fields")
+                    ->fallthrough();
+  stream_option(cmds.replay);
+  selection(cmds.replay, "replay");
+
+  cmds.purge = dlq->add_subcommand("purge", "Delete entries from the dead-letter stream")->fallthrough();
+  stream_option(cmds.purge);
+  selection(cmds.purge, "purge");
+  return cmds;
+}
+
 // Applies the config file's values to the bound variables, leaving every option
 // unparsed so that flags and then environment variables still override them.
 void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
@@ -237,6 +289,7 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   auto* config_cmd = app.add_subcommand("config", "Inspect the configuration")->fallthrough();
   auto* config_print = config_cmd->add_subcommand("print", "Print the effective configuration, secrets redacted");
   config_cmd->require_subcommand(1);
+  const auto dlq = define_dlq_commands(app, result.dlq);
 
   try {
     if (const auto path = config_path_from(argc, argv); !path.empty()) apply_config_file(app, cfg, path);
@@ -244,6 +297,9 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
     if (const char* key = std::getenv("SG_LLM_API_KEY"); key != nullptr) cfg.llm_api_key = key;
     cfg.process_role = role_from(role_name);
     validate(cfg);
+    for (auto* cmd : {dlq.replay, dlq.purge})
+      if (cmd->parsed() && result.dlq.ids.empty() && !result.dlq.all)
+        throw bad_value(fmt::format("dlq {}: give --id ID... or --all", cmd->get_name()));
   } catch (const CLI::CallForHelp&) {
     out << app.help();
     return parse_exit{0};
@@ -261,6 +317,9 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
     return parse_exit{2};
   }
   if (config_print->parsed()) result.what = command::config_print;
+  if (dlq.list->parsed()) result.what = command::dlq_list;
+  if (dlq.replay->parsed()) result.what = command::dlq_replay;
+  if (dlq.purge->parsed()) result.what = command::dlq_purge;
   return result;
 }
 

@@ -781,5 +781,6 @@ connection_stats connection::stats() const {
 }
 
 const connection_settings& connection::settings() const { return impl_->settings; }
+asio::any_io_executor connection::get_executor() const { return impl_->executor; }
 
 }  // namespace stargazer::redis

@@ -59,11 +59,21 @@ struct config {
 };
 
 // What the command line asked for.
-enum class command { run, config_print };
+enum class command { run, config_print, dlq_list, dlq_replay, dlq_purge };
+
+// Options of `stargazer dlq list|replay|purge` (operator commands, not configuration).
+struct dlq_options {
+  std::string stream;             // the source stream; empty: the inbound stream
+  std::size_t count = 20;         // list: at most this many entries
+  bool json = false;              // list: JSON lines instead of text
+  std::vector<std::string> ids;   // replay/purge: these DLQ entry ids ...
+  bool all = false;               // ... or every entry
+};
 
 struct parsed_command {
   command what = command::run;
   config cfg;
+  dlq_options dlq;
 };
 
 // Parsing ended without a command to run: help or version was printed (status 0), or

@@ -111,6 +111,7 @@ public:
 
   connection_stats stats() const;
   const connection_settings& settings() const;
+  boost::asio::any_io_executor get_executor() const;
 
 private:
   struct impl;

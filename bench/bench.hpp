@@ -1,0 +1,19 @@
+#pragma once
+// Benchmarks print figures and assert nothing. Each takes its command-line arguments
+// after the benchmark name.
+
+#include <string>
+#include <vector>
+
+namespace stargazer::bench {
+
+using args = std::vector<std::string>;
+
+int router(const args& a);
+int metrics(const args& a);
+int redis(const args& a);
+
+// "--name value" lookup with a default.
+std::string option(const args& a, const std::string& name, const std::string& fallback);
+
+}  // namespace stargazer::bench

@@ -1,0 +1,73 @@
+#pragma once
+// The event bus (seed 001): names, group creation per role, publishing with approximate
+// MAXLEN trimming and per-channel sequence numbers, the sampled backlog warning, and
+// stream diagnostics.
+
+#include "stargazer/bus/envelope.hpp"
+#include "stargazer/bus/topology.hpp"
+#include "stargazer/core/config.hpp"
+#include "stargazer/core/result.hpp"
+
+#include <utility>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace stargazer::metrics {
+class registry;
+class gauge;
+}  // namespace stargazer::metrics
+
+namespace stargazer::redis {
+class connection;
+}
+
+namespace stargazer::bus {
+
+struct event_bus_settings {
+  topology names = topology::from_environment();
+  std::uint64_t stream_maxlen = 100'000;  // floored at 1000, as the seed
+  std::chrono::milliseconds backlog_check_interval{1000};  // per stream; the seed checked on every publish
+};
+
+struct stream_stats {
+  std::int64_t length = 0;
+  std::int64_t pending = 0;    // entries delivered to the group and not acknowledged
+  std::int64_t lag = -1;       // entries not yet delivered to the group (-1: unknown)
+  std::int64_t dead_letters = 0;
+};
+
+class event_bus {
+public:
+  event_bus(redis::connection& conn, event_bus_settings settings, metrics::registry* metrics = nullptr);
+  ~event_bus();
+
+  const topology& names() const;
+  std::uint64_t maxlen() const;
+
+  // Creates the consumer groups a role needs (idempotent: BUSYGROUP is fine). Throws
+  // std::runtime_error naming the stream on any other error.
+  boost::asio::awaitable<void> ensure_streams(role r, const std::vector<std::string>& platforms);
+  boost::asio::awaitable<void> ensure_group(const std::string& stream, const std::string& group);
+
+  // XADD with approximate MAXLEN; entries of a channel get an ordering key and sequence
+  // number (docs/protocol.md §4.6). Return the entry id.
+  boost::asio::awaitable<result<std::string>> publish_inbound(const inbound_envelope& e);
+  boost::asio::awaitable<result<std::string>> publish_outbound(const std::string& platform, const outbound_envelope& e);
+  // The general form: `okey` empty publishes without a sequence number.
+  boost::asio::awaitable<result<std::string>> publish(const std::string& stream, const std::string& data,
+                                                      const std::string& trace_id, const std::string& okey);
+
+  // XLEN, XPENDING summary, the group's lag (XINFO GROUPS) and the DLQ length, in one round trip.
+  boost::asio::awaitable<result<stream_stats>> stats(const std::string& stream, const std::string& group);
+
+private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace stargazer::bus

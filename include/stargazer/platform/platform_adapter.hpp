@@ -1,0 +1,80 @@
+#pragma once
+// The interface every chat platform implements (seed 000's abstract methods). The
+// gateway's outbound consumer dispatches envelopes to it; the worker's proxy adapter
+// implements it by publishing onto the bus.
+
+#include "stargazer/bus/envelope.hpp"
+#include "stargazer/core/result.hpp"
+
+#include <utility>
+#include <boost/asio/awaitable.hpp>
+
+#include <string>
+#include <vector>
+
+namespace stargazer::platform {
+
+template <class T>
+using task = boost::asio::awaitable<T>;
+
+struct history_message {
+  std::string user_id;
+  std::string user_name;
+  std::string text;
+  double timestamp = 0;
+  std::string message_id;
+  bool is_bot = false;
+  std::string reply_to_id;
+  std::string reactions;
+};
+
+struct bot_identity {
+  std::string user_id;
+  std::string display_name;
+};
+
+// What an outbound envelope carries besides its payload.
+struct send_context {
+  std::string trace_id;
+  std::string response_nonce;
+  std::string message_key;
+};
+
+class platform_adapter {
+public:
+  virtual ~platform_adapter() = default;
+
+  virtual std::string_view name() const = 0;
+  virtual task<void> start() = 0;
+  virtual task<void> stop() = 0;
+  virtual bool is_running() const = 0;
+  virtual bot_identity identity() const = 0;
+
+  // Each returns the platform's id of the sent message.
+  virtual task<result<std::string>> send(const std::string& channel_id, const std::string& text,
+                                         const send_context& ctx) = 0;
+  virtual task<result<std::string>> send_file(const std::string& channel_id, const std::string& data,
+                                              const std::string& filename, const std::string& mimetype,
+                                              const send_context& ctx) = 0;
+  virtual task<result<std::string>> send_with_buttons(const std::string& channel_id, const std::string& text,
+                                                      const std::vector<bus::button>& buttons,
+                                                      const send_context& ctx) = 0;
+  virtual task<void> start_typing(const std::string& channel_id) = 0;
+  virtual task<void> stop_typing(const std::string& channel_id) = 0;
+  // False when the platform has no reactions.
+  virtual task<bool> add_reaction(const std::string& channel_id, const std::string& message_id,
+                                  const std::string& emoji) = 0;
+  virtual task<void> set_presence(const std::string& text, const std::string& emoji) = 0;
+  virtual task<std::vector<history_message>> fetch_history(const std::string& channel_id, int limit) = 0;
+  virtual task<bool> is_channel_valid(const std::string& channel_id) = 0;
+  virtual bool should_skip_channel_heartbeat(const std::string& channel_id) const = 0;
+
+  // The last send of a turn went out (C++ addition; ends `?wait=true` on the Redis platform).
+  virtual task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) {
+    (void)channel_id;
+    (void)response_nonce;
+    co_return;
+  }
+};
+
+}  // namespace stargazer::platform

@@ -1,0 +1,181 @@
+#include "stargazer/bus/channel_sequencer.hpp"
+
+#include "stargazer/bus/lock.hpp"
+#include "stargazer/bus/topology.hpp"
+#include "stargazer/core/log.hpp"
+#include "stargazer/core/metrics.hpp"
+
+#include <boost/asio.hpp>
+
+#include <charconv>
+#include <map>
+#include <unordered_map>
+
+namespace stargazer::bus {
+
+namespace asio = boost::asio;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+const redis::script& mark_done_script() {
+  static const redis::script s(R"lua(
+local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
+if tonumber(ARGV[1]) > done then redis.call('HSET', KEYS[1], 'done', ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], 604800)
+return 1
+)lua");
+  return s;
+}
+
+std::uint64_t parse_u64(std::string_view s) {
+  std::uint64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  return v;
+}
+
+}  // namespace
+
+struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
+  // Local queue of one channel: who runs now, who waits (lowest sequence first).
+  struct lane {
+    bool busy = false;
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::shared_ptr<asio::steady_timer>> waiting;
+    std::uint64_t known_done = 0;  // highest sequence known done (saves a round trip)
+  };
+  using lane_key = std::pair<std::uint64_t, std::uint64_t>;  // (seq, arrival)
+
+  impl(redis::connection& c, sequencer_settings s, metrics::registry* m)
+      : conn(c), settings(std::move(s)), log("sequencer:" + settings.stream) {
+    if (m != nullptr)
+      gap_counter = &m->make_counter("stargazer_order_gaps_total",
+                                     "Entries that stopped waiting for their predecessor", {{"stream", settings.stream}});
+  }
+
+  redis::connection& conn;
+  sequencer_settings settings;
+  log::logger log;
+  std::unordered_map<std::string, lane> lanes;
+  std::uint64_t arrivals = 0;
+  std::uint64_t gap_count = 0;
+  metrics::counter* gap_counter = nullptr;
+
+  asio::awaitable<void> acquire_turn(const std::string& okey, lane_key key) {
+    auto& l = lanes[okey];
+    if (!l.busy && (l.waiting.empty() || key < l.waiting.begin()->first)) {
+      l.busy = true;
+      co_return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(conn.get_executor(), clock_type::time_point::max());
+    l.waiting.emplace(key, timer);
+    boost::system::error_code ec;
+    co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    // release_turn() handed the turn over: busy stays true for us.
+  }
+
+  void release_turn(const std::string& okey) {
+    auto it = lanes.find(okey);
+    if (it == lanes.end()) return;
+    auto& l = it->second;
+    if (!l.waiting.empty()) {
+      auto next = l.waiting.begin();
+      next->second->cancel();
+      l.waiting.erase(next);
+      return;
+    }
+    l.busy = false;
+    // Forget idle lanes once there are many (the done cache is an optimisation only).
+    if (lanes.size() > 100'000) lanes.erase(it);
+  }
+
+  asio::awaitable<void> wait_for_predecessor(const std::string& okey, lane_key key, const std::string& trace_id) {
+    const auto seq = key.first;
+    const auto okey_key = order_key(settings.stream, okey);
+    const auto until = clock_type::now() + settings.order_wait;
+    auto pause = std::chrono::milliseconds(2);
+    asio::steady_timer timer(conn.get_executor());
+    for (;;) {
+      auto& l = lanes[okey];
+      if (l.known_done + 1 >= seq) co_return;
+      auto r = co_await conn.command("HGET", okey_key, "done");
+      if (r && r->is_bulk()) l.known_done = std::max(l.known_done, parse_u64(r->str()));
+      else if (r && r->is_nil() && seq == 1) co_return;
+      if (lanes[okey].known_done + 1 >= seq) co_return;
+      if (clock_type::now() >= until) {
+        ++gap_count;
+        if (gap_counter != nullptr) gap_counter->inc();
+        log.log(log::level::warn, {{"trace_id", trace_id}}, "{} seq {} waited {} ms for its predecessor; going ahead",
+                okey, seq, settings.order_wait.count());
+        co_return;
+      }
+      // A lower sequence of this channel arrived here meanwhile (e.g. reclaimed): let it go first.
+      auto& lw = lanes[okey];
+      if (!lw.waiting.empty() && lw.waiting.begin()->first < key) {
+        release_turn(okey);
+        co_await acquire_turn(okey, key);
+        continue;
+      }
+      timer.expires_after(pause);
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      pause = std::min(pause * 2, std::chrono::milliseconds(100));
+    }
+  }
+
+  asio::awaitable<outcome> run(const stream_entry& e, const std::function<asio::awaitable<outcome>()>& body) {
+    const std::string okey(e.field("okey"));
+    if (okey.empty()) co_return co_await body();
+    const auto seq = parse_u64(e.field("seq"));
+    const lane_key key{seq, arrivals++};
+    const std::string trace_id(e.field("trace_id"));
+    co_await acquire_turn(okey, key);
+    outcome result = outcome::retry("not run");
+    try {
+      if (seq > 0) {
+        co_await wait_for_predecessor(okey, key, trace_id);
+        result = co_await body();
+        if (result.what != outcome::kind::retry) {
+          const std::vector<std::string> keys{order_key(settings.stream, okey)};
+          const std::vector<std::string> args{std::to_string(seq)};
+          co_await conn.eval(mark_done_script(), keys, args);
+          auto& l = lanes[okey];
+          l.known_done = std::max(l.known_done, seq);
+        }
+      } else {
+        distributed_lock lock(conn, settings.lock_prefix + okey, settings.lock_ttl);
+        if (!co_await lock.acquire(settings.lock_wait)) {
+          result = outcome::retry("lock " + lock.key() + " not acquired");
+        } else {
+          result = co_await body();
+          co_await lock.release();
+        }
+      }
+    } catch (...) {
+      release_turn(okey);
+      throw;
+    }
+    release_turn(okey);
+    co_return result;
+  }
+};
+
+channel_sequencer::channel_sequencer(redis::connection& conn, sequencer_settings settings, metrics::registry* metrics)
+    : impl_(std::make_shared<impl>(conn, std::move(settings), metrics)) {}
+
+channel_sequencer::~channel_sequencer() = default;
+
+asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e,
+                                                        const std::function<asio::awaitable<outcome>()>& body) {
+  auto self = impl_;
+  co_return co_await self->run(e, body);
+}
+
+entry_handler channel_sequencer::wrap(entry_handler inner) {
+  return [self = impl_, inner = std::move(inner)](const stream_entry& e, const delivery& d) -> asio::awaitable<outcome> {
+    co_return co_await self->run(e, [&]() { return inner(e, d); });
+  };
+}
+
+std::uint64_t channel_sequencer::gaps() const { return impl_->gap_count; }
+
+}  // namespace stargazer::bus

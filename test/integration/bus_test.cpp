@@ -1,0 +1,392 @@
+// The event bus and the consumer engine against a real redis-server.
+
+#include "stargazer/bus/channel_sequencer.hpp"
+#include "stargazer/bus/event_bus.hpp"
+#include "stargazer/bus/lock.hpp"
+#include "stargazer/bus/outbound_consumer.hpp"
+#include "stargazer/bus/rpc_client.hpp"
+#include "stargazer/bus/stream_consumer.hpp"
+#include "stargazer/core/error.hpp"
+#include "stargazer/core/metrics.hpp"
+
+#include "recording_adapter.hpp"
+#include "redis_server.hpp"
+#include "run_coro.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <random>
+#include <set>
+
+using namespace stargazer;
+using namespace stargazer::bus;
+using namespace stargazer::test;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+
+namespace {
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::use_awaitable);
+}
+
+// Polls `done` every 5 ms for up to `timeout`.
+asio::awaitable<bool> eventually(std::function<bool()> done, std::chrono::milliseconds timeout = 10s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) co_return false;
+    co_await sleep_for(5ms);
+  }
+  co_return true;
+}
+
+struct bus_fixture {
+  bus_fixture() : settings(redis::settings_from_url(server.url())), conn(io.get_executor(), settings) {
+    conn.start();
+    bus = std::make_unique<event_bus>(conn, event_bus_settings{}, &metrics);
+  }
+
+  consumer_settings consumer(const std::string& stream, const std::string& group, const std::string& name) {
+    consumer_settings c;
+    c.stream = stream;
+    c.group = group;
+    c.consumer = name;
+    c.autoclaim_interval = 1h;  // sweeps are run by hand
+    c.autoclaim_min_idle = 0ms;
+    c.block = 200ms;
+    return c;
+  }
+
+  inbound_envelope inbound(const std::string& channel, const std::string& text) {
+    inbound_envelope e;
+    e.platform = "redis";
+    e.channel_id = channel;
+    e.content = text;
+    e.trace_id = random_hex_id();
+    return e;
+  }
+
+  redis_server server;
+  asio::io_context io;
+  metrics::registry metrics;
+  redis::connection_settings settings;
+  redis::connection conn;
+  std::unique_ptr<event_bus> bus;
+};
+
+}  // namespace
+
+TEST_CASE("ensure_streams creates the groups once and publishing adds ordered entries", "[bus]") {
+  bus_fixture f;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis", "webchat"};
+    co_await f.bus->ensure_streams(role::standalone, platforms);
+    co_await f.bus->ensure_streams(role::standalone, platforms);  // idempotent (BUSYGROUP)
+    auto a = co_await f.bus->publish_inbound(f.inbound("c1", "one"));
+    auto b = co_await f.bus->publish_inbound(f.inbound("c1", "two"));
+    auto c = co_await f.bus->publish_inbound(f.inbound("c2", "three"));
+    REQUIRE(a);
+    REQUIRE(b);
+    REQUIRE(c);
+    auto entries = co_await f.conn.command("XRANGE", "sg:stream:inbound", "-", "+");
+    auto parsed = parse_entries(*entries);
+    REQUIRE(parsed.size() == 3);
+    CHECK(parsed[0].field("okey") == "redis:c1");
+    CHECK(parsed[0].field("seq") == "1");
+    CHECK(parsed[1].field("seq") == "2");
+    CHECK(parsed[2].field("seq") == "1");
+    CHECK(parsed[2].field("trace_id").size() == 32);
+    auto stats = co_await f.bus->stats("sg:stream:inbound", "sg:workers");
+    CHECK(stats->length == 3);
+    CHECK(stats->lag == 3);
+  }());
+  CHECK(f.server.cli({"XINFO", "GROUPS", "sg:stream:outbound:webchat"}).find("sg:gateway:webchat") != std::string::npos);
+  CHECK(f.server.cli({"XINFO", "GROUPS", "sg:stream:tools"}).find("sg:tools") != std::string::npos);
+}
+
+TEST_CASE("three consumers share a group: every entry is processed exactly once", "[bus]") {
+  bus_fixture f;
+  std::map<std::string, int> seen;
+  std::map<std::string, int> per_consumer;
+  std::vector<std::unique_ptr<stream_consumer>> consumers;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    for (int i = 0; i < 3; ++i) {
+      const auto name = "c" + std::to_string(i);
+      consumers.push_back(std::make_unique<stream_consumer>(
+          f.conn, f.settings, f.consumer("s", "g", name),
+          [&, name](const stream_entry& e, const delivery&) -> asio::awaitable<outcome> {
+            ++seen[std::string(e.field("data"))];
+            ++per_consumer[name];
+            co_await sleep_for(1ms);
+            co_return outcome::ack();
+          }));
+      co_await consumers.back()->start();
+    }
+    for (int i = 0; i < 300; ++i) co_await f.bus->publish("s", "m" + std::to_string(i), "", "");
+    CHECK(co_await eventually([&] { return seen.size() == 300; }));
+    for (auto& c : consumers) co_await c->stop(1s);
+  }(), 30s);
+  for (const auto& [k, n] : seen) CHECK(n == 1);
+  CHECK(per_consumer.size() == 3);
+  CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+}
+
+TEST_CASE("an entry of a consumer that died mid-entry is reclaimed and processed once", "[bus]") {
+  bus_fixture f;
+  int first_runs = 0, second_runs = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    co_await f.bus->publish("s", "job", "", "");
+    {
+      stream_consumer dying(f.conn, f.settings, f.consumer("s", "g", "dying"),
+                            [&](const stream_entry&, const delivery&) -> asio::awaitable<outcome> {
+                              ++first_runs;
+                              co_await sleep_for(1h);  // "crashes" before acking
+                              co_return outcome::ack();
+                            });
+      co_await dying.start();
+      CHECK(co_await eventually([&] { return first_runs == 1; }));
+      co_await dying.stop(0ms);  // the process dies: the entry stays pending
+    }
+    stream_consumer survivor(f.conn, f.settings, f.consumer("s", "g", "survivor"),
+                             [&](const stream_entry& e, const delivery& d) -> asio::awaitable<outcome> {
+                               ++second_runs;
+                               CHECK(d.reclaimed);
+                               CHECK(d.attempts == 1);
+                               CHECK(e.field("data") == "job");
+                               co_return outcome::ack();
+                             });
+    co_await survivor.start();  // sweeps once at start
+    CHECK(co_await eventually([&] { return second_runs == 1; }));
+    co_await sleep_for(100ms);
+    co_await survivor.sweep();
+    co_await survivor.stop(1s);
+  }(), 20s);
+  CHECK(second_runs == 1);
+  CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+  CHECK(f.server.cli({"HLEN", "s:attempts"}) == "0");
+}
+
+TEST_CASE("a poison entry is dead-lettered after the attempt limit while the rest flows", "[bus]") {
+  bus_fixture f;
+  std::set<std::string> done;
+  int poison_runs = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    stream_consumer c(f.conn, f.settings, f.consumer("s", "g", "c"),
+                      [&](const stream_entry& e, const delivery&) -> asio::awaitable<outcome> {
+                        if (e.field("data") == "poison") {
+                          ++poison_runs;
+                          co_return outcome::retry("cannot handle this");
+                        }
+                        done.insert(std::string(e.field("data")));
+                        co_return outcome::ack();
+                      });
+    co_await c.start();
+    co_await f.bus->publish("s", "ok-1", "t1", "");
+    co_await f.bus->publish("s", "poison", "t2", "");
+    co_await f.bus->publish("s", "ok-2", "t3", "");
+    CHECK(co_await eventually([&] { return done.size() == 2 && poison_runs == 1; }));
+    for (int i = 0; i < 4; ++i) {
+      co_await c.sweep();
+      co_await sleep_for(20ms);
+    }
+    co_await c.stop(1s);
+  }(), 20s);
+  CHECK(poison_runs == 4);  // first delivery + 3 reclaims, then the DLQ
+  const auto dlq = f.server.cli({"XRANGE", "s:dlq", "-", "+"});
+  CHECK(dlq.find("poison") != std::string::npos);
+  CHECK(dlq.find("max_attempts_exceeded") != std::string::npos);
+  CHECK(dlq.find("dlq_consumer") != std::string::npos);
+  CHECK(f.server.cli({"XLEN", "s:dlq"}) == "1");
+  CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+}
+
+TEST_CASE("the outbound consumer: dispatch by type, malformed to the DLQ, duplicates delivered once", "[bus]") {
+  bus_fixture f;
+  recording_adapter adapter;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis"};
+    co_await f.bus->ensure_streams(role::gateway, platforms);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter, {}, &f.metrics);
+    co_await gateway.start();
+
+    outbound_envelope m;
+    m.channel_id = "c";
+    m.text = "hello";
+    m.message_key = "sg:msg:redis:c:1-0:0";
+    m.response_nonce = "n1";
+    co_await f.bus->publish_outbound("redis", m);
+    co_await f.bus->publish_outbound("redis", m);  // a redelivered / replayed send
+    outbound_envelope typing;
+    typing.type = outbound_type::typing;
+    typing.channel_id = "c";
+    co_await f.bus->publish_outbound("redis", typing);
+    outbound_envelope presence;
+    presence.type = outbound_type::presence;
+    presence.text = "thinking";
+    co_await f.bus->publish_outbound("redis", presence);
+    outbound_envelope done;
+    done.type = outbound_type::turn_complete;
+    done.channel_id = "c";
+    done.response_nonce = "n1";
+    co_await f.bus->publish_outbound("redis", done);
+    co_await f.bus->publish("sg:stream:outbound:redis", "not msgpack at all", "", "");
+    co_await f.conn.command("XADD", "sg:stream:outbound:redis", "*", "nodata", "x");
+
+    CHECK(co_await eventually([&] { return adapter.count("turn_complete") == 1; }));
+    CHECK(co_await eventually([&] { return f.server.cli({"XLEN", "sg:stream:outbound:redis:dlq"}) == "2"; }));
+    co_await gateway.stop(1s);
+  }(), 20s);
+  CHECK(adapter.count("send") == 1);
+  for (const auto& call : adapter.calls)
+    if (call.kind == "send") CHECK(call.ctx.response_nonce == "n1");
+  CHECK(adapter.count("typing") == 1);
+  CHECK(adapter.count("presence") == 1);
+  CHECK(f.server.cli({"HGET", "sg:msg:redis:c:1-0:0", "message_id"}) == "sent-1");
+  CHECK(std::stol(f.server.cli({"TTL", "sg:msg:redis:c:1-0:0"})) > 7000000);
+  const auto dlq = f.server.cli({"XRANGE", "sg:stream:outbound:redis:dlq", "-", "+"});
+  CHECK(dlq.find("decode_error") != std::string::npos);
+  CHECK(dlq.find("missing_data") != std::string::npos);
+  CHECK(f.server.cli({"XPENDING", "sg:stream:outbound:redis", "sg:gateway:redis"}).rfind("0", 0) == 0);
+}
+
+TEST_CASE("a failed send releases its claim and is retried until delivered once", "[bus]") {
+  bus_fixture f;
+  recording_adapter adapter;
+  adapter.fail_next_sends = 1;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis"};
+    co_await f.bus->ensure_streams(role::gateway, platforms);
+    outbound_consumer_settings s;
+    s.consumer.autoclaim_interval = 50ms;
+    s.consumer.autoclaim_min_idle = 0ms;
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter, s);
+    co_await gateway.start();
+    outbound_envelope m;
+    m.channel_id = "c";
+    m.text = "retry me";
+    m.message_key = "sg:msg:redis:c:2-0:0";
+    co_await f.bus->publish_outbound("redis", m);
+    CHECK(co_await eventually([&] { return adapter.count("send") == 1; }));
+    co_await sleep_for(200ms);
+    co_await gateway.stop(1s);
+  }(), 20s);
+  CHECK(adapter.count("send") == 1);
+  CHECK(f.server.cli({"EXISTS", "sg:outbound:claim:sg:msg:redis:c:2-0:0"}) == "1");  // held by the delivery that sent
+}
+
+TEST_CASE("order per channel is kept for 50 channels x 100 messages with 3 workers", "[bus][order]") {
+  bus_fixture f;
+  std::map<std::string, std::vector<int>> order;
+  std::size_t total = 0;
+  std::mt19937 rng(7);
+  std::vector<std::unique_ptr<channel_sequencer>> sequencers;
+  std::vector<std::unique_ptr<stream_consumer>> workers;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
+    for (int w = 0; w < 3; ++w) {
+      // One sequencer per worker, as in separate processes.
+      sequencers.push_back(std::make_unique<channel_sequencer>(
+          f.conn, sequencer_settings{.stream = "sg:stream:inbound", .lock_prefix = "sg:lock:inbound:"}));
+      auto* seq = sequencers.back().get();
+      auto settings = f.consumer("sg:stream:inbound", "sg:workers", "w" + std::to_string(w));
+      settings.max_in_flight = 32;
+      workers.push_back(std::make_unique<stream_consumer>(
+          f.conn, f.settings, settings,
+          seq->wrap([&](const stream_entry& e, const delivery&) -> asio::awaitable<outcome> {
+            auto decoded = decode_inbound(e.field("data"));
+            const auto& in = std::get<inbound_envelope>(decoded);
+            co_await sleep_for(std::chrono::milliseconds(rng() % 3));
+            order[in.channel_id].push_back(std::stoi(in.content));
+            ++total;
+            co_return outcome::ack();
+          })));
+    }
+    for (int i = 0; i < 100; ++i)
+      for (int c = 0; c < 50; ++c) co_await f.bus->publish_inbound(f.inbound("ch" + std::to_string(c), std::to_string(i)));
+    for (auto& w : workers) co_await w->start();
+    CHECK(co_await eventually([&] { return total == 5000; }, 60s));
+    for (auto& w : workers) co_await w->stop(1s);
+  }(), 90s);
+  REQUIRE(order.size() == 50);
+  for (const auto& [channel, seen] : order) {
+    INFO(channel);
+    REQUIRE(seen.size() == 100);
+    CHECK(std::is_sorted(seen.begin(), seen.end()));
+  }
+  for (const auto& s : sequencers) CHECK(s->gaps() == 0);
+  std::size_t busy = 0;
+  for (const auto& w : workers) busy += w->processed() > 0;
+  CHECK(busy == 3);
+}
+
+TEST_CASE("RPC: a round trip to the gateway, an unknown method, and a timeout", "[bus][rpc]") {
+  bus_fixture f;
+  recording_adapter adapter;
+  adapter.history.push_back({"u1", "Ada", "earlier", 1700000000, "m1", false, "", ""});
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis"};
+    co_await f.bus->ensure_streams(role::gateway, platforms);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter);
+    co_await gateway.start();
+    rpc_client rpc(*f.bus, f.settings, 3s);
+    auto history = co_await rpc.call("redis", "fetch_channel_history", R"({"limit":5})", "c", "t");
+    REQUIRE(history);
+    CHECK(history->ok);
+    CHECK(history->result_json.find("\"text\":\"earlier\"") != std::string::npos);
+    auto skip = co_await rpc.call("redis", "should_skip_channel_heartbeat", "{}", "c", "t");
+    CHECK(skip->result_json == "true");
+    auto unknown = co_await rpc.call("redis", "teleport", "{}", "c", "t");
+    REQUIRE(unknown);
+    CHECK_FALSE(unknown->ok);
+    CHECK(unknown->error.find("Unknown RPC method") != std::string::npos);
+    const auto started = std::chrono::steady_clock::now();
+    auto nobody = co_await rpc.call("nowhere", "fetch_channel_history", "{}", "c", "t", 300ms);
+    CHECK(nobody.error() == make_error_code(errc::timeout));
+    CHECK(std::chrono::steady_clock::now() - started < 1500ms);
+    co_await gateway.stop(1s);
+  }(), 20s);
+}
+
+TEST_CASE("graceful stop drains entries in flight", "[bus]") {
+  bus_fixture f;
+  int finished = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    stream_consumer c(f.conn, f.settings, f.consumer("s", "g", "c"),
+                      [&](const stream_entry&, const delivery&) -> asio::awaitable<outcome> {
+                        co_await sleep_for(200ms);
+                        ++finished;
+                        co_return outcome::ack();
+                      });
+    for (int i = 0; i < 5; ++i) co_await f.bus->publish("s", "x", "", "");
+    co_await c.start();
+    CHECK(co_await eventually([&] { return c.in_flight() == 5; }));
+    co_await c.stop(2s);
+  }(), 20s);
+  CHECK(finished == 5);
+  CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+}
+
+TEST_CASE("distributed lock: exclusive, renewed while held, released only by its owner", "[bus][lock]") {
+  bus_fixture f;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    distributed_lock a(f.conn, "sg:lock:test", 300ms);
+    distributed_lock b(f.conn, "sg:lock:test", 300ms);
+    CHECK(co_await a.try_acquire());
+    CHECK_FALSE(co_await b.try_acquire());
+    co_await sleep_for(700ms);  // past the TTL: renewal keeps it
+    CHECK(a.held());
+    CHECK_FALSE(co_await b.acquire(100ms));
+    co_await a.release();
+    CHECK(co_await b.acquire(1s));
+    co_await a.release();  // not held: must not delete b's lock
+    CHECK(f.server.cli({"GET", "sg:lock:test"}) == b.token());
+    co_await b.release();
+  }());
+  CHECK(f.server.cli({"EXISTS", "sg:lock:test"}) == "0");
+}
