@@ -2,6 +2,7 @@
 
 #include "stargazer/bus/channel_sequencer.hpp"
 #include "stargazer/bus/event_bus.hpp"
+#include "stargazer/bus/inbound_consumer.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/bus/outbound_consumer.hpp"
 #include "stargazer/bus/rpc_client.hpp"
@@ -389,4 +390,78 @@ TEST_CASE("distributed lock: exclusive, renewed while held, released only by its
     co_await b.release();
   }());
   CHECK(f.server.cli({"EXISTS", "sg:lock:test"}) == "0");
+}
+
+TEST_CASE("exactly once as the user sees it: a worker dies mid-turn, the replay sends nothing twice", "[bus][inbound]") {
+  bus_fixture f;
+  recording_adapter adapter;
+  int runs = 0;
+  metrics::registry m;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis"};
+    co_await f.bus->ensure_streams(role::standalone, platforms);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter);
+    co_await gateway.start();
+
+    // Each turn sends two replies; the first run dies after the first.
+    auto handler = [&](const turn& t) -> asio::awaitable<outcome> {
+      const int run = ++runs;
+      for (std::size_t n = 0; n < 2; ++n) {
+        outbound_envelope reply;
+        reply.channel_id = t.message.channel_id;
+        reply.text = "reply " + std::to_string(n) + " to " + t.message.content;
+        reply.message_key = t.message_key(n);
+        reply.trace_id = t.message.trace_id;
+        co_await f.bus->publish_outbound(t.message.platform, reply);
+        if (run == 1) co_await sleep_for(1h);  // killed here
+      }
+      co_return outcome::ack();
+    };
+    auto in = f.inbound("inst-1", "hi");
+    in.response_nonce = "nonce-1";
+    co_await f.bus->publish_inbound(in);
+    {
+      inbound_consumer dying(f.conn, f.settings, *f.bus, "w1", handler);
+      co_await dying.start();
+      CHECK(co_await eventually([&] { return adapter.count("send") == 1; }));
+      co_await dying.stop(0ms);
+    }
+    inbound_consumer_settings s;
+    s.consumer.autoclaim_min_idle = 0ms;
+    inbound_consumer survivor(f.conn, f.settings, *f.bus, "w2", handler, s, &m);
+    co_await survivor.start();  // sweeps at start: reclaims the turn
+    CHECK(co_await eventually([&] { return adapter.count("turn_complete") == 1; }));
+    co_await sleep_for(100ms);
+    co_await survivor.stop(1s);
+    co_await gateway.stop(1s);
+  }(), 20s);
+  CHECK(runs == 2);
+  REQUIRE(adapter.count("send") == 2);
+  std::vector<std::string> texts;
+  for (const auto& c : adapter.calls)
+    if (c.kind == "send") texts.push_back(c.text);
+  CHECK(texts == std::vector<std::string>{"reply 0 to hi", "reply 1 to hi"});
+  CHECK(m.render().find("stargazer_trace_transitions_total{state=\"COMPLETED\"} 1") != std::string::npos);
+  CHECK(f.server.cli({"XPENDING", "sg:stream:inbound", "sg:workers"}).rfind("0", 0) == 0);
+}
+
+TEST_CASE("a malformed inbound entry is dead-lettered with its reason and the rest flows", "[bus][inbound]") {
+  bus_fixture f;
+  int handled = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
+    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn&) -> asio::awaitable<outcome> {
+      ++handled;
+      co_return outcome::ack();
+    });
+    co_await worker.start();
+    co_await f.conn.command("XADD", "sg:stream:inbound", "*", "data", "\x93garbage", "trace_id", "t-bad");
+    co_await f.bus->publish_inbound(f.inbound("c", "fine"));
+    CHECK(co_await eventually([&] { return handled == 1; }));
+    CHECK(co_await eventually([&] { return f.server.cli({"XLEN", "sg:stream:inbound:dlq"}) == "1"; }));
+    co_await worker.stop(1s);
+  }(), 20s);
+  const auto dlq = f.server.cli({"XRANGE", "sg:stream:inbound:dlq", "-", "+"});
+  CHECK(dlq.find("decode_error") != std::string::npos);
+  CHECK(dlq.find("t-bad") != std::string::npos);  // the original fields are kept
 }
