@@ -193,9 +193,11 @@ dlq_commands define_dlq_commands(CLI::App& app, dlq_options& opts) {
   const auto stream_option = [&](CLI::App* cmd) {
     cmd->add_option("--stream", opts.stream, "Source stream whose {stream}:dlq is used (default: the inbound stream)");
   };
-  const auto selection = [&](CLI::App* cmd, const char* verb) {
-    auto* ids = cmd->add_option("--id", opts.ids, fmt::format("DLQ entry ids to {}", verb))->check(entry_id);
-    auto* all = cmd->add_flag("--all", opts.all, fmt::format("{} every entry", verb));
+  const auto selection = [&](CLI::App* cmd, const char* verb, const char* all_help) {
+    auto* ids = cmd->add_option("--id", opts.ids, fmt::format("DLQ entry ids (<ms>-<seq>) to {}", verb))
+                    ->check(entry_id)
+                    ->default_str("");
+    auto* all = cmd->add_flag("--all", opts.all, all_help);
     ids->excludes(all);
   };
 
@@ -210,11 +212,11 @@ dlq_commands define_dlq_commands(CLI::App& app, dlq_options& opts) {
   cmds.replay = dlq->add_subcommand("replay", "Put entries back on their stream with their original fields")
                     ->fallthrough();
   stream_option(cmds.replay);
-  selection(cmds.replay, "replay");
+  selection(cmds.replay, "replay", "Replay every entry");
 
   cmds.purge = dlq->add_subcommand("purge", "Delete entries from the dead-letter stream")->fallthrough();
   stream_option(cmds.purge);
-  selection(cmds.purge, "purge");
+  selection(cmds.purge, "purge", "Delete the whole dead-letter stream");
   return cmds;
 }
 

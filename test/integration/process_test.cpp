@@ -51,10 +51,18 @@ TEST_CASE("config print redacts secrets from the environment", "[process]") {
 }
 
 TEST_CASE("the gateway serves health, readiness and metrics, and exits 0 within 5 s of SIGTERM", "[process]") {
+  redis_server redis;
   const auto port = free_port();
-  child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port)});
+  child_process gateway(
+      {STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port), "--redis-url=" + redis.url()});
   REQUIRE(wait_for_http(port, std::chrono::seconds(10)));
-  CHECK(http_get(port, "/readyz").status == 200);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (http_get(port, "/readyz").status != 200 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto ready = http_get(port, "/readyz");
+  CHECK(ready.status == 200);
+  CHECK(ready.body.find("\"redis\":{\"ready\":true") != std::string::npos);
+  CHECK(redis.cli({"XINFO", "GROUPS", "sg:stream:inbound"}).find("sg:workers") != std::string::npos);
   auto metrics = http_get(port, "/metrics");
   CHECK(metrics.status == 200);
   CHECK(metrics.body.find("# TYPE stargazer_http_requests_total counter") != std::string::npos);
@@ -67,6 +75,25 @@ TEST_CASE("the gateway serves health, readiness and metrics, and exits 0 within 
   CHECK(std::chrono::steady_clock::now() - signalled < std::chrono::seconds(5));
   INFO(gateway.output());
   CHECK(gateway.output().find("stopping") != std::string::npos);
+}
+
+TEST_CASE("readyz is 503 naming Redis while it is unreachable, 200 once it answers", "[process]") {
+  redis_server redis;
+  redis.stop();
+  const auto port = free_port();
+  child_process gateway(
+      {STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port), "--redis-url=" + redis.url()});
+  REQUIRE(wait_for_http(port, std::chrono::seconds(10)));
+  auto down = http_get(port, "/readyz");
+  CHECK(down.status == 503);
+  CHECK(down.body.find("\"redis\":{\"ready\":false") != std::string::npos);
+  redis.start();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (http_get(port, "/readyz").status != 200 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  CHECK(http_get(port, "/readyz").status == 200);
+  gateway.signal(SIGTERM);
+  CHECK(gateway.wait(std::chrono::seconds(5)) == 0);
 }
 
 TEST_CASE("JSON logs carry timestamp, level, component and message", "[process]") {

@@ -162,3 +162,40 @@ TEST_CASE("--help lists roles and options with defaults; --version prints the ve
   CHECK(status_of(version) == 0);
   CHECK(version.out.find("stargazer ") == 0);
 }
+
+TEST_CASE("dlq subcommands parse into the command and its options, not the config", "[config][dlq]") {
+  auto list = parse({"dlq", "list", "--json", "--count", "5", "--redis-url", "redis://h:1"});
+  REQUIRE(std::holds_alternative<parsed_command>(list.result));
+  const auto& l = std::get<parsed_command>(list.result);
+  CHECK(l.what == command::dlq_list);
+  CHECK(l.dlq.json);
+  CHECK(l.dlq.count == 5);
+  CHECK(l.dlq.stream.empty());
+  CHECK(l.cfg.redis_url == "redis://h:1");
+
+  auto replay = parse({"--stream-maxlen", "5000", "dlq", "replay", "--stream", "s", "--id", "1-0", "2-3", "--id", "4-5"});
+  REQUIRE(std::holds_alternative<parsed_command>(replay.result));
+  const auto& r = std::get<parsed_command>(replay.result);
+  CHECK(r.what == command::dlq_replay);
+  CHECK(r.dlq.stream == "s");
+  CHECK(r.dlq.ids == std::vector<std::string>{"1-0", "2-3", "4-5"});
+  CHECK_FALSE(r.dlq.all);
+  CHECK(r.cfg.stream_maxlen == 5000);
+
+  auto purge = parse({"dlq", "purge", "--all"});
+  REQUIRE(std::holds_alternative<parsed_command>(purge.result));
+  CHECK(std::get<parsed_command>(purge.result).what == command::dlq_purge);
+  CHECK(std::get<parsed_command>(purge.result).dlq.all);
+
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"dlq"},
+                                                                {"dlq", "purge"},
+                                                                {"dlq", "replay", "--id", "1-0", "--all"},
+                                                                {"dlq", "replay", "--id", "x-1"},
+                                                                {"dlq", "list", "--count", "0"}}) {
+    auto o = parse(bad);
+    INFO(bad.back());
+    REQUIRE(std::holds_alternative<parse_exit>(o.result));
+    CHECK(status_of(o) == 2);
+    CHECK(o.err.rfind("stargazer: error: ", 0) == 0);
+  }
+}

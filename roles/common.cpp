@@ -1,0 +1,79 @@
+#include "common.hpp"
+
+#include "stargazer/core/log.hpp"
+
+#include <boost/asio.hpp>
+
+namespace stargazer::roles {
+
+namespace asio = boost::asio;
+
+redis::connection_settings redis_settings(const config& cfg, const std::string& client_name) {
+  auto s = redis::settings_from_url(cfg.redis_url.empty() ? "redis://127.0.0.1:6379" : cfg.redis_url);
+  s.sentinel.addresses = cfg.redis_sentinels;
+  s.sentinel.master_name = cfg.redis_sentinel_master;
+  s.tls_ca_file = cfg.redis_tls_ca_file;
+  s.tls_verify = cfg.redis_tls_verify;
+  s.client_name = client_name;
+  return s;
+}
+
+redis_component::redis_component(redis::connection& conn, health_registry& health) : conn_(conn) {
+  health.add("redis", [&conn] {
+    const auto s = conn.stats();
+    return readiness{s.connected, s.connected ? "connected to " + s.endpoint : s.last_error.empty() ? "connecting" : s.last_error};
+  });
+}
+
+asio::awaitable<void> redis_component::start() {
+  conn_.start();
+  co_return;
+}
+
+asio::awaitable<void> redis_component::stop(std::chrono::milliseconds) {
+  conn_.stop();
+  co_return;
+}
+
+struct stream_setup_component::state {
+  bus::event_bus& bus;
+  role r;
+  std::vector<std::string> platforms;
+  bool done = false;
+  bool stopped = false;
+  std::string last_error = "not yet created";
+};
+
+stream_setup_component::stream_setup_component(bus::event_bus& bus, role r, std::vector<std::string> platforms,
+                                               health_registry& health)
+    : state_(std::make_shared<state>(state{bus, r, std::move(platforms)})) {
+  health.add("streams", [s = state_] { return readiness{s->done, s->done ? "consumer groups ready" : s->last_error}; });
+}
+
+asio::awaitable<void> stream_setup_component::start() {
+  auto ex = co_await asio::this_coro::executor;
+  asio::co_spawn(ex, [s = state_]() -> asio::awaitable<void> {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    while (!s->stopped && !s->done) {
+      try {
+        co_await s->bus.ensure_streams(s->r, s->platforms);
+        s->done = true;
+        continue;
+      } catch (const std::exception& e) {
+        s->last_error = e.what();
+        log::logger("streams").warn("creating consumer groups failed (retrying): {}", e.what());
+      }
+      t.expires_after(std::chrono::seconds(1));
+      boost::system::error_code ec;
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }, asio::detached);
+  co_return;
+}
+
+asio::awaitable<void> stream_setup_component::stop(std::chrono::milliseconds) {
+  state_->stopped = true;
+  co_return;
+}
+
+}  // namespace stargazer::roles
