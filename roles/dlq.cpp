@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common.hpp"
 #include "roles.hpp"
 
 #include "stargazer/bus/stream_entry.hpp"
@@ -310,12 +311,7 @@ private:
 };
 
 redis::connection_settings settings_for(const config& cfg) {
-  auto s = redis::settings_from_url(cfg.redis_url.empty() ? "redis://127.0.0.1:6379" : cfg.redis_url);
-  s.sentinel.addresses = cfg.redis_sentinels;
-  s.sentinel.master_name = cfg.redis_sentinel_master;
-  s.tls_ca_file = cfg.redis_tls_ca_file;
-  s.tls_verify = cfg.redis_tls_verify;
-  s.client_name = "stargazer-dlq";
+  auto s = redis_settings(cfg, "stargazer-dlq");
   s.connect_timeout = redis_timeout;
   s.command_timeout = redis_timeout;
   s.health_check_interval = std::chrono::milliseconds(0);
