@@ -1,0 +1,159 @@
+#pragma once
+// The Redis platform (seed 000): applications embed the bot through instances, each a
+// channel with its own API key and an optional closed user roster. Injected messages go
+// onto the inbound stream; replies are published on
+// `stargazer:redis_platform:response:{instance_id}` (for `?wait=true`), appended to the
+// instance's event stream (for SSE with resume) and kept in the message cache (history).
+// Keys: docs/protocol.md §5.3-5.7. API keys are stored as SHA-256 digests.
+
+#include "stargazer/bus/event_bus.hpp"
+#include "stargazer/platform/platform_adapter.hpp"
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace stargazer::redis {
+class connection;
+}
+
+namespace stargazer::platform {
+
+struct instance_info {
+  std::string instance_id;
+  std::string display_name;
+  std::string created_at;
+  std::map<std::string, std::string> metadata;
+};
+
+struct user_info {
+  std::string user_id;
+  std::string display_name;
+  std::string registered_at;
+  std::map<std::string, std::string> metadata;
+};
+
+struct created_instance {
+  instance_info info;
+  std::string api_key;  // plaintext, returned once
+};
+
+struct inject_request {
+  std::string text;
+  std::string user_id;
+  std::string user_name;
+  std::string reply_to_id;
+  std::vector<bus::attachment> attachments;
+  std::string response_nonce;
+};
+
+enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required };
+
+struct inject_result {
+  inject_refusal refusal = inject_refusal::none;
+  std::string message_id;
+};
+
+// One stored message of the cache (history).
+struct cached_message {
+  std::string message_id;
+  std::string user_id;
+  std::string user_name;
+  std::string text;
+  double timestamp = 0;
+  bool is_bot = false;
+  std::string reply_to_id;
+};
+
+struct stored_file {
+  std::string data;
+  std::string filename;
+  std::string mimetype;
+  std::string channel_id;
+};
+
+inline std::string response_channel(std::string_view instance_id) {
+  return "stargazer:redis_platform:response:" + std::string(instance_id);
+}
+inline std::string events_stream(std::string_view instance_id) {
+  return "redis_platform:events:" + std::string(instance_id);
+}
+
+// SHA-256 of `text` as lowercase hex.
+std::string sha256_hex(std::string_view text);
+// Constant-time equality of two equal-length digests (false when the lengths differ).
+bool digest_equals(std::string_view a, std::string_view b);
+// ISO 8601 UTC with milliseconds.
+std::string iso_time(double unix_seconds);
+double now_unix();
+
+class redis_platform final : public platform_adapter {
+public:
+  redis_platform(redis::connection& conn, bus::event_bus& bus);
+
+  // Registry (seed 000).
+  task<result<created_instance>> create_instance(std::string instance_id, std::string display_name,
+                                                 std::map<std::string, std::string> metadata);
+  task<result<std::vector<instance_info>>> list_instances();
+  task<result<std::optional<instance_info>>> get_instance(const std::string& instance_id);
+  task<result<bool>> update_instance(const std::string& instance_id, std::optional<std::string> display_name,
+                                     const std::map<std::string, std::string>& metadata);
+  task<result<bool>> delete_instance(const std::string& instance_id);
+  task<bool> validate_api_key(const std::string& instance_id, const std::string& api_key);
+  task<bool> instance_exists(const std::string& instance_id);
+
+  task<result<user_info>> register_user(const std::string& instance_id, const std::string& user_id,
+                                        const std::string& display_name, const std::map<std::string, std::string>& metadata);
+  task<result<std::vector<user_info>>> list_users(const std::string& instance_id);
+  task<result<std::optional<user_info>>> get_user(const std::string& instance_id, const std::string& user_id);
+  task<result<bool>> delete_user(const std::string& instance_id, const std::string& user_id);
+  task<bool> user_exists(const std::string& instance_id, const std::string& user_id);
+  task<bool> has_users(const std::string& instance_id);
+
+  // Closed roster once any user is registered; open instances need a user name.
+  task<result<inject_result>> inject_message(const std::string& instance_id, inject_request req);
+
+  task<result<std::vector<cached_message>>> history(const std::string& instance_id, std::size_t limit,
+                                                    std::optional<double> before);
+  task<result<std::optional<stored_file>>> get_file(const std::string& file_id);
+
+  // platform_adapter
+  std::string_view name() const override { return "redis"; }
+  task<void> start() override { co_return; }
+  task<void> stop() override { co_return; }
+  bool is_running() const override { return true; }
+  bot_identity identity() const override { return {"star", "Star"}; }
+  task<result<std::string>> send(const std::string& channel_id, const std::string& text,
+                                 const send_context& ctx) override;
+  task<result<std::string>> send_file(const std::string& channel_id, const std::string& data,
+                                      const std::string& filename, const std::string& mimetype,
+                                      const send_context& ctx) override;
+  task<result<std::string>> send_with_buttons(const std::string& channel_id, const std::string& text,
+                                              const std::vector<bus::button>& buttons, const send_context& ctx) override;
+  task<void> start_typing(const std::string&) override { co_return; }
+  task<void> stop_typing(const std::string&) override { co_return; }
+  task<bool> add_reaction(const std::string&, const std::string&, const std::string&) override { co_return false; }
+  task<void> set_presence(const std::string&, const std::string&) override { co_return; }
+  task<std::vector<history_message>> fetch_history(const std::string&, int) override {
+    co_return std::vector<history_message>{};  // the message cache is the history (seed)
+  }
+  task<bool> is_channel_valid(const std::string& channel_id) override { return instance_exists(channel_id); }
+  bool should_skip_channel_heartbeat(const std::string&) const override { return true; }
+  task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
+
+  static constexpr std::chrono::seconds file_ttl{86400};
+  static constexpr std::chrono::seconds message_ttl{7776000};
+  static constexpr std::size_t events_maxlen = 1000;
+
+private:
+  // PUBLISH + XADD to the event stream (+ cache writes), in one MULTI.
+  task<result<std::string>> emit(const std::string& instance_id, const std::string& json_event,
+                                 std::vector<std::vector<std::string>> extra_commands);
+
+  redis::connection& conn_;
+  bus::event_bus& bus_;
+};
+
+}  // namespace stargazer::platform

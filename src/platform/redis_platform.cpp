@@ -1,0 +1,420 @@
+#include "stargazer/platform/redis_platform.hpp"
+
+#include "stargazer/bus/lock.hpp"
+#include "stargazer/core/error.hpp"
+#include "stargazer/core/json.hpp"
+#include "stargazer/core/log.hpp"
+#include "stargazer/redis/connection.hpp"
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <rapidjson/document.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+
+namespace stargazer::platform {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr const char* instances_key = "redis_platform:instances";
+std::string meta_key(std::string_view id) { return "redis_platform:meta:" + std::string(id); }
+std::string users_key(std::string_view id) { return "redis_platform:users:" + std::string(id); }
+std::string file_key(std::string_view id) { return "redis_platform:file:" + std::string(id); }
+std::string history_key(std::string_view id) { return "channel_msgs:redis:" + std::string(id); }
+std::string message_hash_key(std::string_view instance, std::string_view message_id) {
+  return "sg:msg:redis:" + std::string(instance) + ":" + std::string(message_id);
+}
+
+// Fields of the meta hash that callers' metadata may not overwrite.
+bool reserved_meta_field(std::string_view f) {
+  return f == "display_name" || f == "created_at" || f == "api_key" || f == "api_key_sha256" || f == "instance_id";
+}
+
+std::string random_api_key() {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("no randomness for an API key");
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string key = "sgk_";
+  for (auto b : bytes) key.push_back(alphabet[b & 63]);  // 6 random bits per char, 192 bits in all
+  return key;
+}
+
+std::string metadata_json(const std::map<std::string, std::string>& m) {
+  std::string out = "{";
+  for (const auto& [k, v] : m) {
+    if (out.size() > 1) out.push_back(',');
+    json::append_quoted(out, k);
+    out.push_back(':');
+    json::append_quoted(out, v);
+  }
+  return out + "}";
+}
+
+std::optional<user_info> parse_user(std::string_view text) {
+  rapidjson::Document d;
+  d.Parse(text.data(), text.size());
+  if (d.HasParseError() || !d.IsObject()) return std::nullopt;
+  const auto str = [&](const char* k) {
+    return d.HasMember(k) && d[k].IsString() ? std::string(d[k].GetString(), d[k].GetStringLength()) : std::string();
+  };
+  user_info u{str("user_id"), str("display_name"), str("registered_at"), {}};
+  if (d.HasMember("metadata") && d["metadata"].IsObject())
+    for (auto& m : d["metadata"].GetObject())
+      if (m.value.IsString()) u.metadata.emplace(m.name.GetString(), m.value.GetString());
+  return u;
+}
+
+instance_info info_from_hash(const std::string& id, const redis::reply& r) {
+  instance_info info;
+  info.instance_id = id;
+  const auto& kv = r.elements();
+  for (std::size_t i = 0; i + 1 < kv.size(); i += 2) {
+    const auto& k = kv[i].str();
+    if (k == "display_name") info.display_name = kv[i + 1].str();
+    else if (k == "created_at") info.created_at = kv[i + 1].str();
+    else if (!reserved_meta_field(k)) info.metadata.emplace(k, kv[i + 1].str());
+  }
+  return info;
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out.push_back(hex[digest[i] >> 4]);
+    out.push_back(hex[digest[i] & 0xf]);
+  }
+  return out;
+}
+
+bool digest_equals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && !a.empty() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+double now_unix() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+
+std::string iso_time(double unix_seconds) {
+  const auto whole = static_cast<std::time_t>(unix_seconds);
+  const auto millis = static_cast<int>((unix_seconds - static_cast<double>(whole)) * 1000);
+  std::tm tm{};
+  gmtime_r(&whole, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:03}Z", buf, millis);
+}
+
+redis_platform::redis_platform(redis::connection& conn, bus::event_bus& bus) : conn_(conn), bus_(bus) {}
+
+// ---- instances -------------------------------------------------------------------------
+
+task<result<created_instance>> redis_platform::create_instance(std::string instance_id, std::string display_name,
+                                                               std::map<std::string, std::string> metadata) {
+  if (instance_id.empty()) instance_id = bus::random_hex_id().substr(0, 16);
+  created_instance out;
+  out.api_key = random_api_key();
+  out.info = {instance_id, display_name.empty() ? instance_id : display_name, iso_time(now_unix()), std::move(metadata)};
+  // HSETNX on created_at first: an existing instance id is refused, not overwritten.
+  auto created = co_await conn_.command("HSETNX", meta_key(instance_id), "created_at", out.info.created_at);
+  if (!created) co_return created.error();
+  if (created->integer() == 0) co_return make_error_code(errc::invalid_argument);
+  std::vector<std::string> fields{"display_name", out.info.display_name, "api_key_sha256", sha256_hex(out.api_key)};
+  for (const auto& [k, v] : out.info.metadata) {
+    fields.push_back(k);
+    fields.push_back(v);
+  }
+  redis::request write;
+  write.push("MULTI");
+  write.push("SADD", instances_key, instance_id);
+  write.push_with({"HSET", meta_key(instance_id)}, fields);
+  write.push("EXEC");
+  auto r = co_await conn_.exec(std::move(write));
+  if (!r) co_return r.error();
+  co_return out;
+}
+
+task<result<std::vector<instance_info>>> redis_platform::list_instances() {
+  auto ids = co_await conn_.command("SMEMBERS", instances_key);
+  if (!ids) co_return ids.error();
+  std::vector<std::string> sorted;
+  for (auto& e : ids->elements()) sorted.push_back(e.str());
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<instance_info> out;
+  if (sorted.empty()) co_return out;
+  redis::request req;
+  for (const auto& id : sorted) req.push("HGETALL", meta_key(id));
+  auto hashes = co_await conn_.exec(std::move(req));
+  if (!hashes) co_return hashes.error();
+  for (std::size_t i = 0; i < sorted.size(); ++i)
+    if (!(*hashes)[i].elements().empty()) out.push_back(info_from_hash(sorted[i], (*hashes)[i]));
+  co_return out;
+}
+
+task<result<std::optional<instance_info>>> redis_platform::get_instance(const std::string& instance_id) {
+  auto r = co_await conn_.command("HGETALL", meta_key(instance_id));
+  if (!r) co_return r.error();
+  if (!r->is_array() || r->elements().empty()) co_return std::optional<instance_info>{};
+  co_return std::optional<instance_info>(info_from_hash(instance_id, *r));
+}
+
+task<result<bool>> redis_platform::update_instance(const std::string& instance_id,
+                                                   std::optional<std::string> display_name,
+                                                   const std::map<std::string, std::string>& metadata) {
+  if (!co_await instance_exists(instance_id)) co_return false;
+  std::vector<std::string> fields;
+  if (display_name && !display_name->empty()) {
+    fields.push_back("display_name");
+    fields.push_back(*display_name);
+  }
+  for (const auto& [k, v] : metadata) {
+    fields.push_back(k);
+    fields.push_back(v);
+  }
+  if (fields.empty()) co_return true;  // the seed skips a no-op write
+  redis::request req;
+  req.push_with({"HSET", meta_key(instance_id)}, fields);
+  auto r = co_await conn_.exec(std::move(req));
+  if (!r) co_return r.error();
+  co_return true;
+}
+
+task<result<bool>> redis_platform::delete_instance(const std::string& instance_id) {
+  const auto& names = bus_.names();
+  redis::request req;
+  req.push("MULTI");
+  req.push("SREM", instances_key, instance_id);
+  req.push("DEL", meta_key(instance_id), users_key(instance_id), history_key(instance_id), events_stream(instance_id),
+           bus::order_key(names.inbound_stream, "redis:" + instance_id),
+           bus::order_key(names.outbound_stream("redis"), instance_id));
+  req.push("EXEC");
+  auto r = co_await conn_.exec(std::move(req));
+  if (!r) co_return r.error();
+  const auto& exec = r->back();
+  co_return exec.is_array() && !exec.elements().empty() && exec.elements()[0].integer() == 1;
+}
+
+task<bool> redis_platform::validate_api_key(const std::string& instance_id, const std::string& api_key) {
+  auto r = co_await conn_.command("HGET", meta_key(instance_id), "api_key_sha256");
+  if (!r || !r->is_bulk()) co_return false;
+  co_return digest_equals(sha256_hex(api_key), r->str());
+}
+
+task<bool> redis_platform::instance_exists(const std::string& instance_id) {
+  auto r = co_await conn_.command("SISMEMBER", instances_key, instance_id);
+  co_return r && r->is_integer() && r->integer() == 1;
+}
+
+// ---- users -----------------------------------------------------------------------------
+
+task<result<user_info>> redis_platform::register_user(const std::string& instance_id, const std::string& user_id,
+                                                      const std::string& display_name,
+                                                      const std::map<std::string, std::string>& metadata) {
+  user_info u{user_id, display_name, iso_time(now_unix()), metadata};
+  const auto record = fmt::format(R"({{"user_id":{},"display_name":{},"registered_at":{},"metadata":{}}})",
+                                  json::quoted(user_id), json::quoted(display_name), json::quoted(u.registered_at),
+                                  metadata_json(metadata));
+  auto r = co_await conn_.command("HSET", users_key(instance_id), user_id, record);
+  if (!r) co_return r.error();
+  co_return u;
+}
+
+task<result<std::vector<user_info>>> redis_platform::list_users(const std::string& instance_id) {
+  auto r = co_await conn_.command("HGETALL", users_key(instance_id));
+  if (!r) co_return r.error();
+  std::vector<user_info> out;
+  const auto& kv = r->elements();
+  for (std::size_t i = 0; i + 1 < kv.size(); i += 2)
+    if (auto u = parse_user(kv[i + 1].str())) out.push_back(std::move(*u));  // a corrupt record is skipped
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.user_id < b.user_id; });
+  co_return out;
+}
+
+task<result<std::optional<user_info>>> redis_platform::get_user(const std::string& instance_id,
+                                                                const std::string& user_id) {
+  auto r = co_await conn_.command("HGET", users_key(instance_id), user_id);
+  if (!r) co_return r.error();
+  if (!r->is_bulk()) co_return std::optional<user_info>{};
+  co_return parse_user(r->str());
+}
+
+task<result<bool>> redis_platform::delete_user(const std::string& instance_id, const std::string& user_id) {
+  auto r = co_await conn_.command("HDEL", users_key(instance_id), user_id);
+  if (!r) co_return r.error();
+  co_return r->integer() == 1;
+}
+
+task<bool> redis_platform::user_exists(const std::string& instance_id, const std::string& user_id) {
+  auto r = co_await conn_.command("HEXISTS", users_key(instance_id), user_id);
+  co_return r && r->integer() == 1;
+}
+
+task<bool> redis_platform::has_users(const std::string& instance_id) {
+  auto r = co_await conn_.command("HLEN", users_key(instance_id));
+  co_return r && r->integer() > 0;
+}
+
+// ---- messages --------------------------------------------------------------------------
+
+task<result<inject_result>> redis_platform::inject_message(const std::string& instance_id, inject_request req) {
+  // One round trip for the preconditions: exists, roster size, the sender's record.
+  redis::request check;
+  check.push("SISMEMBER", instances_key, instance_id).push("HLEN", users_key(instance_id));
+  check.push("HGET", users_key(instance_id), req.user_id);
+  auto pre = co_await conn_.exec(std::move(check));
+  if (!pre) co_return pre.error();
+  if ((*pre)[0].integer() != 1) co_return inject_result{inject_refusal::unknown_instance, {}};
+  std::string user_name = req.user_name;
+  if ((*pre)[1].integer() > 0) {
+    const auto user = (*pre)[2].is_bulk() ? parse_user((*pre)[2].str()) : std::nullopt;
+    if (!user) co_return inject_result{inject_refusal::user_not_registered, {}};
+    if (!user->display_name.empty()) user_name = user->display_name;
+  } else if (user_name.empty()) {
+    co_return inject_result{inject_refusal::user_name_required, {}};
+  }
+
+  bus::inbound_envelope e;
+  e.platform = "redis";
+  e.channel_id = instance_id;
+  e.user_id = req.user_id;
+  e.username = user_name;
+  e.content = req.text;
+  e.attachments = std::move(req.attachments);
+  e.timestamp = now_unix();
+  e.message_id = bus::random_hex_id();
+  e.reply_to = req.reply_to_id;
+  e.trace_id = bus::random_hex_id();
+  e.response_nonce = req.response_nonce;
+
+  // The user's message enters the history before the bot can answer it.
+  const auto hash = message_hash_key(instance_id, e.message_id);
+  const auto score = fmt::format("{:.3f}", e.timestamp);
+  redis::request cache;
+  cache.push("HSET", hash, "user_id", e.user_id, "user_name", e.username, "text", e.content, "timestamp", score,
+             "message_id", e.message_id, "is_bot", "0", "reply_to_id", e.reply_to);
+  cache.push("EXPIRE", hash, message_ttl.count());
+  cache.push("ZADD", history_key(instance_id), score, hash);
+  auto cached = co_await conn_.exec(std::move(cache));
+  if (!cached) co_return cached.error();
+
+  auto published = co_await bus_.publish_inbound(e);
+  if (!published) co_return published.error();
+  co_return inject_result{inject_refusal::none, e.message_id};
+}
+
+task<result<std::vector<cached_message>>> redis_platform::history(const std::string& instance_id, std::size_t limit,
+                                                                  std::optional<double> before) {
+  const auto max = before ? fmt::format("({:.3f}", *before) : std::string("+inf");
+  auto keys = co_await conn_.command("ZREVRANGEBYSCORE", history_key(instance_id), max, "-inf", "LIMIT", 0, limit);
+  if (!keys) co_return keys.error();
+  std::vector<cached_message> out;
+  if (keys->elements().empty()) co_return out;
+  redis::request req;
+  for (const auto& k : keys->elements())
+    req.push("HMGET", k.str(), "message_id", "user_id", "user_name", "text", "timestamp", "is_bot", "reply_to_id");
+  auto rows = co_await conn_.exec(std::move(req));
+  if (!rows) co_return rows.error();
+  for (auto& row : *rows) {
+    auto& f = row.elements();
+    if (f.size() != 7 || f[3].is_nil()) continue;  // expired
+    cached_message m{f[0].str(), f[1].str(), f[2].str(), f[3].str(), std::atof(f[4].str().c_str()), f[5].str() == "1",
+                     f[6].str()};
+    out.push_back(std::move(m));
+  }
+  co_return out;
+}
+
+task<result<std::optional<stored_file>>> redis_platform::get_file(const std::string& file_id) {
+  auto r = co_await conn_.command("HMGET", file_key(file_id), "data", "filename", "mimetype", "channel_id");
+  if (!r) co_return r.error();
+  auto& f = r->elements();
+  if (f.size() != 4 || f[0].is_nil()) co_return std::optional<stored_file>{};
+  co_return std::optional<stored_file>(stored_file{f[0].str(), f[1].str(), f[2].str(), f[3].str()});
+}
+
+// ---- sending ---------------------------------------------------------------------------
+
+task<result<std::string>> redis_platform::emit(const std::string& instance_id, const std::string& json_event,
+                                               std::vector<std::vector<std::string>> extra_commands) {
+  redis::request req;
+  req.push("MULTI");
+  for (const auto& c : extra_commands) req.push_range(c);
+  req.push("PUBLISH", response_channel(instance_id), json_event);
+  req.push("XADD", events_stream(instance_id), "MAXLEN", "~", events_maxlen, "*", "event", json_event);
+  req.push("EXPIRE", events_stream(instance_id), message_ttl.count());
+  req.push("EXEC");
+  auto r = co_await conn_.exec(std::move(req));
+  if (!r) co_return r.error();
+  if (!r->back().is_array()) co_return make_error_code(errc::redis_error);
+  co_return std::string();
+}
+
+task<result<std::string>> redis_platform::send(const std::string& channel_id, const std::string& text,
+                                               const send_context& ctx) {
+  const auto id = bus::random_hex_id();
+  const auto ts = now_unix();
+  std::string event = fmt::format(R"({{"type":"message","id":{},"text":{},"timestamp":{})", json::quoted(id),
+                                  json::quoted(text), json::quoted(iso_time(ts)));
+  if (!ctx.response_nonce.empty()) event += ",\"nonce\":" + json::quoted(ctx.response_nonce);
+  event += "}";
+  // The bot's message enters the history; its hash is the message key when there is one.
+  const auto hash = ctx.message_key.empty() ? message_hash_key(channel_id, id) : ctx.message_key;
+  const auto score = fmt::format("{:.3f}", ts);
+  std::vector<std::vector<std::string>> cache{
+      {"HSET", hash, "user_id", "star", "user_name", "Star", "text", text, "timestamp", score, "is_bot", "1",
+       "reply_to_id", ""},
+      {"EXPIRE", hash, std::to_string(message_ttl.count())},
+      {"ZADD", history_key(channel_id), score, hash}};
+  auto r = co_await emit(channel_id, event, std::move(cache));
+  if (!r) co_return r.error();
+  co_return id;
+}
+
+task<result<std::string>> redis_platform::send_with_buttons(const std::string& channel_id, const std::string& text,
+                                                            const std::vector<bus::button>& buttons,
+                                                            const send_context& ctx) {
+  // No buttons on this platform: their labels are appended to the text.
+  std::string body = text;
+  for (const auto& b : buttons) body += "\n[" + b.label + "]";
+  co_return co_await send(channel_id, body, ctx);
+}
+
+task<result<std::string>> redis_platform::send_file(const std::string& channel_id, const std::string& data,
+                                                    const std::string& filename, const std::string& mimetype,
+                                                    const send_context& ctx) {
+  const auto file_id = bus::random_hex_id();  // 128 random bits: the URL is the capability
+  const auto ts = now_unix();
+  const auto url = "/redis-platform/files/" + file_id + "/" + filename;
+  std::string event =
+      fmt::format(R"({{"type":"file","id":{},"filename":{},"mimetype":{},"size":{},"url":{},"timestamp":{})",
+                  json::quoted(file_id), json::quoted(filename), json::quoted(mimetype), data.size(), json::quoted(url),
+                  json::quoted(iso_time(ts)));
+  if (!ctx.response_nonce.empty()) event += ",\"nonce\":" + json::quoted(ctx.response_nonce);
+  event += "}";
+  std::vector<std::vector<std::string>> store{
+      {"HSET", file_key(file_id), "data", data, "filename", filename, "mimetype", mimetype, "size",
+       std::to_string(data.size()), "timestamp", fmt::format("{:.3f}", ts), "channel_id", channel_id},
+      {"EXPIRE", file_key(file_id), std::to_string(file_ttl.count())}};
+  auto r = co_await emit(channel_id, event, std::move(store));
+  if (!r) co_return r.error();
+  co_return file_id;
+}
+
+task<void> redis_platform::turn_complete(const std::string& channel_id, const std::string& response_nonce) {
+  const auto event = fmt::format(R"({{"type":"turn_complete","nonce":{},"timestamp":{}}})",
+                                 json::quoted(response_nonce), json::quoted(iso_time(now_unix())));
+  auto r = co_await emit(channel_id, event, std::vector<std::vector<std::string>>{});
+  if (!r) throw std::system_error(r.error(), "turn_complete for " + channel_id);
+}
+
+}  // namespace stargazer::platform
