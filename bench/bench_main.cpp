@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
       {"pipeline", {pipeline, "event bus end to end: publish_inbound -> worker consumer(s) -> outbound consumer -> "
                               "adapter send; msg/s, p50/p95/p99, Redis commands/message [--messages 20000] "
                               "[--channels 200] [--workers 1] [--paced RATE] [--publishers 64] [--warmup 1000] "
-                              "[--url redis://...]"}},
+                              "[--url redis://... | --unix]"}},
   };
   const std::string which = argc > 1 ? argv[1] : "";
   if (auto it = benchmarks.find(which); it != benchmarks.end()) return it->second.first(args(argv + 2, argv + argc));

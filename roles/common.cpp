@@ -35,6 +35,18 @@ asio::awaitable<void> redis_component::stop(std::chrono::milliseconds) {
   co_return;
 }
 
+asio::awaitable<void> subscriber_component::start() {
+  sub_.start();
+  // The pattern is recorded at once and (re)subscribed on every connect, so startup
+  // does not wait for Redis.
+  asio::co_spawn(co_await asio::this_coro::executor, hub_.start(), asio::detached);
+}
+
+asio::awaitable<void> subscriber_component::stop(std::chrono::milliseconds) {
+  sub_.stop();
+  co_return;
+}
+
 struct stream_setup_component::state {
   bus::event_bus& bus;
   role r;

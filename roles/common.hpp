@@ -5,7 +5,9 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/core/config.hpp"
 #include "stargazer/core/service.hpp"
+#include "stargazer/platform/redis_platform_api.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/subscriber.hpp"
 
 #include <memory>
 #include <string>
@@ -26,6 +28,19 @@ public:
 
 private:
   redis::connection& conn_;
+};
+
+// Starts the gateway's Pub/Sub connection and the reply hub's pattern subscription.
+class subscriber_component final : public component {
+public:
+  subscriber_component(redis::subscriber& sub, platform::reply_hub& hub) : sub_(sub), hub_(hub) {}
+  std::string_view name() const override { return "pubsub"; }
+  boost::asio::awaitable<void> start() override;
+  boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline) override;
+
+private:
+  redis::subscriber& sub_;
+  platform::reply_hub& hub_;
 };
 
 // Creates the role's consumer groups, retrying in the background until Redis answers;

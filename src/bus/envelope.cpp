@@ -1,5 +1,7 @@
 #include "stargazer/bus/envelope.hpp"
 
+#include "stargazer/core/strings.hpp"
+
 #include <fmt/format.h>
 #include <msgpack.hpp>
 
@@ -98,34 +100,6 @@ public:
 private:
   std::vector<std::pair<std::string_view, const msgpack::object*>> entries_;
 };
-
-std::optional<std::string> base64_decode(std::string_view in) {
-  static const auto table = [] {
-    std::array<int, 256> t{};
-    t.fill(-1);
-    const std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (std::size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<int>(i);
-    t['-'] = 62;  // URL-safe alphabet too
-    t['_'] = 63;
-    return t;
-  }();
-  std::string out;
-  out.reserve(in.size() * 3 / 4);
-  unsigned buffer = 0;
-  int bits = 0;
-  for (char c : in) {
-    if (c == '=' || c == '\n' || c == '\r') continue;
-    const int v = table[static_cast<unsigned char>(c)];
-    if (v < 0) return std::nullopt;
-    buffer = (buffer << 6) | static_cast<unsigned>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
-    }
-  }
-  return out;
-}
 
 std::string fields::bytes(std::string_view key) const {
   const auto* o = find(key);

@@ -1,5 +1,6 @@
 #include "stargazer/core/strings.hpp"
 
+#include <array>
 #include <charconv>
 
 namespace stargazer {
@@ -42,6 +43,54 @@ bool iequals(std::string_view a, std::string_view b) {
     if (x != y) return false;
   }
   return true;
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+  static const auto table = [] {
+    std::array<int, 256> t{};
+    t.fill(-1);
+    const std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (std::size_t i = 0; i < alphabet.size(); ++i) t[static_cast<unsigned char>(alphabet[i])] = static_cast<int>(i);
+    t['-'] = 62;  // URL-safe alphabet too
+    t['_'] = 63;
+    return t;
+  }();
+  std::string out;
+  out.reserve(in.size() * 3 / 4);
+  unsigned buffer = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=' || c == '\n' || c == '\r') continue;
+    const int v = table[static_cast<unsigned char>(c)];
+    if (v < 0) return std::nullopt;
+    buffer = ((buffer << 6) | static_cast<unsigned>(v)) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((buffer >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+std::string base64_encode(std::string_view in) {
+  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const unsigned n = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8) |
+                       static_cast<unsigned char>(in[i + 2]);
+    out += {alphabet[n >> 18], alphabet[(n >> 12) & 63], alphabet[(n >> 6) & 63], alphabet[n & 63]};
+  }
+  if (i + 1 == in.size()) {
+    const unsigned n = static_cast<unsigned char>(in[i]) << 16;
+    out += {alphabet[n >> 18], alphabet[(n >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    const unsigned n = (static_cast<unsigned char>(in[i]) << 16) | (static_cast<unsigned char>(in[i + 1]) << 8);
+    out += {alphabet[n >> 18], alphabet[(n >> 12) & 63], alphabet[(n >> 6) & 63], '='};
+  }
+  return out;
 }
 
 }  // namespace stargazer

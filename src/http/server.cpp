@@ -240,6 +240,36 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     co_await bhttp::async_write(conn.stream, res, asio::redirect_error(asio::use_awaitable, ec));
   }
 
+  // Chunked transfer of a streamed response; ends when the producer does, the client
+  // goes away or the server stops.
+  asio::awaitable<void> write_stream(connection& conn, response res, unsigned version) {
+    bhttp::response<bhttp::empty_body> header{static_cast<bhttp::status>(res.status), version};
+    header.set(bhttp::field::server, "stargazer");
+    header.set(bhttp::field::content_type, res.content_type);
+    header.set(bhttp::field::cache_control, "no-cache");
+    for (auto& [k, v] : res.headers) header.insert(k, v);
+    header.keep_alive(false);
+    header.chunked(true);
+    bhttp::response_serializer<bhttp::empty_body> serializer{header};
+    error_code ec;
+    conn.stream.expires_after(settings.write_timeout);
+    co_await bhttp::async_write_header(conn.stream, serializer, asio::redirect_error(asio::use_awaitable, ec));
+    std::string chunk;
+    bool more = !ec;
+    while (more && !stopping) {
+      chunk.clear();
+      conn.busy = false;  // waiting for events: stop() may close it
+      more = co_await res.stream(chunk);
+      conn.busy = true;
+      if (chunk.empty()) continue;
+      conn.stream.expires_after(settings.write_timeout);
+      co_await asio::async_write(conn.stream, bhttp::make_chunk(asio::buffer(chunk)),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+    }
+    co_await asio::async_write(conn.stream, bhttp::make_chunk_last(), asio::redirect_error(asio::use_awaitable, ec));
+  }
+
   asio::awaitable<void> session(std::shared_ptr<connection> conn, std::uint64_t) {
     auto self = shared_from_this();
     beast::flat_buffer buffer;
@@ -317,6 +347,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       duration.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       count_request(req, res.status);
 
+      if (res.stream) {
+        co_await write_stream(*conn, std::move(res), version);
+        break;
+      }
       const bool keep = keep_alive && !stopping;
       auto out = to_beast(std::move(res), version, keep, head);
       conn->stream.expires_after(settings.write_timeout);

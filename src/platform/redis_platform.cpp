@@ -169,7 +169,7 @@ task<result<std::optional<instance_info>>> redis_platform::get_instance(const st
 }
 
 task<result<bool>> redis_platform::update_instance(const std::string& instance_id,
-                                                   std::optional<std::string> display_name,
+                                                   const std::optional<std::string>& display_name,
                                                    const std::map<std::string, std::string>& metadata) {
   if (!co_await instance_exists(instance_id)) co_return false;
   std::vector<std::string> fields;

@@ -93,7 +93,11 @@ asio::awaitable<std::error_code> transport::connect(const address& where, asio::
   co_await asio::async_connect(*socket, endpoints, asio::redirect_error(asio::use_awaitable, ec));
   if (!ec) socket->set_option(tcp::no_delay(true), ec);
   if (!ec && tls_) {
-    if (!SSL_set_tlsext_host_name(tls_->native_handle(), where.host.c_str()))
+    // SNI only for host names: RFC 6066 section 3 forbids IP literals in it. An IP is still
+    // checked against the certificate's IP SANs by host_name_verification below.
+    error_code not_an_ip;
+    (void)asio::ip::make_address(where.host, not_an_ip);
+    if (not_an_ip && !SSL_set_tlsext_host_name(tls_->native_handle(), where.host.c_str()))
       ec = error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category());
     if (!ec && verify) tls_->set_verify_callback(asio::ssl::host_name_verification(where.host));
     if (!ec) co_await tls_->async_handshake(asio::ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));

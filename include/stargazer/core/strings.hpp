@@ -15,4 +15,8 @@ std::string ascii_lower(std::string_view in);
 
 bool iequals(std::string_view a, std::string_view b);
 
+// Standard or URL-safe base64 (padding and line breaks ignored); nullopt on a bad character.
+std::optional<std::string> base64_decode(std::string_view in);
+std::string base64_encode(std::string_view in);
+
 }  // namespace stargazer

@@ -2,6 +2,10 @@
 // HTTP requests and responses as plain values, so handlers and the router are pure
 // functions testable without sockets. The server converts to and from Beast.
 
+#include <utility>  // before Asio: 1.18's awaitable.hpp uses std::exchange
+#include <boost/asio/awaitable.hpp>
+
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -41,6 +45,10 @@ struct response {
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // A streamed body (Server-Sent Events): sent chunked after the headers; each call
+  // appends the next piece to `out` and returns false after the last one. The
+  // connection closes when the stream ends or the client goes away.
+  std::function<boost::asio::awaitable<bool>(std::string& out)> stream;
 
   static response json(unsigned status, std::string body);
   static response text(unsigned status, std::string body, std::string content_type = "text/plain; charset=utf-8");

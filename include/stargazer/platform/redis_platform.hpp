@@ -98,7 +98,7 @@ public:
                                                  std::map<std::string, std::string> metadata);
   task<result<std::vector<instance_info>>> list_instances();
   task<result<std::optional<instance_info>>> get_instance(const std::string& instance_id);
-  task<result<bool>> update_instance(const std::string& instance_id, std::optional<std::string> display_name,
+  task<result<bool>> update_instance(const std::string& instance_id, const std::optional<std::string>& display_name,
                                      const std::map<std::string, std::string>& metadata);
   task<result<bool>> delete_instance(const std::string& instance_id);
   task<bool> validate_api_key(const std::string& instance_id, const std::string& api_key);

@@ -1,0 +1,625 @@
+#include "stargazer/platform/redis_platform_api.hpp"
+
+#include "stargazer/bus/lock.hpp"
+#include "stargazer/core/error.hpp"
+#include "stargazer/core/json.hpp"
+#include "stargazer/core/log.hpp"
+#include "stargazer/core/strings.hpp"
+#include "stargazer/http/json_body.hpp"
+#include "stargazer/http/router.hpp"
+#include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/subscriber.hpp"
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+
+#include <charconv>
+#include <set>
+#include <unordered_map>
+
+namespace stargazer::platform {
+
+namespace asio = boost::asio;
+using http::method;
+using http::request;
+using http::response;
+using clock_type = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------------------------------
+// Reply hub
+
+struct reply_hub::impl {
+  struct waiter {
+    explicit waiter(asio::any_io_executor ex) : signal(ex, clock_type::time_point::max()) {}
+    std::vector<std::string> events;  // JSON objects, in arrival order
+    bool complete = false;
+    asio::steady_timer signal;
+  };
+
+  explicit impl(redis::subscriber& s) : sub(s) {}
+
+  redis::subscriber& sub;
+  std::unordered_map<std::string, std::shared_ptr<waiter>> waiters;  // by response nonce
+  std::unordered_map<std::string, std::set<std::shared_ptr<asio::steady_timer>>> listeners;  // by instance
+
+  void on_message(redis::pubsub_message&& m) {
+    const std::string_view prefix = "stargazer:redis_platform:response:";
+    if (!m.channel.starts_with(prefix)) return;
+    const std::string instance = m.channel.substr(prefix.size());
+    if (auto it = listeners.find(instance); it != listeners.end())
+      for (const auto& t : it->second) t->cancel();
+    rapidjson::Document d;
+    d.Parse(m.payload.c_str(), m.payload.size());
+    if (d.HasParseError() || !d.IsObject() || !d.HasMember("nonce") || !d["nonce"].IsString()) return;
+    const auto it = waiters.find(d["nonce"].GetString());
+    if (it == waiters.end()) return;
+    auto& w = *it->second;
+    if (d.HasMember("type") && d["type"].IsString() && std::string_view(d["type"].GetString()) == "turn_complete")
+      w.complete = true;
+    else
+      w.events.push_back(std::move(m.payload));
+    w.signal.cancel();
+  }
+};
+
+reply_hub::reply_hub(redis::subscriber& sub) : impl_(std::make_shared<impl>(sub)) {
+  sub.set_handler([self = impl_.get()](redis::pubsub_message&& m) { self->on_message(std::move(m)); });
+}
+
+reply_hub::~reply_hub() { impl_->sub.set_handler(nullptr); }
+
+asio::awaitable<std::error_code> reply_hub::start() {
+  const std::vector<std::string> patterns{"stargazer:redis_platform:response:*"};
+  co_return co_await impl_->sub.psubscribe(patterns);
+}
+
+// ---------------------------------------------------------------------------------------
+// Routes
+
+namespace {
+
+const log::logger& api_log() {
+  static const log::logger instance("redis-platform-api");
+  return instance;
+}
+
+bool valid_id(std::string_view s, std::size_t max, std::string_view extra = {}) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                    c == '_' || c == '.' || extra.find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+response bad(std::string_view code, std::string message) { return response::error(400, code, message); }
+
+std::string instance_json(const instance_info& i) {
+  std::string meta = "{";
+  for (const auto& [k, v] : i.metadata) {
+    if (meta.size() > 1) meta.push_back(',');
+    meta += json::quoted(k) + ":" + json::quoted(v);
+  }
+  meta += "}";
+  return fmt::format(R"({{"instance_id":{},"display_name":{},"created_at":{},"metadata":{}}})",
+                     json::quoted(i.instance_id), json::quoted(i.display_name), json::quoted(i.created_at), meta);
+}
+
+std::string user_json(const user_info& u) {
+  std::string meta = "{";
+  for (const auto& [k, v] : u.metadata) {
+    if (meta.size() > 1) meta.push_back(',');
+    meta += json::quoted(k) + ":" + json::quoted(v);
+  }
+  meta += "}";
+  return fmt::format(R"({{"user_id":{},"display_name":{},"registered_at":{},"metadata":{}}})", json::quoted(u.user_id),
+                     json::quoted(u.display_name), json::quoted(u.registered_at), meta);
+}
+
+template <class T>
+std::string json_array(const std::vector<T>& items, std::string (*fn)(const T&)) {
+  std::string out = "[";
+  for (const auto& i : items) {
+    if (out.size() > 1) out.push_back(',');
+    out += fn(i);
+  }
+  return out + "]";
+}
+
+std::string message_json(const cached_message& m) {
+  return fmt::format(
+      R"({{"message_id":{},"user_id":{},"user_name":{},"text":{},"timestamp":{},"unix_time":{:.3f},"is_bot":{},"reply_to_id":{}}})",
+      json::quoted(m.message_id), json::quoted(m.user_id), json::quoted(m.user_name), json::quoted(m.text),
+      json::quoted(iso_time(m.timestamp)), m.timestamp, m.is_bot ? "true" : "false", json::quoted(m.reply_to_id));
+}
+
+response internal(const std::error_code& ec) {
+  api_log().error("redis failure: {}", ec.message());
+  return response::error(503, "unavailable", "storage unavailable, retry later");
+}
+
+// Reads an optional string member, checking its type and length.
+std::optional<response> read_string(const rapidjson::Value& obj, const char* name, std::size_t max, std::string& out,
+                                    bool required) {
+  if (!obj.HasMember(name) || obj[name].IsNull()) {
+    if (required) return bad("missing_field", fmt::format("'{}' is required", name));
+    return std::nullopt;
+  }
+  const auto& v = obj[name];
+  if (!v.IsString()) return bad("bad_field_type", fmt::format("'{}' must be a string", name));
+  if (v.GetStringLength() > max)
+    return response::error(413, "field_too_long", fmt::format("'{}' is longer than {} bytes", name, max));
+  out.assign(v.GetString(), v.GetStringLength());
+  return std::nullopt;
+}
+
+std::optional<response> read_metadata(const rapidjson::Value& obj, const redis_platform_api_settings& s,
+                                      std::map<std::string, std::string>& out) {
+  if (!obj.HasMember("metadata") || obj["metadata"].IsNull()) return std::nullopt;
+  const auto& m = obj["metadata"];
+  if (!m.IsObject()) return bad("bad_field_type", "'metadata' must be an object of strings");
+  if (m.MemberCount() > s.max_metadata_fields)
+    return response::error(413, "too_many_fields", fmt::format("'metadata' has more than {} fields", s.max_metadata_fields));
+  for (const auto& kv : m.GetObject()) {
+    const std::string key(kv.name.GetString(), kv.name.GetStringLength());
+    if (!valid_id(key, 64)) return bad("bad_metadata_key", "metadata keys are 1-64 characters of [A-Za-z0-9._-]");
+    if (key == "display_name" || key == "created_at" || key == "api_key" || key == "api_key_sha256" ||
+        key == "instance_id")
+      return bad("reserved_metadata_key", "'" + key + "' is reserved");
+    if (!kv.value.IsString()) return bad("bad_field_type", "metadata values must be strings");
+    if (kv.value.GetStringLength() > s.max_metadata_value_bytes)
+      return response::error(413, "field_too_long",
+                             fmt::format("metadata values are at most {} bytes", s.max_metadata_value_bytes));
+    out.emplace(key, std::string(kv.value.GetString(), kv.value.GetStringLength()));
+  }
+  return std::nullopt;
+}
+
+struct api_context {
+  redis_platform& platform;
+  reply_hub::impl& hub;
+  redis::connection& conn;
+  redis_platform_api_settings settings;
+
+  static std::string_view bearer(const request& req) {
+    const auto h = req.header("authorization");
+    if (!h) return {};
+    std::string_view v = *h;
+    if (v.size() < 7 || !iequals(v.substr(0, 7), "bearer ")) return {};
+    v.remove_prefix(7);
+    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+    return v;
+  }
+
+  bool is_admin(std::string_view key) const {
+    return !settings.admin_key_sha256.empty() && digest_equals(sha256_hex(key), settings.admin_key_sha256);
+  }
+
+  // nullopt: allowed. Admin routes take only the admin key; instance routes the admin key
+  // or that instance's own key. An unknown instance is 404 only for the admin, so other
+  // callers cannot probe which ids exist.
+  asio::awaitable<std::optional<response>> authorize(const request& req, const std::string& instance_id) {
+    const auto key = bearer(req);
+    if (key.empty()) co_return response::error(401, "unauthorized", "missing 'Authorization: Bearer <key>'");
+    if (key.size() > 256) co_return response::error(401, "unauthorized", "invalid API key");
+    if (is_admin(key)) {
+      if (!instance_id.empty() && !co_await platform.instance_exists(instance_id))
+        co_return response::error(404, "instance_not_found", "no instance '" + instance_id + "'");
+      co_return std::nullopt;
+    }
+    if (instance_id.empty()) {
+      if (settings.admin_key_sha256.empty())
+        co_return response::error(403, "forbidden", "the admin API is disabled: no admin key is configured");
+      co_return response::error(403, "forbidden", "this route needs the admin key");
+    }
+    if (co_await platform.validate_api_key(instance_id, std::string(key))) co_return std::nullopt;
+    co_return response::error(403, "forbidden", "this key does not open instance '" + instance_id + "'");
+  }
+
+  std::optional<response> check_instance_id(const std::string& id) const {
+    if (!valid_id(id, 64)) return bad("bad_instance_id", "instance ids are 1-64 characters of [A-Za-z0-9._-]");
+    return std::nullopt;
+  }
+};
+
+using handler_fn = asio::awaitable<response> (*)(api_context&, request&);
+
+// ---- instances -------------------------------------------------------------------------
+
+asio::awaitable<response> create_instance(api_context& api, request& req) {
+  if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
+  auto parsed = http::parse_json_object(req);
+  if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+  const auto& body = std::get<rapidjson::Document>(parsed);
+  std::string id, name;
+  std::map<std::string, std::string> metadata;
+  if (auto e = read_string(body, "instance_id", 64, id, false)) co_return std::move(*e);
+  if (!id.empty())
+    if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto e = read_string(body, "display_name", api.settings.max_name_bytes, name, false)) co_return std::move(*e);
+  if (auto e = read_metadata(body, api.settings, metadata)) co_return std::move(*e);
+  auto r = co_await api.platform.create_instance(id, name, std::move(metadata));
+  if (!r && r.error() == make_error_code(errc::invalid_argument))
+    co_return response::error(409, "instance_exists", "instance '" + id + "' already exists");
+  if (!r) co_return internal(r.error());
+  auto out = instance_json(r->info);
+  out.pop_back();
+  out += ",\"api_key\":" + json::quoted(r->api_key) + "}";
+  co_return response::json(201, std::move(out));
+}
+
+asio::awaitable<response> list_instances(api_context& api, request& req) {
+  if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
+  auto r = co_await api.platform.list_instances();
+  if (!r) co_return internal(r.error());
+  co_return response::json(200, "{\"instances\":" + json_array(*r, &instance_json) + "}");
+}
+
+asio::awaitable<response> get_instance(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto r = co_await api.platform.get_instance(id);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "instance_not_found", "no instance '" + id + "'");
+  co_return response::json(200, instance_json(**r));
+}
+
+asio::awaitable<response> update_instance(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto parsed = http::parse_json_object(req);
+  if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+  const auto& body = std::get<rapidjson::Document>(parsed);
+  std::string name;
+  std::map<std::string, std::string> metadata;
+  if (auto e = read_string(body, "display_name", api.settings.max_name_bytes, name, false)) co_return std::move(*e);
+  if (auto e = read_metadata(body, api.settings, metadata)) co_return std::move(*e);
+  // Named, not a conditional temporary: GCC 12 double-frees those when passed into a coroutine.
+  std::optional<std::string> new_name;
+  if (!name.empty()) new_name = name;
+  auto r = co_await api.platform.update_instance(id, new_name, metadata);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "instance_not_found", "no instance '" + id + "'");
+  co_return co_await get_instance(api, req);
+}
+
+asio::awaitable<response> delete_instance(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto r = co_await api.platform.delete_instance(id);
+  if (!r) co_return internal(r.error());
+  co_return response::json(200, R"({"deleted":true,"instance_id":)" + json::quoted(id) + "}");
+}
+
+// ---- users -----------------------------------------------------------------------------
+
+std::optional<response> check_user_id(const std::string& id) {
+  if (!valid_id(id, 128, ":@")) return bad("bad_user_id", "user ids are 1-128 characters of [A-Za-z0-9._:@-]");
+  return std::nullopt;
+}
+
+asio::awaitable<response> register_user(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto parsed = http::parse_json_object(req);
+  if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+  const auto& body = std::get<rapidjson::Document>(parsed);
+  std::string user_id, name;
+  std::map<std::string, std::string> metadata;
+  if (auto e = read_string(body, "user_id", 128, user_id, true)) co_return std::move(*e);
+  if (auto e = check_user_id(user_id)) co_return std::move(*e);
+  if (auto e = read_string(body, "display_name", api.settings.max_name_bytes, name, true)) co_return std::move(*e);
+  if (name.empty()) co_return bad("missing_field", "'display_name' must not be empty");
+  if (auto e = read_metadata(body, api.settings, metadata)) co_return std::move(*e);
+  auto r = co_await api.platform.register_user(id, user_id, name, metadata);
+  if (!r) co_return internal(r.error());
+  co_return response::json(201, user_json(*r));
+}
+
+asio::awaitable<response> list_users(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto r = co_await api.platform.list_users(id);
+  if (!r) co_return internal(r.error());
+  co_return response::json(200, "{\"users\":" + json_array(*r, &user_json) + "}");
+}
+
+asio::awaitable<response> get_user(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id")), user_id(req.path_param("user_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto e = check_user_id(user_id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto r = co_await api.platform.get_user(id, user_id);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "user_not_found", "no user '" + user_id + "'");
+  co_return response::json(200, user_json(**r));
+}
+
+asio::awaitable<response> delete_user(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id")), user_id(req.path_param("user_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto e = check_user_id(user_id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto r = co_await api.platform.delete_user(id, user_id);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "user_not_found", "no user '" + user_id + "'");
+  co_return response::json(200, R"({"deleted":true,"user_id":)" + json::quoted(user_id) + "}");
+}
+
+// ---- messages --------------------------------------------------------------------------
+
+std::optional<response> read_attachments(const rapidjson::Value& body, const redis_platform_api_settings& s,
+                                         std::vector<bus::attachment>& out) {
+  if (!body.HasMember("attachments") || body["attachments"].IsNull()) return std::nullopt;
+  const auto& list = body["attachments"];
+  if (!list.IsArray()) return bad("bad_field_type", "'attachments' must be an array");
+  if (list.Size() > s.max_attachments)
+    return response::error(413, "too_many_attachments", fmt::format("at most {} attachments", s.max_attachments));
+  for (const auto& a : list.GetArray()) {
+    if (!a.IsObject()) return bad("bad_field_type", "each attachment must be an object");
+    std::string data64, mimetype, filename;
+    if (auto e = read_string(a, "data", s.max_attachment_bytes * 4 / 3 + 4, data64, true)) return e;
+    if (auto e = read_string(a, "mimetype", 128, mimetype, false)) return e;
+    if (auto e = read_string(a, "filename", 255, filename, false)) return e;
+    if (filename.find_first_of(std::string_view("/\\\0\r\n", 5)) != std::string::npos)
+      return bad("bad_filename", "filenames may not contain path separators or control characters");
+    auto data = base64_decode(data64);
+    if (!data) return bad("bad_attachment", "attachment 'data' is not valid base64");
+    if (data->size() > s.max_attachment_bytes)
+      return response::error(413, "attachment_too_large",
+                             fmt::format("attachments are at most {} bytes", s.max_attachment_bytes));
+    out.push_back({std::move(*data), mimetype.empty() ? "application/octet-stream" : mimetype, filename, ""});
+  }
+  return std::nullopt;
+}
+
+asio::awaitable<response> inject(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto parsed = http::parse_json_object(req);
+  if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+  const auto& body = std::get<rapidjson::Document>(parsed);
+  inject_request in;
+  if (auto e = read_string(body, "text", api.settings.max_text_bytes, in.text, false)) co_return std::move(*e);
+  if (auto e = read_string(body, "user_id", 128, in.user_id, true)) co_return std::move(*e);
+  if (auto e = check_user_id(in.user_id)) co_return std::move(*e);
+  if (auto e = read_string(body, "user_name", api.settings.max_name_bytes, in.user_name, false)) co_return std::move(*e);
+  if (auto e = read_string(body, "reply_to_id", 128, in.reply_to_id, false)) co_return std::move(*e);
+  if (auto e = read_attachments(body, api.settings, in.attachments)) co_return std::move(*e);
+  if (in.text.empty() && in.attachments.empty()) co_return bad("empty_message", "'text' or 'attachments' is required");
+
+  const auto wait_param = req.query_param("wait");
+  const bool wait = wait_param && (*wait_param == "true" || *wait_param == "1");
+  auto timeout = api.settings.default_wait;
+  if (const auto t = req.query_param("timeout")) {
+    double seconds = -1;
+    const auto [ptr, ec] = std::from_chars(t->data(), t->data() + t->size(), seconds);
+    if (ec != std::errc{} || ptr != t->data() + t->size() || seconds < 0 ||
+        seconds > static_cast<double>(api.settings.max_wait.count()))
+      co_return bad("bad_timeout", fmt::format("'timeout' is seconds between 0 and {}", api.settings.max_wait.count()));
+    timeout = std::chrono::seconds(static_cast<long>(seconds));
+  }
+
+  // Idempotency-Key: the first result is stored; a retry gets it back and injects nothing.
+  std::string idem_key;
+  if (const auto k = req.header("idempotency-key")) {
+    if (k->empty() || k->size() > 128) co_return bad("bad_idempotency_key", "Idempotency-Key is 1-128 characters");
+    idem_key = "redis_platform:idem:" + id + ":" + sha256_hex(*k);
+    auto claimed = co_await api.conn.command("SET", idem_key, "pending", "NX", "EX", api.settings.idempotency_ttl.count());
+    if (!claimed) co_return internal(claimed.error());
+    if (claimed->is_nil()) {
+      auto stored = co_await api.conn.command("GET", idem_key);
+      if (!stored) co_return internal(stored.error());
+      const auto& v = stored->str();
+      const auto newline = v.find('\n');
+      if (v == "pending" || newline == std::string::npos)
+        co_return response::error(409, "request_in_progress", "a request with this Idempotency-Key is still running");
+      auto replay = response::json(static_cast<unsigned>(std::atoi(v.substr(0, newline).c_str())), v.substr(newline + 1));
+      replay.headers.emplace_back("Idempotent-Replayed", "true");
+      co_return replay;
+    }
+  }
+
+  in.response_nonce = bus::random_hex_id();
+  std::shared_ptr<reply_hub::impl::waiter> waiter;
+  if (wait) {
+    waiter = std::make_shared<reply_hub::impl::waiter>(co_await asio::this_coro::executor);
+    api.hub.waiters.emplace(in.response_nonce, waiter);  // before injecting: no reply can be missed
+  }
+  const auto nonce = in.response_nonce;
+  auto r = co_await api.platform.inject_message(id, std::move(in));
+  response out;
+  if (!r) {
+    out = internal(r.error());
+  } else if (r->refusal == inject_refusal::unknown_instance) {
+    out = response::error(404, "instance_not_found", "no instance '" + id + "'");
+  } else if (r->refusal == inject_refusal::user_not_registered) {
+    out = response::error(403, "user_not_registered", "this instance has a closed roster; register the user first");
+  } else if (r->refusal == inject_refusal::user_name_required) {
+    out = bad("missing_field", "'user_name' is required on an instance without registered users");
+  } else {
+    if (waiter) {
+      const auto until = clock_type::now() + timeout;
+      while (!waiter->complete && clock_type::now() < until) {
+        waiter->signal.expires_at(until);
+        boost::system::error_code ec;
+        co_await waiter->signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      }
+    }
+    std::string responses = "[";
+    if (waiter)
+      for (const auto& e : waiter->events) {
+        if (responses.size() > 1) responses.push_back(',');
+        responses += e;
+      }
+    responses += "]";
+    const bool complete = waiter && waiter->complete;
+    // Past the timeout (or without wait) the message is accepted, not failed: 202.
+    out = response::json(complete ? 200 : 202,
+                         fmt::format(R"({{"message_id":{},"complete":{},"responses":{}}})", json::quoted(r->message_id),
+                                     complete ? "true" : "false", responses));
+  }
+  if (waiter) api.hub.waiters.erase(nonce);
+  if (!idem_key.empty()) {
+    if (out.status < 300) co_await api.conn.command("SET", idem_key, std::to_string(out.status) + "\n" + out.body, "EX",
+                                                    api.settings.idempotency_ttl.count());
+    else co_await api.conn.command("DEL", idem_key);  // a failed attempt may be retried
+  }
+  co_return out;
+}
+
+asio::awaitable<response> history(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  std::size_t limit = 50;
+  if (const auto l = req.query_param("limit")) {
+    const auto [ptr, ec] = std::from_chars(l->data(), l->data() + l->size(), limit);
+    if (ec != std::errc{} || ptr != l->data() + l->size() || limit == 0 || limit > 200)
+      co_return bad("bad_limit", "'limit' is an integer between 1 and 200");
+  }
+  std::optional<double> before;
+  if (const auto b = req.query_param("before")) {
+    double v = 0;
+    const auto [ptr, ec] = std::from_chars(b->data(), b->data() + b->size(), v);
+    if (ec != std::errc{} || ptr != b->data() + b->size())
+      co_return bad("bad_before", "'before' is a unix time in seconds (the unix_time of the oldest message seen)");
+    before = v;
+  }
+  auto r = co_await api.platform.history(id, limit, before);
+  if (!r) co_return internal(r.error());
+  co_return response::json(200, "{\"messages\":" + json_array(*r, &message_json) + "}");
+}
+
+bool valid_stream_id(std::string_view s) {
+  const auto dash = s.find('-');
+  if (dash == std::string_view::npos || dash == 0 || dash + 1 == s.size() || s.size() > 41) return false;
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (i != dash && (s[i] < '0' || s[i] > '9')) return false;
+  return true;
+}
+
+asio::awaitable<response> events(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  std::string last_id;
+  if (const auto h = req.header("last-event-id")) last_id = std::string(*h);
+  else if (const auto q = req.query_param("last_event_id")) last_id = *q;
+  if (!last_id.empty() && !valid_stream_id(last_id))
+    co_return bad("bad_last_event_id", "Last-Event-ID must be an event id such as 1700000000000-0");
+  if (last_id.empty()) {
+    // Without a resume point the stream starts now.
+    auto newest = co_await api.conn.command("XREVRANGE", events_stream(id), "+", "-", "COUNT", 1);
+    if (!newest) co_return internal(newest.error());
+    last_id = newest->elements().empty() ? "0-0" : newest->elements()[0].elements()[0].str();
+  }
+
+  struct stream_state {
+    api_context* api;
+    std::string instance;
+    std::string last_id;
+    std::shared_ptr<asio::steady_timer> wake;
+    bool started = false;
+    ~stream_state() {
+      auto it = api->hub.listeners.find(instance);
+      if (it != api->hub.listeners.end()) {
+        it->second.erase(wake);
+        if (it->second.empty()) api->hub.listeners.erase(it);
+      }
+    }
+  };
+  auto state = std::make_shared<stream_state>();
+  state->api = &api;
+  state->instance = id;
+  state->last_id = last_id;
+  state->wake = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+  api.hub.listeners[id].insert(state->wake);
+
+  response res;
+  res.status = 200;
+  res.content_type = "text/event-stream";
+  res.headers.emplace_back("X-Accel-Buffering", "no");
+  res.stream = [state](std::string& out) -> asio::awaitable<bool> {
+    auto& api = *state->api;
+    if (!state->started) {
+      state->started = true;
+      out = "retry: 2000\n\n";
+      co_return true;
+    }
+    for (;;) {
+      // Arm the wake-up before reading, so an event published in between is not missed.
+      state->wake->expires_after(api.settings.sse_heartbeat);
+      auto r = co_await api.conn.command("XRANGE", events_stream(state->instance), "(" + state->last_id, "+", "COUNT", 100);
+      if (!r) co_return false;
+      for (auto& e : r->elements()) {
+        auto& fields = e.elements()[1].elements();
+        state->last_id = e.elements()[0].str();
+        const std::string data = fields.size() >= 2 ? fields[1].str() : "{}";
+        rapidjson::Document d;
+        d.Parse(data.c_str(), data.size());
+        const std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
+                                     ? d["type"].GetString()
+                                     : "message";
+        out += "id: " + state->last_id + "\nevent: " + type + "\ndata: " + data + "\n\n";
+      }
+      if (!out.empty()) co_return true;
+      boost::system::error_code ec;
+      co_await state->wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec) {  // the heartbeat interval passed without events
+        out = ": keep-alive\n\n";
+        co_return true;
+      }
+    }
+  };
+  co_return res;
+}
+
+// ---- files -----------------------------------------------------------------------------
+
+asio::awaitable<response> download(api_context& api, request& req) {
+  const std::string file_id(req.path_param("file_id")), filename(req.path_param("filename"));
+  const bool hex32 = file_id.size() == 32 && file_id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (!hex32) co_return response::error(404, "file_not_found", "no such file");
+  auto r = co_await api.platform.get_file(file_id);
+  if (!r) co_return internal(r.error());
+  if (!*r || (*r)->filename != filename) co_return response::error(404, "file_not_found", "no such file (files expire after 24 h)");
+  auto& f = **r;
+  const bool safe_type = f.mimetype.find_first_of("\r\n") == std::string::npos && !f.mimetype.empty();
+  auto res = response::text(200, std::move(f.data), safe_type ? f.mimetype : "application/octet-stream");
+  res.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  res.headers.emplace_back("Content-Disposition", "attachment");
+  co_return res;
+}
+
+}  // namespace
+
+void add_redis_platform_routes(http::router& routes, redis_platform& platform, reply_hub& hub, redis::connection& conn,
+                               redis_platform_api_settings settings) {
+  auto api = std::make_shared<api_context>(api_context{platform, *hub.impl_, conn, std::move(settings)});
+  const auto add = [&](method m, const char* pattern, handler_fn fn) {
+    routes.add(m, pattern, http::handler([api, fn](request& req) { return fn(*api, req); }));
+  };
+  add(method::post, "/redis-platform/instances", &create_instance);
+  add(method::get, "/redis-platform/instances", &list_instances);
+  add(method::get, "/redis-platform/instances/{instance_id}", &get_instance);
+  add(method::patch, "/redis-platform/instances/{instance_id}", &update_instance);
+  add(method::delete_, "/redis-platform/instances/{instance_id}", &delete_instance);
+  add(method::post, "/redis-platform/instances/{instance_id}/users", &register_user);
+  add(method::get, "/redis-platform/instances/{instance_id}/users", &list_users);
+  add(method::get, "/redis-platform/instances/{instance_id}/users/{user_id}", &get_user);
+  add(method::delete_, "/redis-platform/instances/{instance_id}/users/{user_id}", &delete_user);
+  add(method::post, "/redis-platform/instances/{instance_id}/messages", &inject);
+  add(method::get, "/redis-platform/instances/{instance_id}/messages", &history);
+  add(method::get, "/redis-platform/instances/{instance_id}/events", &events);
+  add(method::get, "/redis-platform/files/{file_id}/{filename}", &download);
+}
+
+}  // namespace stargazer::platform
