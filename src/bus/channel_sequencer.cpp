@@ -9,6 +9,7 @@
 
 #include <charconv>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 namespace stargazer::bus {
@@ -122,26 +123,43 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     }
   }
 
-  asio::awaitable<outcome> run(const stream_entry& e, const std::function<asio::awaitable<outcome>()>& body) {
+  // Counts the entry as parked while it only waits.
+  struct parked_scope {
+    parking_lot* lot;
+    explicit parked_scope(parking_lot* l) : lot(l) {
+      if (lot != nullptr) lot->enter();
+    }
+    ~parked_scope() {
+      if (lot != nullptr) lot->leave();
+    }
+  };
+
+  asio::awaitable<void> mark_done(const std::string& okey, std::uint64_t seq) {
+    const std::vector<std::string> keys{order_key(settings.stream, okey)};
+    const std::vector<std::string> args{std::to_string(seq)};
+    co_await conn.eval(mark_done_script(), keys, args);
+    auto& l = lanes[okey];
+    l.known_done = std::max(l.known_done, seq);
+  }
+
+  asio::awaitable<outcome> run(const stream_entry& e, const delivery& d,
+                               const std::function<asio::awaitable<outcome>()>& body) {
     const std::string okey(e.field("okey"));
     if (okey.empty()) co_return co_await body();
     const auto seq = parse_u64(e.field("seq"));
     const lane_key key{seq, arrivals++};
     const std::string trace_id(e.field("trace_id"));
+    std::optional<parked_scope> parked(std::in_place, d.parking);
     co_await acquire_turn(okey, key);
     outcome result = outcome::retry("not run");
     try {
       if (seq > 0) {
         co_await wait_for_predecessor(okey, key, trace_id);
+        parked.reset();
         result = co_await body();
-        if (result.what != outcome::kind::retry) {
-          const std::vector<std::string> keys{order_key(settings.stream, okey)};
-          const std::vector<std::string> args{std::to_string(seq)};
-          co_await conn.eval(mark_done_script(), keys, args);
-          auto& l = lanes[okey];
-          l.known_done = std::max(l.known_done, seq);
-        }
+        if (result.what != outcome::kind::retry) co_await mark_done(okey, seq);
       } else {
+        parked.reset();
         distributed_lock lock(conn, settings.lock_prefix + okey, settings.lock_ttl);
         if (!co_await lock.acquire(settings.lock_wait)) {
           result = outcome::retry("lock " + lock.key() + " not acquired");
@@ -164,15 +182,22 @@ channel_sequencer::channel_sequencer(redis::connection& conn, sequencer_settings
 
 channel_sequencer::~channel_sequencer() = default;
 
-asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e,
+asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e, const delivery& d,
                                                         const std::function<asio::awaitable<outcome>()>& body) {
   auto self = impl_;
-  co_return co_await self->run(e, body);
+  co_return co_await self->run(e, d, body);
+}
+
+asio::awaitable<void> channel_sequencer::skip(const stream_entry& e) {
+  auto self = impl_;
+  const std::string okey(e.field("okey"));
+  const auto seq = parse_u64(e.field("seq"));
+  if (!okey.empty() && seq > 0) co_await self->mark_done(okey, seq);
 }
 
 entry_handler channel_sequencer::wrap(entry_handler inner) {
   return [self = impl_, inner = std::move(inner)](const stream_entry& e, const delivery& d) -> asio::awaitable<outcome> {
-    co_return co_await self->run(e, [&]() { return inner(e, d); });
+    co_return co_await self->run(e, d, [&]() { return inner(e, d); });
   };
 }
 

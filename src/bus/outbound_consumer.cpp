@@ -19,11 +19,17 @@ namespace {
 
 // One round trip for the seed's marker check and claim: "done" when the completion
 // marker is set, "claimed" when we took the claim, "busy" when another delivery holds it.
+// The claim holds the entry id: a redelivery of the same entry (its first delivery died
+// mid-send) takes the claim over instead of dropping the reply.
 const redis::script& claim_script() {
   static const redis::script s(R"lua(
 local sent = redis.call('HGET', KEYS[1], 'message_id')
 if sent and string.len(sent) > 0 then return 'done' end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return 'claimed' end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  return 'claimed'
+end
 return 'busy'
 )lua");
   return s;
@@ -191,14 +197,15 @@ outbound_consumer::outbound_consumer(redis::connection& commands, const redis::c
                                    std::move(tools))) {
   auto* self = impl_.get();
   // Decoding and RPC come first; everything else runs in channel order.
-  entry_handler handler = [self](const stream_entry& entry, const delivery&) -> asio::awaitable<outcome> {
+  entry_handler handler = [self](const stream_entry& entry, const delivery& d) -> asio::awaitable<outcome> {
     if (!entry.has("data")) co_return outcome::dead_letter("missing_data: no data field");
     auto decoded = decode_outbound(entry.field("data"));
     if (auto* failure = std::get_if<decode_failure>(&decoded)) co_return outcome::dead_letter(failure->reason());
     const auto& e = std::get<outbound_envelope>(decoded);
     if (e.type == outbound_type::rpc_request) co_return co_await self->answer_rpc(e);
-    co_return co_await self->sequencer->run_in_order(entry, [&]() { return self->deliver(entry, e); });
+    co_return co_await self->sequencer->run_in_order(entry, d, [&]() { return self->deliver(entry, e); });
   };
+  impl_->settings.consumer.after_dead_letter = [self](const stream_entry& e) { return self->sequencer->skip(e); };
   impl_->consumer = std::make_unique<stream_consumer>(commands, blocking, impl_->settings.consumer, std::move(handler), metrics);
 }
 

@@ -14,7 +14,7 @@ namespace stargazer::bus {
 namespace asio = boost::asio;
 using clock_type = std::chrono::steady_clock;
 
-struct stream_consumer::impl : std::enable_shared_from_this<impl> {
+struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
   impl(redis::connection& c, redis::connection_settings b, consumer_settings s, entry_handler h, metrics::registry* m)
       : commands(c),
         executor(c.get_executor()),
@@ -55,6 +55,18 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl> {
   std::vector<std::string> ack_batch;
   std::vector<std::string> attempts_to_clear;
   bool ack_flush_scheduled = false;
+  std::size_t parked = 0;
+
+  void enter() override {
+    ++parked;
+    slot_free.cancel();  // a slot just became free for reading
+  }
+  void leave() override {
+    if (parked > 0) --parked;
+  }
+  std::size_t busy() const {
+    return active.size() - std::min(parked, settings.max_in_flight * settings.max_parked_factor);
+  }
   bool running = false;
   bool reader_done = true;
   bool sweeper_done = true;
@@ -73,7 +85,7 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl> {
     auto self = shared_from_this();
     reader_done = false;
     while (running) {
-      const auto free = settings.max_in_flight > active.size() ? settings.max_in_flight - active.size() : 0;
+      const auto free = settings.max_in_flight > busy() ? settings.max_in_flight - busy() : 0;
       if (free == 0) {
         slot_free.expires_at(clock_type::time_point::max());
         boost::system::error_code ec;
@@ -94,7 +106,7 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl> {
         co_await pause(settings.error_pause);
         continue;
       }
-      for (auto& e : parse_xread(*r)) dispatch(std::move(e), delivery{});
+      for (auto& e : parse_xread(*r)) dispatch(std::move(e), delivery{0, false, this});
     }
     reader_done = true;
     slot_free.cancel();
@@ -252,13 +264,15 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl> {
         forget.push_with({"HDEL", attempts_key(settings.stream)}, gone);
         co_await commands.exec(std::move(forget));
       }
+      // Our own entries still being processed are not retries: no attempt is counted.
+      std::erase_if(entries, [this](const stream_entry& e) { return active.contains(e.id); });
       if (!entries.empty()) {
         redis::request counts;
         for (const auto& e : entries) counts.push("HINCRBY", attempts_key(settings.stream), e.id, 1);
         auto attempts = co_await commands.exec(std::move(counts));
         for (std::size_t i = 0; i < entries.size(); ++i) {
           auto& e = entries[i];
-          if (active.contains(e.id)) continue;  // our own long-running entry
+          if (active.contains(e.id)) continue;  // became active while the counts were written
           const auto n = attempts ? static_cast<std::uint64_t>((*attempts)[i].integer()) : 1;
           if (claimed != nullptr) claimed->inc();
           if (e.fields.empty()) {
@@ -266,9 +280,10 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl> {
             co_await dead_letter(e, "missing_data: entry was trimmed while pending", n);
           } else if (n > settings.max_attempts) {
             co_await dead_letter(e, "max_attempts_exceeded: " + std::to_string(n) + " reclaims", n);
+            if (settings.after_dead_letter) co_await settings.after_dead_letter(e);
           } else {
             log.info("reclaimed {} (attempt {})", e.id, n + 1);
-            dispatch(std::move(e), delivery{n, true});
+            dispatch(std::move(e), delivery{n, true, this});
           }
         }
       }

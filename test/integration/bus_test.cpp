@@ -465,3 +465,79 @@ TEST_CASE("a malformed inbound entry is dead-lettered with its reason and the re
   CHECK(dlq.find("decode_error") != std::string::npos);
   CHECK(dlq.find("t-bad") != std::string::npos);  // the original fields are kept
 }
+
+TEST_CASE("a channel stalled behind a retried entry does not stop other channels", "[bus][order]") {
+  bus_fixture f;
+  std::vector<std::string> handled;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
+    channel_sequencer seq(f.conn, sequencer_settings{.stream = "sg:stream:inbound", .lock_prefix = "sg:lock:inbound:",
+                                                     .order_wait = 3s});
+    auto settings = f.consumer("sg:stream:inbound", "sg:workers", "w");
+    settings.max_in_flight = 4;
+    stream_consumer worker(f.conn, f.settings, settings,
+                           seq.wrap([&](const stream_entry& e, const delivery&) -> asio::awaitable<outcome> {
+                             auto in = std::get<inbound_envelope>(decode_inbound(e.field("data")));
+                             if (in.content == "fail") co_return outcome::retry("stuck");
+                             handled.push_back(in.channel_id + ":" + in.content);
+                             co_return outcome::ack();
+                           }));
+    co_await f.bus->publish_inbound(f.inbound("A", "fail"));
+    for (int i = 0; i < 10; ++i) co_await f.bus->publish_inbound(f.inbound("A", std::to_string(i)));
+    co_await f.bus->publish_inbound(f.inbound("B", "free"));
+    co_await worker.start();
+    const auto started = std::chrono::steady_clock::now();
+    CHECK(co_await eventually([&] { return std::find(handled.begin(), handled.end(), "B:free") != handled.end(); }, 2s));
+    CHECK(std::chrono::steady_clock::now() - started < 1s);
+    co_await worker.stop(0ms);
+  }(), 20s);
+}
+
+TEST_CASE("a slow entry reclaimed by its own consumer is not counted as an attempt", "[bus]") {
+  bus_fixture f;
+  int runs = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    stream_consumer c(f.conn, f.settings, f.consumer("s", "g", "c"),
+                      [&](const stream_entry&, const delivery&) -> asio::awaitable<outcome> {
+                        ++runs;
+                        co_await sleep_for(300ms);
+                        co_return outcome::ack();
+                      });
+    co_await f.bus->publish("s", "slow", "", "");
+    co_await c.start();
+    CHECK(co_await eventually([&] { return runs == 1; }));
+    co_await c.sweep();
+    co_await c.sweep();
+    CHECK(co_await eventually([&] { return c.in_flight() == 0; }));
+    co_await sleep_for(50ms);
+    co_await c.stop(1s);
+  }(), 20s);
+  CHECK(runs == 1);
+  CHECK(f.server.cli({"HLEN", "s:attempts"}) == "0");
+}
+
+TEST_CASE("a redelivered entry whose first delivery died mid-send takes its claim over and sends", "[bus]") {
+  bus_fixture f;
+  recording_adapter adapter;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis"};
+    co_await f.bus->ensure_streams(role::gateway, platforms);
+    outbound_envelope m;
+    m.channel_id = "c";
+    m.text = "survives a gateway crash";
+    m.message_key = "sg:msg:redis:c:9-0:0";
+    auto id = co_await f.bus->publish_outbound("redis", m);
+    // The first delivery claimed the send and died: the claim holds its entry id.
+    co_await f.conn.command("SET", claim_key(m.message_key), *id, "EX", 300);
+    co_await f.conn.command("XREADGROUP", "GROUP", "sg:gateway:redis", "dead-gateway", "COUNT", 1, "STREAMS",
+                            "sg:stream:outbound:redis", ">");
+    outbound_consumer_settings s;
+    s.consumer.autoclaim_min_idle = 0ms;
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter, s);
+    co_await gateway.start();  // sweeps at start: reclaims it
+    CHECK(co_await eventually([&] { return adapter.count("send") == 1; }));
+    co_await gateway.stop(1s);
+  }(), 20s);
+  CHECK(adapter.count("send") == 1);
+}

@@ -30,8 +30,12 @@ public:
   ~channel_sequencer();
 
   // Runs `body` for entry `e` in its channel's order (at once when it has no `okey`).
-  boost::asio::awaitable<outcome> run_in_order(const stream_entry& e,
+  // While it waits for its turn the entry is parked (see parking_lot).
+  boost::asio::awaitable<outcome> run_in_order(const stream_entry& e, const delivery& d,
                                                const std::function<boost::asio::awaitable<outcome>()>& body);
+  // Marks the entry's sequence done without running it (dead-lettered by the sweep), so
+  // its successors do not wait for it.
+  boost::asio::awaitable<void> skip(const stream_entry& e);
   // A handler that runs `inner` in channel order.
   entry_handler wrap(entry_handler inner);
 

@@ -35,9 +35,20 @@ struct outcome {
   static outcome dead_letter(std::string reason) { return {kind::dead_letter, std::move(reason)}; }
 };
 
+// Entries that only wait for their turn (e.g. behind an earlier entry of their channel)
+// are "parked": they do not count against max_in_flight, so one stalled channel cannot
+// stop the consumer from reading entries of other channels.
+class parking_lot {
+public:
+  virtual ~parking_lot() = default;
+  virtual void enter() = 0;
+  virtual void leave() = 0;
+};
+
 struct delivery {
   std::uint64_t attempts = 0;  // reclaims so far (0: first delivery)
   bool reclaimed = false;
+  parking_lot* parking = nullptr;
 };
 
 using entry_handler = std::function<boost::asio::awaitable<outcome>(const stream_entry&, const delivery&)>;
@@ -55,6 +66,9 @@ struct consumer_settings {
   std::uint64_t max_attempts = 3;                       // reclaims before dead-lettering (seed: > 3)
   std::uint64_t dlq_maxlen = 100'000;
   std::chrono::milliseconds error_pause{2000};          // after a failed read (seed: 2 s)
+  std::size_t max_parked_factor = 4;                    // parked entries beyond max_in_flight x this count as active
+  // Runs after the autoclaim sweep dead-letters an entry (e.g. to mark its sequence done).
+  std::function<boost::asio::awaitable<void>(const stream_entry&)> after_dead_letter;
 };
 
 class stream_consumer final : public component {
