@@ -15,6 +15,9 @@ void add_observability_routes(router& routes, const health_registry& health, con
   routes.add(method::get, "/metrics", sync_handler([&metrics](request&) {
                return response::text(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
              }));
+  routes.add(method::get, "/openapi.json", sync_handler([](request&) {
+               return response::json(200, std::string(openapi_document()));
+             }));
 }
 
 }  // namespace stargazer::http

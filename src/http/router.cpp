@@ -81,6 +81,13 @@ router::decision router::route(request& req) const {
   return {nullptr, std::move(r)};
 }
 
+std::vector<std::pair<method, std::string>> router::routes() const {
+  std::vector<std::pair<method, std::string>> out;
+  out.reserve(routes_.size());
+  for (const auto& r : routes_) out.emplace_back(r.verb, r.pattern);
+  return out;
+}
+
 boost::asio::awaitable<response> router::dispatch(request& req) const {
   auto d = route(req);
   if (d.target == nullptr) co_return std::move(*d.immediate);

@@ -34,6 +34,9 @@ public:
   // become a 500 JSON error (the message is logged, not sent).
   boost::asio::awaitable<response> dispatch(request& req) const;
 
+  // Every registered (method, pattern), in registration order.
+  std::vector<std::pair<method, std::string>> routes() const;
+
 private:
   struct entry {
     method verb;
