@@ -12,6 +12,7 @@ using args = std::vector<std::string>;
 int router(const args& a);
 int metrics(const args& a);
 int redis(const args& a);
+int rest(const args& a);
 int pipeline(const args& a);
 
 // "--name value" lookup with a default.

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::pair<std::function<int(const args&)>, const char*>> benchmarks = {
       {"router", {router, "route + dispatch a REST-shaped path [--iterations N]"}},
       {"metrics", {metrics, "histogram observe + counter increment [--iterations N]"}},
+      {"rest", {rest, "POST .../messages?wait=true through gateway + echo worker, load from wrk [--connections 32] [--seconds 10]"}},
       {"redis", {redis, "pipelined commands on one connection vs redis-benchmark -P 16 -c 1 "
                         "[--command set|xadd] [--coroutines 64] [--seconds 5] [--url redis://...]"}},
       {"pipeline", {pipeline, "event bus end to end: publish_inbound -> worker consumer(s) -> outbound consumer -> "

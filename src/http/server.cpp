@@ -232,6 +232,20 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     return 400;
   }
 
+  // The answer to a request the parser refused, with the same codes whether the limit is
+  // found in the headers (a declared Content-Length) or while reading the body.
+  asio::awaitable<void> refuse(connection& conn, const error_code& ec) {
+    const auto status = status_for(ec);
+    if (status == 413)
+      co_await write_error_and_close(conn, 413, "body_too_large",
+                                     "request body exceeds " + std::to_string(settings.max_body_bytes) + " bytes");
+    else if (status == 431)
+      co_await write_error_and_close(conn, 431, "headers_too_large",
+                                     "request headers exceed " + std::to_string(settings.max_header_bytes) + " bytes");
+    else
+      co_await write_error_and_close(conn, 400, "bad_request", ec.message());
+  }
+
   asio::awaitable<void> write_error_and_close(connection& conn, unsigned status, std::string_view code,
                                               std::string_view message) {
     auto res = to_beast(response::error(status, code, message), 11, false, false);
@@ -286,8 +300,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
             ec == asio::error::operation_aborted || ec == asio::error::connection_reset || stopping ||
             !conn->stream.socket().is_open())
           break;
-        const auto status = status_for(ec);
-        co_await write_error_and_close(*conn, status, status == 400 ? "bad_request" : "too_large", ec.message());
+        co_await refuse(*conn, ec);
         break;
       }
 
@@ -303,11 +316,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       if (ec) {
         if (ec == beast::error::timeout || ec == asio::error::operation_aborted || stopping) break;
         if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) break;
-        const auto status = status_for(ec);
-        co_await write_error_and_close(*conn, status,
-                                       status == 413 ? "body_too_large" : status == 431 ? "headers_too_large" : "bad_request",
-                                       status == 413 ? "request body exceeds " + std::to_string(settings.max_body_bytes) + " bytes"
-                                                     : ec.message());
+        co_await refuse(*conn, ec);
         break;
       }
       conn->stream.expires_never();

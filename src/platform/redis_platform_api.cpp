@@ -14,6 +14,9 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <cmath>
+#include <cmath>
+#include <cstdint>
 #include <set>
 #include <unordered_map>
 
@@ -85,6 +88,9 @@ const log::logger& api_log() {
 
 bool valid_id(std::string_view s, std::size_t max, std::string_view extra = {}) {
   if (s.empty() || s.size() > max) return false;
+  // "." and ".." are dot-segments: clients and proxies normalise them out of URLs, so such
+  // an id could never be addressed (or would address another path).
+  if (s == "." || s == "..") return false;
   for (char c : s) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
                     c == '_' || c == '.' || extra.find(c) != std::string_view::npos;
@@ -176,9 +182,12 @@ std::optional<response> read_metadata(const rapidjson::Value& obj, const redis_p
   return std::nullopt;
 }
 
-struct api_context {
+struct api_context : std::enable_shared_from_this<api_context> {
+  api_context(redis_platform& p, std::shared_ptr<reply_hub::impl> h, redis::connection& c, redis_platform_api_settings s)
+      : platform(p), hub(std::move(h)), conn(c), settings(std::move(s)) {}
+
   redis_platform& platform;
-  reply_hub::impl& hub;
+  std::shared_ptr<reply_hub::impl> hub;  // shared: event streams may outlive the hub object at shutdown
   redis::connection& conn;
   redis_platform_api_settings settings;
 
@@ -401,8 +410,9 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   if (const auto t = req.query_param("timeout")) {
     double seconds = -1;
     const auto [ptr, ec] = std::from_chars(t->data(), t->data() + t->size(), seconds);
-    if (ec != std::errc{} || ptr != t->data() + t->size() || seconds < 0 ||
-        seconds > static_cast<double>(api.settings.max_wait.count()))
+    // Written so that NaN fails too (casting it to an integer is undefined).
+    if (ec != std::errc{} || ptr != t->data() + t->size() ||
+        !(seconds >= 0 && seconds <= static_cast<double>(api.settings.max_wait.count())))
       co_return bad("bad_timeout", fmt::format("'timeout' is seconds between 0 and {}", api.settings.max_wait.count()));
     timeout = std::chrono::seconds(static_cast<long>(seconds));
   }
@@ -431,7 +441,7 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   std::shared_ptr<reply_hub::impl::waiter> waiter;
   if (wait) {
     waiter = std::make_shared<reply_hub::impl::waiter>(co_await asio::this_coro::executor);
-    api.hub.waiters.emplace(in.response_nonce, waiter);  // before injecting: no reply can be missed
+    api.hub->waiters.emplace(in.response_nonce, waiter);  // before injecting: no reply can be missed
   }
   const auto nonce = in.response_nonce;
   auto r = co_await api.platform.inject_message(id, std::move(in));
@@ -466,7 +476,7 @@ asio::awaitable<response> inject(api_context& api, request& req) {
                          fmt::format(R"({{"message_id":{},"complete":{},"responses":{}}})", json::quoted(r->message_id),
                                      complete ? "true" : "false", responses));
   }
-  if (waiter) api.hub.waiters.erase(nonce);
+  if (waiter) api.hub->waiters.erase(nonce);
   if (!idem_key.empty()) {
     if (out.status < 300) co_await api.conn.command("SET", idem_key, std::to_string(out.status) + "\n" + out.body, "EX",
                                                     api.settings.idempotency_ttl.count());
@@ -489,7 +499,7 @@ asio::awaitable<response> history(api_context& api, request& req) {
   if (const auto b = req.query_param("before")) {
     double v = 0;
     const auto [ptr, ec] = std::from_chars(b->data(), b->data() + b->size(), v);
-    if (ec != std::errc{} || ptr != b->data() + b->size())
+    if (ec != std::errc{} || ptr != b->data() + b->size() || !std::isfinite(v))
       co_return bad("bad_before", "'before' is a unix time in seconds (the unix_time of the oldest message seen)");
     before = v;
   }
@@ -498,12 +508,18 @@ asio::awaitable<response> history(api_context& api, request& req) {
   co_return response::json(200, "{\"messages\":" + json_array(*r, &message_json) + "}");
 }
 
+// <ms>-<seq>, both unsigned 64-bit decimals as Redis requires (a larger number would make
+// every XRANGE fail, ending the stream at once and the client reconnecting forever).
 bool valid_stream_id(std::string_view s) {
   const auto dash = s.find('-');
-  if (dash == std::string_view::npos || dash == 0 || dash + 1 == s.size() || s.size() > 41) return false;
-  for (std::size_t i = 0; i < s.size(); ++i)
-    if (i != dash && (s[i] < '0' || s[i] > '9')) return false;
-  return true;
+  if (dash == std::string_view::npos) return false;
+  const auto u64 = [](std::string_view part) {
+    if (part.empty() || part.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    std::uint64_t v = 0;
+    const auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    return ec == std::errc{} && ptr == part.data() + part.size();
+  };
+  return u64(s.substr(0, dash)) && u64(s.substr(dash + 1));
 }
 
 asio::awaitable<response> events(api_context& api, request& req) {
@@ -523,25 +539,25 @@ asio::awaitable<response> events(api_context& api, request& req) {
   }
 
   struct stream_state {
-    api_context* api;
+    std::shared_ptr<api_context> api;
     std::string instance;
     std::string last_id;
     std::shared_ptr<asio::steady_timer> wake;
     bool started = false;
     ~stream_state() {
-      auto it = api->hub.listeners.find(instance);
-      if (it != api->hub.listeners.end()) {
+      auto it = api->hub->listeners.find(instance);
+      if (it != api->hub->listeners.end()) {
         it->second.erase(wake);
-        if (it->second.empty()) api->hub.listeners.erase(it);
+        if (it->second.empty()) api->hub->listeners.erase(it);
       }
     }
   };
   auto state = std::make_shared<stream_state>();
-  state->api = &api;
+  state->api = api.shared_from_this();
   state->instance = id;
   state->last_id = last_id;
   state->wake = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
-  api.hub.listeners[id].insert(state->wake);
+  api.hub->listeners[id].insert(state->wake);
 
   response res;
   res.status = 200;
@@ -603,7 +619,7 @@ asio::awaitable<response> download(api_context& api, request& req) {
 
 void add_redis_platform_routes(http::router& routes, redis_platform& platform, reply_hub& hub, redis::connection& conn,
                                redis_platform_api_settings settings) {
-  auto api = std::make_shared<api_context>(api_context{platform, *hub.impl_, conn, std::move(settings)});
+  auto api = std::make_shared<api_context>(platform, hub.impl_, conn, std::move(settings));
   const auto add = [&](method m, const char* pattern, handler_fn fn) {
     routes.add(m, pattern, http::handler([api, fn](request& req) { return fn(*api, req); }));
   };

@@ -28,11 +28,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
-  asio::steady_timer t(co_await asio::this_coro::executor, d);
-  co_await t.async_wait(asio::use_awaitable);
-}
-
 // Polls `done` every 5 ms for up to `timeout`.
 asio::awaitable<bool> eventually(std::function<bool()> done, std::chrono::milliseconds timeout = 10s) {
   const auto until = std::chrono::steady_clock::now() + timeout;

@@ -28,11 +28,6 @@ connection_settings fast_settings(const std::string& url) {
   return s;
 }
 
-asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
-  asio::steady_timer t(co_await asio::this_coro::executor, d);
-  co_await t.async_wait(asio::use_awaitable);
-}
-
 }  // namespace
 
 TEST_CASE("every reply type, errors that do not poison the connection, binary data", "[redis]") {

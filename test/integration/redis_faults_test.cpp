@@ -15,15 +15,6 @@ using namespace stargazer::test;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
-namespace {
-
-asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
-  asio::steady_timer t(co_await asio::this_coro::executor, d);
-  co_await t.async_wait(asio::use_awaitable);
-}
-
-}  // namespace
-
 TEST_CASE("a hostile server gets errors and reconnects, never a crash, a hang or unbounded memory", "[redis][hostile]") {
   const auto behaviour = GENERATE(hostile_behaviour::malformed, hostile_behaviour::truncated,
                                   hostile_behaviour::huge_length, hostile_behaviour::deep_nesting,

@@ -166,8 +166,8 @@ void redis_server::kill() {
   pid_ = -1;
 }
 
-std::string redis_server::cli(const std::vector<std::string>& args) const {
-  std::string command = "redis-cli -p " + std::to_string(port_);
+std::string redis_cli(std::uint16_t port, const std::vector<std::string>& args) {
+  std::string command = "redis-cli -p " + std::to_string(port);
   for (const auto& a : args) {
     command += " '";
     for (char c : a) {
@@ -187,5 +187,7 @@ std::string redis_server::cli(const std::vector<std::string>& args) const {
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
+
+std::string redis_server::cli(const std::vector<std::string>& args) const { return redis_cli(port_, args); }
 
 }  // namespace stargazer::test

@@ -14,6 +14,9 @@ namespace stargazer::test {
 
 std::uint16_t free_port();
 
+// Runs redis-cli against 127.0.0.1:<port> and returns its trimmed output.
+std::string redis_cli(std::uint16_t port, const std::vector<std::string>& args);
+
 struct redis_server_options {
   bool appendonly = false;
   std::vector<std::string> extra_args;  // e.g. {"--requirepass", "secret"}

@@ -40,4 +40,10 @@ inline void run_coro(boost::asio::io_context& io, boost::asio::awaitable<void> c
   }(std::move(coro)), timeout);
 }
 
+// A timer sleep inside a test coroutine.
+inline boost::asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, d);
+  co_await t.async_wait(boost::asio::use_awaitable);
+}
+
 }  // namespace stargazer::test

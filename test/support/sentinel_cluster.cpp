@@ -142,25 +142,7 @@ std::vector<std::string> sentinel_cluster::sentinel_addresses() const {
 }
 
 std::string sentinel_cluster::cli(std::uint16_t port, const std::vector<std::string>& args) {
-  std::string command = "redis-cli -p " + std::to_string(port);
-  for (const auto& a : args) {
-    command += " '";
-    for (char c : a) {
-      if (c == '\'') command += "'\\''";
-      else command.push_back(c);
-    }
-    command += "'";
-  }
-  command += " 2>&1";
-  std::string out;
-  if (FILE* pipe = ::popen(command.c_str(), "r")) {
-    std::array<char, 4096> buf{};
-    std::size_t n = 0;
-    while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-    ::pclose(pipe);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out;
+  return redis_cli(port, args);
 }
 
 void sentinel_cluster::kill_master() { master_->kill(); }
