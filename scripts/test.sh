@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+# ccache keyed on paths relative to the checkout, so every clone on this machine
+# (CI clones afresh) reuses the same cache entries.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
 preset="${SG_TEST_PRESET:-asan}"
 cmake --preset "$preset" >/dev/null
 cmake --build --preset "$preset"
