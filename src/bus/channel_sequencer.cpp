@@ -21,9 +21,10 @@ namespace {
 
 const redis::script& mark_done_script() {
   static const redis::script s(R"lua(
-local done = tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
-if tonumber(ARGV[1]) > done then redis.call('HSET', KEYS[1], 'done', ARGV[1]) end
-redis.call('EXPIRE', KEYS[1], 604800)
+local current = redis.call('HGET', KEYS[1], 'done')
+if tonumber(ARGV[1]) > tonumber(current or '0') then redis.call('HSET', KEYS[1], 'done', ARGV[1]) end
+-- Publishing refreshes the TTL; only a key this script had to create needs one.
+if not current then redis.call('EXPIRE', KEYS[1], 604800) end
 return 1
 )lua");
   return s;

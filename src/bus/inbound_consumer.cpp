@@ -43,8 +43,11 @@ struct inbound_consumer::impl {
   asio::awaitable<outcome> run_turn(const turn& t) {
     const auto done_key = inbound_done_key(t.entry_id);
     // Reclaimed while its first run was finishing: it is done, only the ack was lost.
-    auto done = co_await commands.command("EXISTS", done_key);
-    if (done && done->is_integer() && done->integer() == 1) co_return outcome::ack();
+    // (A first delivery cannot be done yet, so it skips the round trip.)
+    if (t.attempt.reclaimed) {
+      auto done = co_await commands.command("EXISTS", done_key);
+      if (done && done->is_integer() && done->integer() == 1) co_return outcome::ack();
+    }
 
     transition(claimed, "CLAIMED", t);
     outcome result;

@@ -536,3 +536,28 @@ TEST_CASE("a redelivered entry whose first delivery died mid-send takes its clai
   }(), 20s);
   CHECK(adapter.count("send") == 1);
 }
+
+TEST_CASE("a reclaimed inbound entry whose turn already finished is acknowledged without running again", "[bus][inbound]") {
+  bus_fixture f;
+  int runs = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
+    auto id = co_await f.bus->publish_inbound(f.inbound("c", "done already"));
+    // A worker finished the turn and died before its XACK went out.
+    co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
+                            "sg:stream:inbound", ">");
+    co_await f.conn.command("SET", inbound_done_key(*id), "1", "EX", 60);
+    inbound_consumer_settings s;
+    s.consumer.autoclaim_min_idle = 0ms;
+    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn&) -> asio::awaitable<outcome> {
+      ++runs;
+      co_return outcome::ack();
+    }, s);
+    co_await worker.start();
+    CHECK(co_await eventually([&] {
+      return f.server.cli({"XPENDING", "sg:stream:inbound", "sg:workers"}).rfind("0", 0) == 0;
+    }));
+    co_await worker.stop(1s);
+  }(), 20s);
+  CHECK(runs == 0);
+}
