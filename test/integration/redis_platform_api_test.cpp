@@ -1,5 +1,6 @@
 // The Redis platform's REST API over real HTTP, with a real Redis and an echo worker on the bus.
 
+#include "api_client.hpp"
 #include "gateway_fixture.hpp"
 #include "raw_http.hpp"
 
@@ -15,22 +16,6 @@ using namespace stargazer;
 using namespace stargazer::test;
 
 namespace {
-
-const std::string admin = std::string("Authorization: Bearer ") + gateway_fixture::admin_key + "\r\n";
-std::string bearer(const std::string& key) { return "Authorization: Bearer " + key + "\r\n"; }
-
-rapidjson::Document json_of(const raw_response& r) {
-  rapidjson::Document d;
-  d.Parse(r.body.c_str(), r.body.size());
-  INFO(r.raw);
-  REQUIRE_FALSE(d.HasParseError());
-  return d;
-}
-
-raw_response call(std::uint16_t port, const std::string& method, const std::string& target, const std::string& headers,
-                  const std::string& body = "") {
-  return http_request(port, method, target, body, headers);
-}
 
 struct created {
   std::string id;

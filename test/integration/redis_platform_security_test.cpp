@@ -2,6 +2,7 @@
 // auth matrix over every route and credential, hostile input, tenant isolation, the
 // purge on delete, and request smuggling / oversize headers at the HTTP layer.
 
+#include "api_client.hpp"
 #include "gateway_fixture.hpp"
 #include "raw_http.hpp"
 
@@ -20,22 +21,6 @@ using namespace stargazer;
 using namespace stargazer::test;
 
 namespace {
-
-const std::string admin = std::string("Authorization: Bearer ") + gateway_fixture::admin_key + "\r\n";
-std::string bearer(const std::string& key) { return "Authorization: Bearer " + key + "\r\n"; }
-
-rapidjson::Document json_of(const raw_response& r) {
-  rapidjson::Document d;
-  d.Parse(r.body.c_str(), r.body.size());
-  INFO(r.raw);
-  REQUIRE_FALSE(d.HasParseError());
-  return d;
-}
-
-raw_response call(std::uint16_t port, const std::string& method, const std::string& target, const std::string& headers,
-                  const std::string& body = "") {
-  return http_request(port, method, target, body, headers);
-}
 
 // An SSE request: a 200 streams until the client leaves, so read briefly and look only at
 // the status line.
