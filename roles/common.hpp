@@ -9,14 +9,45 @@
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
+#include "stargazer/core/metrics.hpp"
+
+#include <boost/asio/io_context.hpp>
+
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace stargazer::roles {
 
-// The configured Redis (URL, Sentinel, TLS); redis://127.0.0.1:6379 when no URL is set.
 redis::connection_settings redis_settings(const config& cfg, const std::string& client_name);
+
+// What every process has: one io thread, metrics, health, the main Redis connection and
+// the bus. The role functions add their components to `host`.
+struct process {
+  process(const config& c, const std::string& client_name)
+      : cfg(c),
+        redis_config(redis_settings(c, client_name)),
+        redis(io.get_executor(), redis_config, &metrics),
+        bus(redis, bus::event_bus_settings{.stream_maxlen = c.stream_maxlen}, &metrics),
+        host(io, c.shutdown_timeout()) {}
+
+  const config& cfg;
+  boost::asio::io_context io{1};
+  metrics::registry metrics;
+  health_registry health;
+  redis::connection_settings redis_config;
+  redis::connection redis;
+  bus::event_bus bus;
+  service_host host;
+};
+
+// Add the gateway's or the worker's components to p.host; the returned object owns them
+// and must live until p.host.run() returns.
+std::shared_ptr<void> add_gateway(process& p);
+std::shared_ptr<void> add_worker(process& p);
+
+// (redis_settings above: the configured Redis (URL, Sentinel, TLS); redis://127.0.0.1:6379
+// when no URL is set.)
 
 // Starts the connection with the process and reports it to /readyz as "redis".
 class redis_component final : public component {

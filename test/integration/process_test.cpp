@@ -120,3 +120,61 @@ TEST_CASE("an occupied port is a clear startup error with status 1", "[process]"
   first.signal(SIGTERM);
   CHECK(first.wait(std::chrono::seconds(5)) == 0);
 }
+
+namespace {
+
+// Creates an instance through the admin key and injects one message with wait=true.
+std::string inject_and_wait(std::uint16_t port, const std::string& text) {
+  auto created = http_request(port, "POST", "/redis-platform/instances", "{}", "Authorization: Bearer admin-key\r\n");
+  REQUIRE(created.status == 201);
+  const auto id_at = created.body.find("\"instance_id\":\"") + 15;
+  const auto id = created.body.substr(id_at, created.body.find('"', id_at) - id_at);
+  const auto key_at = created.body.find("\"api_key\":\"") + 11;
+  const auto key = created.body.substr(key_at, created.body.find('"', key_at) - key_at);
+  auto r = http_request(port, "POST", "/redis-platform/instances/" + id + "/messages?wait=true&timeout=10",
+                        R"({"text":")" + text + R"(","user_id":"u1","user_name":"Ada"})",
+                        "Authorization: Bearer " + key + "\r\n");
+  INFO(r.raw);
+  CHECK(r.status == 200);
+  return r.body;
+}
+
+bool wait_ready(std::uint16_t port) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < until) {
+    if (http_get(port, "/readyz").status == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("gateway and worker as separate processes answer a REST message end to end", "[process][e2e]") {
+  redis_server redis;
+  const auto port = free_port();
+  child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
+                         "--redis-url=" + redis.url()},
+                        {"SG_ADMIN_API_KEY=admin-key"});
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--instance-id=worker-1"});
+  REQUIRE(wait_ready(port));
+  const auto body = inject_and_wait(port, "ping through two processes");
+  CHECK(body.find("\"complete\":true") != std::string::npos);
+  CHECK(body.find("\"text\":\"ping through two processes\"") != std::string::npos);
+  worker.signal(SIGTERM);
+  gateway.signal(SIGTERM);
+  CHECK(worker.wait(std::chrono::seconds(5)) == 0);
+  CHECK(gateway.wait(std::chrono::seconds(5)) == 0);
+}
+
+TEST_CASE("standalone runs gateway and worker in one process", "[process][e2e]") {
+  redis_server redis;
+  const auto port = free_port();
+  child_process standalone({STARGAZER_BINARY, "--role=standalone", "--http-port=" + std::to_string(port),
+                            "--redis-url=" + redis.unix_url()},
+                           {"SG_ADMIN_API_KEY=admin-key"});
+  REQUIRE(wait_ready(port));
+  CHECK(inject_and_wait(port, "hello standalone").find("\"text\":\"hello standalone\"") != std::string::npos);
+  standalone.signal(SIGTERM);
+  CHECK(standalone.wait(std::chrono::seconds(5)) == 0);
+}
