@@ -13,11 +13,11 @@ using namespace stargazer::test;
 
 namespace {
 
-// Polls until the HTTP server answers /healthz.
-bool wait_for_http(std::uint16_t port, std::chrono::milliseconds timeout) {
+// Polls until GET `path` answers 200.
+bool wait_for_http(std::uint16_t port, std::chrono::milliseconds timeout, const std::string& path = "/healthz") {
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < until) {
-    if (http_get(port, "/healthz").status == 200) return true;
+    if (http_get(port, path).status == 200) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
@@ -56,9 +56,7 @@ TEST_CASE("the gateway serves health, readiness and metrics, and exits 0 within 
   child_process gateway(
       {STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port), "--redis-url=" + redis.url()});
   REQUIRE(wait_for_http(port, std::chrono::seconds(10)));
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (http_get(port, "/readyz").status != 200 && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  wait_for_http(port, std::chrono::seconds(10), "/readyz");
   auto ready = http_get(port, "/readyz");
   CHECK(ready.status == 200);
   CHECK(ready.body.find("\"redis\":{\"ready\":true") != std::string::npos);
@@ -88,9 +86,7 @@ TEST_CASE("readyz is 503 naming Redis while it is unreachable, 200 once it answe
   CHECK(down.status == 503);
   CHECK(down.body.find("\"redis\":{\"ready\":false") != std::string::npos);
   redis.start();
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (http_get(port, "/readyz").status != 200 && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  wait_for_http(port, std::chrono::seconds(10), "/readyz");
   CHECK(http_get(port, "/readyz").status == 200);
   gateway.signal(SIGTERM);
   CHECK(gateway.wait(std::chrono::seconds(5)) == 0);
@@ -139,14 +135,7 @@ std::string inject_and_wait(std::uint16_t port, const std::string& text) {
   return r.body;
 }
 
-bool wait_ready(std::uint16_t port) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < until) {
-    if (http_get(port, "/readyz").status == 200) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
+bool wait_ready(std::uint16_t port) { return wait_for_http(port, std::chrono::seconds(10), "/readyz"); }
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 #include "stargazer/redis/subscriber.hpp"
 
 #include "redis_server.hpp"
+#include "fast_redis.hpp"
 #include "run_coro.hpp"
 
 #include <catch2/catch.hpp>
@@ -18,22 +19,10 @@ using namespace stargazer::test;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
-namespace {
-
-connection_settings fast_settings(const std::string& url) {
-  auto s = settings_from_url(url);
-  s.reconnect_min = 20ms;
-  s.reconnect_max = 200ms;
-  s.command_timeout = 2000ms;
-  return s;
-}
-
-}  // namespace
-
 TEST_CASE("every reply type, errors that do not poison the connection, binary data", "[redis]") {
   redis_server server;
   asio::io_context io;
-  connection conn(io.get_executor(), fast_settings(server.url()));
+  connection conn(io.get_executor(), fast_redis_settings(server.url()));
   conn.start();
   run_coro(io, [&]() -> asio::awaitable<void> {
     auto ok = co_await conn.command("SET", "k", "v");
@@ -85,7 +74,7 @@ TEST_CASE("10,000 concurrent commands from 100 coroutines are matched to their c
   redis_server server;
   asio::io_context io;
   metrics::registry metrics;
-  connection conn(io.get_executor(), fast_settings(server.url()), &metrics);
+  connection conn(io.get_executor(), fast_redis_settings(server.url()), &metrics);
   conn.start();
   int mismatches = 0, failures = 0, finished = 0;
   run_coro(io, [&]() -> asio::awaitable<void> {
@@ -113,7 +102,7 @@ TEST_CASE("10,000 concurrent commands from 100 coroutines are matched to their c
 TEST_CASE("unix sockets, AUTH, SELECT and CLIENT SETNAME", "[redis]") {
   redis_server server(redis_server_options{.extra_args = {"--requirepass", "s3cret"}});
   asio::io_context io;
-  auto settings = fast_settings("unix://:s3cret@" + server.unix_path() + "?db=3");
+  auto settings = fast_redis_settings("unix://:s3cret@" + server.unix_path() + "?db=3");
   settings.client_name = "sg-test";
   connection conn(io.get_executor(), settings);
   conn.start();
@@ -128,7 +117,7 @@ TEST_CASE("unix sockets, AUTH, SELECT and CLIENT SETNAME", "[redis]") {
 TEST_CASE("a wrong password is reported and retried, never a hang", "[redis]") {
   redis_server server(redis_server_options{.extra_args = {"--requirepass", "right"}});
   asio::io_context io;
-  auto settings = fast_settings("redis://:wrong@127.0.0.1:" + std::to_string(server.port()));
+  auto settings = fast_redis_settings("redis://:wrong@127.0.0.1:" + std::to_string(server.port()));
   connection conn(io.get_executor(), settings);
   conn.start();
   run_coro(io, [&]() -> asio::awaitable<void> {
@@ -145,7 +134,7 @@ TEST_CASE("a wrong password is reported and retried, never a hang", "[redis]") {
 TEST_CASE("deadlines: a slow server times the caller out and the connection recovers", "[redis]") {
   redis_server server;
   asio::io_context io;
-  connection conn(io.get_executor(), fast_settings(server.url()));
+  connection conn(io.get_executor(), fast_redis_settings(server.url()));
   conn.start();
   run_coro(io, [&]() -> asio::awaitable<void> {
     REQUIRE(co_await conn.wait_connected(5s));
@@ -165,7 +154,7 @@ TEST_CASE("with the server down, commands fail by their deadline or at once if a
   redis_server server;
   server.stop();
   asio::io_context io;
-  connection conn(io.get_executor(), fast_settings(server.url()));
+  connection conn(io.get_executor(), fast_redis_settings(server.url()));
   conn.start();
   run_coro(io, [&]() -> asio::awaitable<void> {
     request waiting(request::options{.timeout = 300ms});
@@ -184,7 +173,7 @@ TEST_CASE("server restart mid-load: callers get replies or errors, none hangs, t
   redis_server server;
   asio::io_context io;
   metrics::registry metrics;
-  connection conn(io.get_executor(), fast_settings(server.url()), &metrics);
+  connection conn(io.get_executor(), fast_redis_settings(server.url()), &metrics);
   conn.start();
   int ok = 0, failed = 0, finished = 0;
   bool stop_load = false;
@@ -228,7 +217,7 @@ TEST_CASE("server restart mid-load: callers get replies or errors, none hangs, t
 TEST_CASE("retry_if_sent requests survive a dropped connection", "[redis]") {
   redis_server server;
   asio::io_context io;
-  connection conn(io.get_executor(), fast_settings(server.url()));
+  connection conn(io.get_executor(), fast_redis_settings(server.url()));
   conn.start();
   run_coro(io, [&]() -> asio::awaitable<void> {
     REQUIRE(co_await conn.wait_connected(5s));
@@ -254,7 +243,7 @@ TEST_CASE("retry_if_sent requests survive a dropped connection", "[redis]") {
 TEST_CASE("EVALSHA falls back to EVAL on NOSCRIPT", "[redis]") {
   redis_server server;
   asio::io_context io;
-  connection conn(io.get_executor(), fast_settings(server.url()));
+  connection conn(io.get_executor(), fast_redis_settings(server.url()));
   conn.start();
   const script incr_by("return redis.call('INCRBY', KEYS[1], ARGV[1])");
   run_coro(io, [&]() -> asio::awaitable<void> {
@@ -271,11 +260,11 @@ TEST_CASE("EVALSHA falls back to EVAL on NOSCRIPT", "[redis]") {
 TEST_CASE("a blocking command on its own connection does not stall another", "[redis]") {
   redis_server server;
   asio::io_context io;
-  auto blocking_settings = fast_settings(server.url());
+  auto blocking_settings = fast_redis_settings(server.url());
   blocking_settings.health_check_interval = 0ms;
   blocking_settings.command_timeout = 5000ms;
   connection blocking(io.get_executor(), blocking_settings);
-  connection regular(io.get_executor(), fast_settings(server.url()));
+  connection regular(io.get_executor(), fast_redis_settings(server.url()));
   blocking.start();
   regular.start();
   run_coro(io, [&]() -> asio::awaitable<void> {
@@ -297,8 +286,8 @@ TEST_CASE("a blocking command on its own connection does not stall another", "[r
 TEST_CASE("Pub/Sub delivers messages and pattern messages and resubscribes after a restart", "[redis]") {
   redis_server server;
   asio::io_context io;
-  subscriber sub(io.get_executor(), fast_settings(server.url()));
-  connection pub(io.get_executor(), fast_settings(server.url()));
+  subscriber sub(io.get_executor(), fast_redis_settings(server.url()));
+  connection pub(io.get_executor(), fast_redis_settings(server.url()));
   sub.start();
   pub.start();
   run_coro(io, [&]() -> asio::awaitable<void> {

@@ -17,19 +17,6 @@ using namespace stargazer::test;
 
 namespace {
 
-struct created {
-  std::string id;
-  std::string key;
-};
-
-created create_instance(gateway_fixture& g, const std::string& body = "{}") {
-  auto r = call(g.port(), "POST", "/redis-platform/instances", admin, body);
-  INFO(r.raw);
-  REQUIRE(r.status == 201);
-  auto d = json_of(r);
-  return {d["instance_id"].GetString(), d["api_key"].GetString()};
-}
-
 }  // namespace
 
 TEST_CASE("instances: create, list, get, update, delete; keys are stored as digests", "[api]") {

@@ -28,20 +28,7 @@ raw_response call_events(std::uint16_t port, const std::string& target, const st
   return raw_http(port, "GET " + target + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" + headers + "\r\n", 300);
 }
 
-struct created {
-  std::string id;
-  std::string key;
-};
-
-created create_instance(gateway_fixture& g, const std::string& body = "{}") {
-  auto r = call(g.port(), "POST", "/redis-platform/instances", admin, body);
-  INFO(r.raw);
-  REQUIRE(r.status == 201);
-  auto d = json_of(r);
-  return {d["instance_id"].GetString(), d["api_key"].GetString()};
-}
-
-void register_user(gateway_fixture& g, const created& inst, const std::string& user_id, const std::string& name) {
+void register_user(gateway_fixture& g, const created_instance& inst, const std::string& user_id, const std::string& name) {
   auto r = call(g.port(), "POST", "/redis-platform/instances/" + inst.id + "/users", bearer(inst.key),
                 R"({"user_id":")" + user_id + R"(","display_name":")" + name + R"("})");
   INFO(r.raw);
@@ -90,7 +77,7 @@ void check_error(const raw_response& r, int status, const std::string& code, con
 }
 
 // The gateway still answers a normal request.
-void check_serving(gateway_fixture& g, const created& inst) {
+void check_serving(gateway_fixture& g, const created_instance& inst) {
   auto r = call(g.port(), "GET", "/redis-platform/instances/" + inst.id, bearer(inst.key));
   INFO("the gateway no longer serves: " << r.raw);
   CHECK(r.status == 200);

@@ -6,6 +6,7 @@
 #include "stargazer/redis/connection.hpp"
 
 #include "redis_server.hpp"
+#include "fast_redis.hpp"
 #include "run_coro.hpp"
 
 #include <boost/asio/ssl.hpp>
@@ -30,15 +31,6 @@ namespace {
 // How long a command waits when the handshake can never succeed. The client retries
 // every 20..200 ms meanwhile, so last_error is set long before this.
 constexpr auto failing_deadline = 1000ms;
-
-connection_settings fast_settings(const std::string& url) {
-  auto s = settings_from_url(url);
-  s.reconnect_min = 20ms;
-  s.reconnect_max = 200ms;
-  s.connect_timeout = 1000ms;
-  s.command_timeout = 2000ms;
-  return s;
-}
 
 // Runs `command` through the shell; returns its exit status, output (stdout and
 // stderr) in `out`.
@@ -170,10 +162,10 @@ TEST_CASE("rediss:// with the server's CA: commands work over the TLS port, by n
   tls_redis redis(m.server_cert, m.server_key);
   asio::io_context io;
 
-  auto by_name = fast_settings(redis.url("localhost"));  // SAN DNS:localhost
+  auto by_name = fast_redis_settings(redis.url("localhost"));  // SAN DNS:localhost
   by_name.tls_ca_file = m.ca_cert;
   by_name.client_name = "sg-tls-name";
-  auto by_ip = fast_settings(redis.url("127.0.0.1"));    // SAN IP:127.0.0.1
+  auto by_ip = fast_redis_settings(redis.url("127.0.0.1"));    // SAN IP:127.0.0.1
   by_ip.tls_ca_file = m.ca_cert;
   by_ip.client_name = "sg-tls-ip";
   REQUIRE(by_name.server.kind == transport::tls);
@@ -223,7 +215,7 @@ TEST_CASE("rediss:// without a CA file uses the system store, which rejects a pr
   const auto& m = certificates();
   tls_redis redis(m.server_cert, m.server_key);
   asio::io_context io;
-  auto settings = fast_settings(redis.url("localhost"));
+  auto settings = fast_redis_settings(redis.url("localhost"));
   REQUIRE(settings.tls_ca_file.empty());
   REQUIRE(settings.tls_verify);
   connection conn(io.get_executor(), settings);
@@ -240,9 +232,9 @@ TEST_CASE("rediss:// rejects a certificate for another host name, even from the 
   tls_redis other(m.other_cert, m.other_key);
   asio::io_context io;
 
-  auto wrong_ip = fast_settings(redis.url("127.0.0.2"));
+  auto wrong_ip = fast_redis_settings(redis.url("127.0.0.2"));
   wrong_ip.tls_ca_file = m.ca_cert;
-  auto wrong_name = fast_settings(other.url("localhost"));
+  auto wrong_name = fast_redis_settings(other.url("localhost"));
   wrong_name.tls_ca_file = m.ca_cert;
   connection ip_conn(io.get_executor(), wrong_ip);
   connection name_conn(io.get_executor(), wrong_name);
@@ -268,7 +260,7 @@ TEST_CASE("rediss:// rejects a certificate for another host name, even from the 
   CHECK_THAT(other.client_list(), !Catch::Contains("name=stargazer"));
 
   // The same CA file with the right name on the same server works: only the name was wrong.
-  auto right = fast_settings(redis.url("localhost"));
+  auto right = fast_redis_settings(redis.url("localhost"));
   right.tls_ca_file = m.ca_cert;
   connection right_conn(io.get_executor(), right);
   right_conn.start();
@@ -283,7 +275,7 @@ TEST_CASE("rediss:// with tls_verify = false accepts an unknown CA and a wrong n
   const auto& m = certificates();
   tls_redis redis(m.server_cert, m.server_key, /*also_on_127_0_0_2=*/true);
   asio::io_context io;
-  auto settings = fast_settings(redis.url("127.0.0.2"));  // not in the SAN, CA not given
+  auto settings = fast_redis_settings(redis.url("127.0.0.2"));  // not in the SAN, CA not given
   settings.tls_verify = false;
   REQUIRE(settings.tls_ca_file.empty());
   connection conn(io.get_executor(), settings);
@@ -324,7 +316,7 @@ TEST_CASE("rediss:// sends the host name as SNI, and no SNI for an IP address (R
 
   for (const std::string host : {"localhost", "127.0.0.1"}) {
     INFO("host " << host);
-    auto settings = fast_settings("rediss://" + host + ":" + port);
+    auto settings = fast_redis_settings("rediss://" + host + ":" + port);
     settings.tls_ca_file = m.ca_cert;  // verified as usual: the handshake must succeed
     connection conn(io.get_executor(), settings);
     conn.start();

@@ -28,4 +28,18 @@ inline raw_response call(std::uint16_t port, const std::string& method, const st
   return http_request(port, method, target, body, headers);
 }
 
+struct created_instance {
+  std::string id;
+  std::string key;
+};
+
+// Creates an instance with the admin key; the test fails unless it answers 201.
+inline created_instance create_instance(gateway_fixture& g, const std::string& body = "{}") {
+  auto r = call(g.port(), "POST", "/redis-platform/instances", admin, body);
+  INFO(r.raw);
+  REQUIRE(r.status == 201);
+  auto d = json_of(r);
+  return {d["instance_id"].GetString(), d["api_key"].GetString()};
+}
+
 }  // namespace stargazer::test
