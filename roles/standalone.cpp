@@ -9,7 +9,7 @@
 namespace stargazer::roles {
 
 int run_standalone(const config& cfg) {
-  if (cfg.llm_provider != "echo") {
+  if (cfg.effective_llm_provider() != "echo") {
     log::logger("standalone").error("--llm-provider {}: only the offline echo model is built yet", cfg.llm_provider);
     return 1;
   }

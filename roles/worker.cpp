@@ -39,7 +39,7 @@ std::shared_ptr<void> add_worker(process& p) {
 }
 
 int run_worker(const config& cfg) {
-  if (cfg.llm_provider != "echo") {
+  if (cfg.effective_llm_provider() != "echo") {
     log::logger("worker").error("--llm-provider {}: only the offline echo model is built yet", cfg.llm_provider);
     return 1;
   }

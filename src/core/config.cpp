@@ -63,8 +63,11 @@ void validate(config& cfg) {
   }
   if (!cfg.redis_sentinels.empty() && cfg.redis_sentinel_master.empty())
     throw bad_value("--redis-sentinel-master: must not be empty when sentinels are given");
-  if (cfg.llm_provider != "echo" && cfg.llm_provider != "openai")
-    throw bad_value(fmt::format("--llm-provider: '{}' is not one of echo, openai", cfg.llm_provider));
+  if (cfg.llm_provider != "auto" && cfg.llm_provider != "echo" && cfg.llm_provider != "openai")
+    throw bad_value(fmt::format("--llm-provider: '{}' is not one of auto, echo, openai", cfg.llm_provider));
+  if (cfg.effective_llm_provider() == "openai" && !cfg.llm_base_url.starts_with("http://") &&
+      !cfg.llm_base_url.starts_with("https://"))
+    throw bad_value(fmt::format("--llm-base-url: '{}' is not an http:// or https:// URL", cfg.llm_base_url));
   if (cfg.instance_id.empty()) cfg.instance_id = generate_instance_id();
   if (cfg.instance_id.size() > 128 ||
       cfg.instance_id.find_first_of(" \t\r\n") != std::string::npos)
@@ -150,7 +153,9 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
       "SG_STREAM_MAXLEN");
 
   auto llm = "LLM";
-  env(app.add_option("--llm-provider", cfg.llm_provider, "echo (offline) or openai (any OpenAI-compatible API)")
+  env(app.add_option("--llm-provider", cfg.llm_provider,
+                     "auto (openai when an API key is set, else echo), echo (offline) or openai (any "
+                     "OpenAI-compatible API)")
           ->capture_default_str()
           ->group(llm),
       "SG_LLM_PROVIDER");
@@ -160,6 +165,58 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
       "SG_LLM_BASE_URL");
   env(app.add_option("--llm-model", cfg.llm_model, "Model name sent to the API")->capture_default_str()->group(llm),
       "SG_LLM_MODEL");
+  env(app.add_option("--llm-temperature", cfg.llm_temperature, "Sampling temperature")
+          ->check(CLI::Range(0.0, 2.0))
+          ->group(llm),
+      "SG_LLM_TEMPERATURE");
+  env(app.add_option("--llm-max-tokens", cfg.llm_max_tokens, "Longest reply in tokens")
+          ->check(CLI::Range(1, 1'000'000))
+          ->group(llm),
+      "SG_LLM_MAX_TOKENS");
+  env(app.add_option("--llm-top-p", cfg.llm_top_p, "Nucleus sampling")->check(CLI::Range(0.0, 1.0))->group(llm),
+      "SG_LLM_TOP_P");
+  env(app.add_option("--llm-connect-timeout", cfg.llm_connect_timeout_seconds, "Seconds to connect to the API")
+          ->check(CLI::Range(0.1, 600.0))
+          ->group(llm),
+      "SG_LLM_CONNECT_TIMEOUT");
+  env(app.add_option("--llm-timeout", cfg.llm_timeout_seconds, "Seconds for the whole response of one attempt")
+          ->check(CLI::Range(0.1, 3600.0))
+          ->group(llm),
+      "SG_LLM_TIMEOUT");
+  env(app.add_option("--llm-max-retries", cfg.llm_max_retries, "Retries on 429 and 5xx (honouring Retry-After)")
+          ->check(CLI::Range(0, 20))
+          ->group(llm),
+      "SG_LLM_MAX_RETRIES");
+  env(app.add_option("--llm-echo-delay-ms", cfg.llm_echo_delay_ms,
+                     "echo provider: milliseconds each reply takes (simulates a slow model)")
+          ->check(CLI::Range(0, 600'000))
+          ->group(llm),
+      "SG_LLM_ECHO_DELAY_MS");
+
+  auto persona = "Message processor";
+  env(app.add_option("--bot-name", cfg.bot_name, "The persona's name (system prompt, replies)")
+          ->check([](const std::string& v) { return v.empty() || v.size() > 64 ? "1 to 64 characters" : ""; })
+          ->group(persona),
+      "SG_BOT_NAME");
+  env(app.add_option("--system-prompt-file", cfg.system_prompt_file,
+                     "System prompt template ({bot_name}, {platform}, {channel}, {participants}, {tools}, "
+                     "{current_time}); empty: the built-in one")
+          ->check(CLI::ExistingFile)
+          ->group(persona),
+      "SG_SYSTEM_PROMPT_FILE");
+  env(app.add_option("--history-messages", cfg.history_messages, "Earlier channel messages given to the model")
+          ->check(CLI::Range(0, 500))
+          ->group(persona),
+      "SG_HISTORY_MESSAGES");
+  env(app.add_option("--max-tool-rounds", cfg.max_tool_rounds, "Model calls per turn that may use tools")
+          ->check(CLI::Range(1, 50))
+          ->group(persona),
+      "SG_MAX_TOOL_ROUNDS");
+  env(app.add_option("--presence-interval", cfg.presence_interval_seconds,
+                     "Seconds between presence updates by the status leader (0: off)")
+          ->check(CLI::Range(0.0, 86400.0))
+          ->group(persona),
+      "SG_PRESENCE_INTERVAL");
 
   auto secrets = "Secrets (prefer the environment or the config file: flags show in ps)";
   env(app.add_option("--admin-api-key", cfg.admin_api_key, "Admin key of the REST API")->group(secrets),
@@ -349,6 +406,18 @@ std::string render_config(const config& cfg) {
   line("llm-provider", toml_string(cfg.llm_provider));
   line("llm-base-url", toml_string(cfg.llm_base_url));
   line("llm-model", toml_string(cfg.llm_model));
+  line("llm-temperature", fmt::format("{}", cfg.llm_temperature));
+  line("llm-max-tokens", std::to_string(cfg.llm_max_tokens));
+  line("llm-top-p", fmt::format("{}", cfg.llm_top_p));
+  line("llm-connect-timeout", fmt::format("{}", cfg.llm_connect_timeout_seconds));
+  line("llm-timeout", fmt::format("{}", cfg.llm_timeout_seconds));
+  line("llm-max-retries", std::to_string(cfg.llm_max_retries));
+  line("llm-echo-delay-ms", std::to_string(cfg.llm_echo_delay_ms));
+  line("bot-name", toml_string(cfg.bot_name));
+  line("system-prompt-file", toml_string(cfg.system_prompt_file));
+  line("history-messages", std::to_string(cfg.history_messages));
+  line("max-tool-rounds", std::to_string(cfg.max_tool_rounds));
+  line("presence-interval", fmt::format("{}", cfg.presence_interval_seconds));
   line("admin-api-key", secret(cfg.admin_api_key));
   line("llm-api-key", secret(cfg.llm_api_key));
   return out;

@@ -53,7 +53,8 @@ TEST_CASE("defaults apply when nothing is given", "[config]") {
   CHECK(c.process_role == role::standalone);
   CHECK(c.http_port == 8080);
   CHECK(c.stream_maxlen == 100000);
-  CHECK(c.llm_provider == "echo");
+  CHECK(c.llm_provider == "auto");
+  CHECK(c.effective_llm_provider() == "echo");
   CHECK_FALSE(c.instance_id.empty());  // generated
 }
 

@@ -44,9 +44,30 @@ struct config {
   std::uint64_t stream_maxlen = 100'000;
 
   // LLM.
-  std::string llm_provider = "echo";  // echo | openai
+  // auto: openai when an API key is configured, else the offline echo model.
+  std::string llm_provider = "auto";  // auto | echo | openai
   std::string llm_base_url = "https://openrouter.ai/api/v1";
   std::string llm_model = "openai/gpt-4o-mini";
+  double llm_temperature = 0.7;
+  int llm_max_tokens = 1024;
+  double llm_top_p = 1.0;
+  double llm_connect_timeout_seconds = 10.0;
+  double llm_timeout_seconds = 120.0;  // whole response, per attempt
+  int llm_max_retries = 3;             // on 429 and 5xx
+  int llm_echo_delay_ms = 0;           // echo provider: simulated model latency
+
+  // Message processor (worker).
+  std::string bot_name = "Star";
+  std::string system_prompt_file;  // empty: the built-in template
+  int history_messages = 20;       // earlier messages of the channel given to the model
+  int max_tool_rounds = 5;         // LLM calls per turn that may ask for tools
+  double presence_interval_seconds = 300.0;  // the status leader's presence updates (0: off)
+
+  // The provider actually used once `auto` is resolved.
+  std::string effective_llm_provider() const {
+    if (llm_provider != "auto") return llm_provider;
+    return llm_api_key.empty() ? "echo" : "openai";
+  }
 
   // Secrets: never printed. admin_api_key may also come from a flag (operators script it);
   // llm_api_key only from SG_LLM_API_KEY or the config file.
