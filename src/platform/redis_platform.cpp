@@ -27,10 +27,7 @@ constexpr const char* instances_key = "redis_platform:instances";
 std::string meta_key(std::string_view id) { return "redis_platform:meta:" + std::string(id); }
 std::string users_key(std::string_view id) { return "redis_platform:users:" + std::string(id); }
 std::string file_key(std::string_view id) { return "redis_platform:file:" + std::string(id); }
-std::string history_key(std::string_view id) { return "channel_msgs:redis:" + std::string(id); }
-std::string message_hash_key(std::string_view instance, std::string_view message_id) {
-  return "sg:msg:redis:" + std::string(instance) + ":" + std::string(message_id);
-}
+std::string history_key(std::string_view id) { return message_cache::channel_key("redis", id); }
 
 // Fields of the meta hash that callers' metadata may not overwrite.
 bool reserved_meta_field(std::string_view f) {
@@ -297,13 +294,10 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   e.response_nonce = req.response_nonce;
 
   // The user's message enters the history before the bot can answer it.
-  const auto hash = message_hash_key(instance_id, e.message_id);
-  const auto score = fmt::format("{:.3f}", e.timestamp);
   redis::request cache;
-  cache.push("HSET", hash, "user_id", e.user_id, "user_name", e.username, "text", e.content, "timestamp", score,
-             "message_id", e.message_id, "is_bot", "0", "reply_to_id", e.reply_to);
-  cache.push("EXPIRE", hash, message_ttl.count());
-  cache.push("ZADD", history_key(instance_id), score, hash);
+  for (const auto& c : message_cache::store_commands(
+           "redis", instance_id, cached_message{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, e.reply_to}))
+    cache.push_range(c);
   auto cached = co_await conn_.exec(std::move(cache));
   if (!cached) co_return cached.error();
 
@@ -314,24 +308,7 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
 
 task<result<std::vector<cached_message>>> redis_platform::history(const std::string& instance_id, std::size_t limit,
                                                                   std::optional<double> before) {
-  const auto max = before ? fmt::format("({:.3f}", *before) : std::string("+inf");
-  auto keys = co_await conn_.command("ZREVRANGEBYSCORE", history_key(instance_id), max, "-inf", "LIMIT", 0, limit);
-  if (!keys) co_return keys.error();
-  std::vector<cached_message> out;
-  if (keys->elements().empty()) co_return out;
-  redis::request req;
-  for (const auto& k : keys->elements())
-    req.push("HMGET", k.str(), "message_id", "user_id", "user_name", "text", "timestamp", "is_bot", "reply_to_id");
-  auto rows = co_await conn_.exec(std::move(req));
-  if (!rows) co_return rows.error();
-  for (auto& row : *rows) {
-    auto& f = row.elements();
-    if (f.size() != 7 || f[3].is_nil()) continue;  // expired
-    cached_message m{f[0].str(), f[1].str(), f[2].str(), f[3].str(), std::atof(f[4].str().c_str()), f[5].str() == "1",
-                     f[6].str()};
-    out.push_back(std::move(m));
-  }
-  co_return out;
+  co_return co_await cache_.recent("redis", instance_id, limit, before);
 }
 
 task<result<std::optional<stored_file>>> redis_platform::get_file(const std::string& file_id) {
@@ -368,13 +345,10 @@ task<result<std::string>> redis_platform::send(const std::string& channel_id, co
   if (!ctx.response_nonce.empty()) event += ",\"nonce\":" + json::quoted(ctx.response_nonce);
   event += "}";
   // The bot's message enters the history; its hash is the message key when there is one.
-  const auto hash = ctx.message_key.empty() ? message_hash_key(channel_id, id) : ctx.message_key;
-  const auto score = fmt::format("{:.3f}", ts);
-  std::vector<std::vector<std::string>> cache{
-      {"HSET", hash, "user_id", "star", "user_name", "Star", "text", text, "timestamp", score, "is_bot", "1",
-       "reply_to_id", ""},
-      {"EXPIRE", hash, std::to_string(message_ttl.count())},
-      {"ZADD", history_key(channel_id), score, hash}};
+  const auto me = identity();
+  auto cache = message_cache::store_commands("redis", channel_id,
+                                             cached_message{id, me.user_id, me.display_name, text, ts, true, {}},
+                                             ctx.message_key);
   auto r = co_await emit(channel_id, event, std::move(cache));
   if (!r) co_return r.error();
   co_return id;

@@ -7,6 +7,7 @@
 // Keys: docs/protocol.md §5.3-5.7. API keys are stored as SHA-256 digests.
 
 #include "stargazer/bus/event_bus.hpp"
+#include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 
 #include <map>
@@ -54,17 +55,6 @@ enum class inject_refusal { none, unknown_instance, user_not_registered, user_na
 struct inject_result {
   inject_refusal refusal = inject_refusal::none;
   std::string message_id;
-};
-
-// One stored message of the cache (history).
-struct cached_message {
-  std::string message_id;
-  std::string user_id;
-  std::string user_name;
-  std::string text;
-  double timestamp = 0;
-  bool is_bot = false;
-  std::string reply_to_id;
 };
 
 struct stored_file {
@@ -144,7 +134,7 @@ public:
   task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
 
   static constexpr std::chrono::seconds file_ttl{86400};
-  static constexpr std::chrono::seconds message_ttl{7776000};
+  static constexpr std::chrono::seconds message_ttl = message_cache::ttl;
   static constexpr std::size_t events_maxlen = 1000;
 
 private:
@@ -154,6 +144,7 @@ private:
 
   redis::connection& conn_;
   bus::event_bus& bus_;
+  message_cache cache_{conn_};
 };
 
 }  // namespace stargazer::platform

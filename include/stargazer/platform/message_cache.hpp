@@ -1,0 +1,62 @@
+#pragma once
+// The message cache (seed 004's MessageCache, docs/protocol.md §5.6): every inbound and
+// outbound message of a channel, as a hash `sg:msg:{platform}:{channel}:{message_id}`
+// (or the outbound message key) with a 90-day expiry, indexed by timestamp in the sorted
+// set `channel_msgs:{platform}:{channel_id}`. Gateways write it as they deliver, the
+// worker writes what it receives, the REST API and the model's context read it. Writes
+// are idempotent: the same message stored twice is one entry.
+
+#include "stargazer/core/result.hpp"
+
+#include <utility>
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace stargazer::redis {
+class connection;
+}
+
+namespace stargazer::platform {
+
+struct cached_message {
+  std::string message_id;
+  std::string user_id;
+  std::string user_name;
+  std::string text;
+  double timestamp = 0;  // unix seconds
+  bool is_bot = false;
+  std::string reply_to_id;
+};
+
+class message_cache {
+public:
+  static constexpr std::chrono::seconds ttl{7776000};  // 90 days
+
+  explicit message_cache(redis::connection& conn) : conn_(conn) {}
+
+  static std::string channel_key(std::string_view platform, std::string_view channel_id);
+  static std::string message_key(std::string_view platform, std::string_view channel_id, std::string_view message_id);
+
+  // The commands that store `m` under `hash_key` (message_key(...) when empty), for
+  // callers that put them in a MULTI with their own.
+  static std::vector<std::vector<std::string>> store_commands(std::string_view platform, std::string_view channel_id,
+                                                              const cached_message& m, std::string hash_key = {});
+
+  boost::asio::awaitable<std::error_code> store(const std::string& platform, const std::string& channel_id,
+                                                const cached_message& m, std::string hash_key = {});
+
+  // Newest first, at most `limit`, strictly older than `before` when given; expired
+  // entries are skipped.
+  boost::asio::awaitable<result<std::vector<cached_message>>> recent(const std::string& platform,
+                                                                     const std::string& channel_id, std::size_t limit,
+                                                                     std::optional<double> before = std::nullopt);
+
+private:
+  redis::connection& conn_;
+};
+
+}  // namespace stargazer::platform
