@@ -18,6 +18,8 @@ redis::connection_settings redis_settings(const config& cfg, const std::string& 
   return s;
 }
 
+std::vector<std::string> gateway_platforms() { return {"redis"}; }
+
 redis_component::redis_component(redis::connection& conn, health_registry& health) : conn_(conn) {
   health.add("redis", [&conn] {
     const auto s = conn.stats();

@@ -21,6 +21,9 @@ namespace stargazer::roles {
 
 redis::connection_settings redis_settings(const config& cfg, const std::string& client_name);
 
+// The platforms a gateway serves: each has an outbound stream and consumer group.
+std::vector<std::string> gateway_platforms();
+
 // What every process has: one io thread, metrics, health, the main Redis connection and
 // the bus. The role functions add their components to `host`.
 struct process {

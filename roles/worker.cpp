@@ -1,51 +1,184 @@
-// The worker role: the inbound consumer. Until the message processor and the LLM client
-// exist (see README: status), turns are answered by the offline echo responder: each
-// addressed message is answered with its own text, through the bus like any reply.
+// The worker role (seed 004, inference_main): the inbound consumer hands each turn to the
+// message processor with a proxy adapter bound to the turn; the status leader lease lets
+// one worker drive presence; `sg:pubsub:config` reloads the configuration in place.
 
 #include "common.hpp"
 #include "roles.hpp"
 
 #include "stargazer/bus/inbound_consumer.hpp"
+#include "stargazer/bus/rpc_client.hpp"
 #include "stargazer/core/log.hpp"
+#include "stargazer/llm/factory.hpp"
+#include "stargazer/platform/message_cache.hpp"
+#include "stargazer/worker/leader_lease.hpp"
+#include "stargazer/worker/message_processor.hpp"
+#include "stargazer/worker/proxy_adapter.hpp"
+
+#include <boost/asio.hpp>
+#include <rapidjson/document.h>
 
 namespace stargazer::roles {
 
+namespace asio = boost::asio;
+
 namespace {
 
-bus::turn_handler echo_responder(bus::event_bus& bus) {
-  return [&bus](const bus::turn& t) -> boost::asio::awaitable<bus::outcome> {
-    if (!t.message.is_addressed) co_return bus::outcome::ack();  // stored, not answered (seed)
-    bus::outbound_envelope reply;
-    reply.channel_id = t.message.channel_id;
-    reply.text = t.message.content.empty() ? "(" + std::to_string(t.message.attachments.size()) + " attachments)"
-                                           : t.message.content;
-    reply.message_key = t.message_key(0);
-    reply.response_nonce = t.message.response_nonce;
-    reply.trace_id = t.message.trace_id;
-    auto sent = co_await bus.publish_outbound(t.message.platform, reply);
-    if (!sent) co_return bus::outcome::retry("reply not published: " + sent.error().message());
-    co_return bus::outcome::ack();
-  };
+constexpr const char* config_channel = "sg:pubsub:config";
+
+std::chrono::milliseconds seconds_to_ms(double s) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
 }
+
+// The worker's parts; lives until the process's host has stopped.
+struct worker_parts : std::enable_shared_from_this<worker_parts> {
+  worker_parts(process& p, worker::tool_runner* tools)
+      : proc(p),
+        cfg(p.cfg),
+        rpc(p.bus, p.redis_config),
+        cache(p.redis),
+        processor(cache, llm::make_client(p.cfg, p.io.get_executor(), &p.metrics),
+                  worker::processor_settings::from(p.cfg), tools, &p.metrics),
+        lease(std::make_shared<worker::leader_lease>(
+            p.redis, p.cfg.instance_id,
+            worker::leader_lease_settings::for_interval(seconds_to_ms(std::max(p.cfg.presence_interval_seconds, 1.0))),
+            &p.metrics)),
+        config_updates(p.io.get_executor(), config_subscriber_settings(p), &p.metrics),
+        log("worker") {}
+
+  static redis::connection_settings config_subscriber_settings(const process& p) {
+    auto s = p.redis_config;
+    s.metrics_name = "config-pubsub";
+    return s;
+  }
+
+  bus::turn_handler handler() {
+    return [this](const bus::turn& t) -> asio::awaitable<bus::outcome> {
+      const auto message = worker::incoming_message_from(t.message);
+      worker::proxy_adapter adapter(proc.bus, rpc, message.platform, identity(), &t);
+      co_return co_await processor.handle(message, adapter);
+    };
+  }
+
+  platform::bot_identity identity() const { return {"star", processor.settings().bot_name}; }
+
+  void announce() const {
+    const auto& model = processor.model();
+    if (model.provider() == "echo")
+      log.info("no LLM API key configured: the offline echo model answers (set SG_LLM_API_KEY for a real model)");
+    else
+      log.info("LLM: {} model {} at {}", model.provider(), model.model(), cfg.llm_base_url);
+  }
+
+  // The status leader publishes presence to every platform's gateways.
+  asio::awaitable<void> drive_presence() {
+    if (cfg.presence_interval_seconds <= 0) co_return;
+    auto self = shared_from_this();
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (!stopped) {
+      timer.expires_after(seconds_to_ms(cfg.presence_interval_seconds));
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (stopped || !lease->is_leader()) continue;
+      for (const auto& platform : gateway_platforms()) {
+        worker::proxy_adapter adapter(proc.bus, rpc, platform, identity());
+        try {
+          co_await adapter.set_presence("Chatting as " + identity().display_name, "💬");
+        } catch (const std::exception& e) {
+          log.warn("presence not published: {}", e.what());
+        }
+      }
+    }
+  }
+
+  // Seed 004 _listen_config_updates: each {"event":"sys:config:updated"} re-reads the
+  // configuration; a bad file is logged and the running configuration kept.
+  asio::awaitable<void> listen_for_config_updates() {
+    auto self = shared_from_this();
+    std::vector<std::string> channels{config_channel};
+    co_await config_updates.subscribe(std::move(channels));
+    while (!stopped) {
+      auto message = co_await config_updates.receive();
+      if (!message) break;  // stopped
+      rapidjson::Document doc;
+      doc.Parse(message->payload.c_str(), message->payload.size());
+      if (doc.HasParseError() || !doc.IsObject() || !doc.HasMember("event") || !doc["event"].IsString()) {
+        log.warn("ignoring a malformed message on {}", config_channel);
+        continue;
+      }
+      if (std::string_view(doc["event"].GetString()) == "sys:config:updated") reload();
+    }
+  }
+
+  void reload() {
+    auto reloaded = reload_config(cfg);
+    if (auto* error = std::get_if<std::string>(&reloaded)) {
+      log.error("config reload refused, keeping the running configuration: {}", *error);
+      return;
+    }
+    auto& next = std::get<config>(reloaded);
+    try {
+      auto settings = worker::processor_settings::from(next);
+      processor.reconfigure(std::move(settings), llm::make_client(next, proc.io.get_executor(), &proc.metrics));
+    } catch (const std::exception& e) {
+      log.error("config reload refused, keeping the running configuration: {}", e.what());
+      return;
+    }
+    log::configure(*log::parse_level(next.log_level), *log::parse_format(next.log_format));
+    log.info("configuration reloaded (model {}, history {} messages)", processor.model().model(),
+             processor.settings().history_messages);
+  }
+
+  process& proc;
+  const config& cfg;
+  bus::rpc_client rpc;
+  platform::message_cache cache;
+  worker::message_processor processor;
+  std::shared_ptr<worker::leader_lease> lease;
+  redis::subscriber config_updates;
+  log::logger log;
+  bool stopped = false;
+};
+
+// Starts the background loops with the process and stops them with it.
+class worker_loops final : public component {
+public:
+  explicit worker_loops(std::shared_ptr<worker_parts> parts) : parts_(std::move(parts)) {}
+  std::string_view name() const override { return "worker-loops"; }
+  asio::awaitable<void> start() override {
+    parts_->announce();
+    parts_->config_updates.start();
+    auto ex = co_await asio::this_coro::executor;
+    asio::co_spawn(ex, parts_->listen_for_config_updates(), asio::detached);
+    asio::co_spawn(ex, parts_->drive_presence(), asio::detached);
+  }
+  asio::awaitable<void> stop(std::chrono::milliseconds) override {
+    parts_->stopped = true;
+    parts_->config_updates.stop();
+    co_return;
+  }
+
+private:
+  std::shared_ptr<worker_parts> parts_;
+};
 
 }  // namespace
 
 std::shared_ptr<void> add_worker(process& p) {
+  auto parts = std::make_shared<worker_parts>(p, nullptr);
   auto consumer = std::make_shared<bus::inbound_consumer>(p.redis, p.redis_config, p.bus, p.cfg.instance_id,
-                                                          echo_responder(p.bus), bus::inbound_consumer_settings{},
+                                                          parts->handler(), bus::inbound_consumer_settings{},
                                                           &p.metrics);
+  p.host.add(parts->lease);
+  p.host.add(std::make_shared<worker_loops>(parts));
   p.host.add(consumer);
-  return consumer;
+  return std::make_shared<std::pair<std::shared_ptr<worker_parts>, std::shared_ptr<bus::inbound_consumer>>>(
+      parts, consumer);
 }
 
 int run_worker(const config& cfg) {
-  if (cfg.effective_llm_provider() != "echo") {
-    log::logger("worker").error("--llm-provider {}: only the offline echo model is built yet", cfg.llm_provider);
-    return 1;
-  }
   process p(cfg, "stargazer-worker-" + cfg.instance_id);
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
-  p.host.add(std::make_shared<stream_setup_component>(p.bus, role::worker, std::vector<std::string>{"redis"}, p.health));
+  p.host.add(std::make_shared<stream_setup_component>(p.bus, role::worker, gateway_platforms(), p.health));
   auto worker = add_worker(p);
   return p.host.run();
 }

@@ -1,5 +1,7 @@
 #include "stargazer/bus/outbound_consumer.hpp"
 
+#include "stargazer/platform/history_json.hpp"
+
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 
@@ -46,26 +48,6 @@ return existed
   return s;
 }
 
-std::string history_json(const std::vector<platform::history_message>& messages) {
-  rapidjson::StringBuffer buf;
-  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
-  w.StartArray();
-  for (const auto& m : messages) {
-    w.StartObject();
-    w.Key("user_id"), w.String(m.user_id.c_str(), static_cast<rapidjson::SizeType>(m.user_id.size()));
-    w.Key("user_name"), w.String(m.user_name.c_str(), static_cast<rapidjson::SizeType>(m.user_name.size()));
-    w.Key("text"), w.String(m.text.c_str(), static_cast<rapidjson::SizeType>(m.text.size()));
-    w.Key("timestamp"), w.Double(m.timestamp);
-    w.Key("message_id"), w.String(m.message_id.c_str(), static_cast<rapidjson::SizeType>(m.message_id.size()));
-    w.Key("is_bot"), w.Bool(m.is_bot);
-    w.Key("reply_to_id"), w.String(m.reply_to_id.c_str(), static_cast<rapidjson::SizeType>(m.reply_to_id.size()));
-    w.Key("reactions"), w.String(m.reactions.c_str(), static_cast<rapidjson::SizeType>(m.reactions.size()));
-    w.EndObject();
-  }
-  w.EndArray();
-  return {buf.GetString(), buf.GetSize()};
-}
-
 }  // namespace
 
 struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
@@ -109,9 +91,10 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
     try {
       if (e.rpc_method == "fetch_channel_history") {
         auto history = co_await adapter.fetch_history(e.channel_id, std::clamp(int_arg("limit", 10), 0, 1000));
-        reply += R"("ok":true,"result":)" + history_json(history) + "}";
+        reply += R"("ok":true,"result":)" + platform::history_to_json(history) + "}";
       } else if (e.rpc_method == "should_skip_channel_heartbeat") {
-        reply += std::string(R"("ok":true,"result":)") + (adapter.should_skip_channel_heartbeat(e.channel_id) ? "true" : "false") + "}";
+        const bool skip = co_await adapter.should_skip_channel_heartbeat(e.channel_id);
+        reply += std::string(R"("ok":true,"result":)") + (skip ? "true" : "false") + "}";
       } else if (e.rpc_method == "is_channel_valid") {
         const bool valid = co_await adapter.is_channel_valid(e.channel_id);
         reply += std::string(R"("ok":true,"result":)") + (valid ? "true" : "false") + "}";

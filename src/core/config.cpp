@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <ostream>
 #include <random>
+#include <sstream>
 
 namespace stargazer {
 namespace {
@@ -341,6 +342,7 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   parsed_command result;
   auto& cfg = result.cfg;
   std::string role_name = "standalone";
+  for (int i = 1; i < argc; ++i) cfg.command_line.emplace_back(argv[i]);
 
   CLI::App app{"Stargazer: one LLM persona across chat platforms, scaled out over Redis Streams.", "stargazer"};
   app.option_defaults()->always_capture_default();
@@ -380,6 +382,20 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   if (dlq.replay->parsed()) result.what = command::dlq_replay;
   if (dlq.purge->parsed()) result.what = command::dlq_purge;
   return result;
+}
+
+std::variant<config, std::string> reload_config(const config& cfg) {
+  std::vector<const char*> argv{"stargazer"};
+  for (const auto& a : cfg.command_line) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  auto parsed = parse_command_line(static_cast<int>(argv.size()), argv.data(), out, err);
+  if (auto* p = std::get_if<parsed_command>(&parsed)) {
+    p->cfg.instance_id = cfg.instance_id;  // the process keeps its name (it may have been generated)
+    return std::move(p->cfg);
+  }
+  auto message = err.str();
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  return message.empty() ? std::string("the command line no longer parses") : message;
 }
 
 std::string render_config(const config& cfg) {

@@ -28,16 +28,6 @@ namespace asio = boost::asio;
 
 namespace {
 
-// Polls `done` every 5 ms for up to `timeout`.
-asio::awaitable<bool> eventually(std::function<bool()> done, std::chrono::milliseconds timeout = 10s) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) co_return false;
-    co_await sleep_for(5ms);
-  }
-  co_return true;
-}
-
 struct bus_fixture {
   bus_fixture() : settings(redis::settings_from_url(server.url())), conn(io.get_executor(), settings) {
     conn.start();

@@ -68,7 +68,7 @@ public:
     co_return h;
   }
   platform::task<bool> is_channel_valid(const std::string& channel_id) override { co_return channel_id != "invalid"; }
-  bool should_skip_channel_heartbeat(const std::string&) const override { return true; }
+  platform::task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }
   platform::task<void> turn_complete(const std::string& channel_id, const std::string& nonce) override {
     calls.push_back({"turn_complete", channel_id, nonce, {}});
     co_return;

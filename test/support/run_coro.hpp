@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <optional>
 
 namespace stargazer::test {
@@ -44,6 +45,17 @@ inline void run_coro(boost::asio::io_context& io, boost::asio::awaitable<void> c
 inline boost::asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
   boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, d);
   co_await t.async_wait(boost::asio::use_awaitable);
+}
+
+// Polls `done` every 5 ms for up to `timeout`; whether it came true.
+inline boost::asio::awaitable<bool> eventually(std::function<bool()> done,
+                                               std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) co_return false;
+    co_await sleep_for(std::chrono::milliseconds(5));
+  }
+  co_return true;
 }
 
 }  // namespace stargazer::test

@@ -74,6 +74,10 @@ struct config {
   std::string admin_api_key;
   std::string llm_api_key;
 
+  // The arguments this configuration was parsed from (argv[1..]): a config reload parses
+  // them again, so flags and the environment keep their precedence over the file.
+  std::vector<std::string> command_line;
+
   std::chrono::milliseconds shutdown_timeout() const {
     return std::chrono::milliseconds(static_cast<std::int64_t>(shutdown_timeout_seconds * 1000));
   }
@@ -106,6 +110,10 @@ struct parse_exit {
 // Parses argv and the environment. Writes help/version to `out`, errors to `err`.
 std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char* const* argv,
                                                             std::ostream& out, std::ostream& err);
+
+// Parses `cfg.command_line` again (re-reading the config file): the reloaded
+// configuration, or the one-line error.
+std::variant<config, std::string> reload_config(const config& cfg);
 
 // The effective configuration as TOML, secrets redacted; loadable again with --config.
 std::string render_config(const config& cfg);

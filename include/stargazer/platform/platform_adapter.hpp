@@ -67,7 +67,7 @@ public:
   virtual task<void> set_presence(const std::string& text, const std::string& emoji) = 0;
   virtual task<std::vector<history_message>> fetch_history(const std::string& channel_id, int limit) = 0;
   virtual task<bool> is_channel_valid(const std::string& channel_id) = 0;
-  virtual bool should_skip_channel_heartbeat(const std::string& channel_id) const = 0;
+  virtual task<bool> should_skip_channel_heartbeat(const std::string& channel_id) = 0;
 
   // The last send of a turn went out (C++ addition; ends `?wait=true` on the Redis platform).
   virtual task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) {

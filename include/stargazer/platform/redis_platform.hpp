@@ -130,7 +130,7 @@ public:
     co_return std::vector<history_message>{};  // the message cache is the history (seed)
   }
   task<bool> is_channel_valid(const std::string& channel_id) override { return instance_exists(channel_id); }
-  bool should_skip_channel_heartbeat(const std::string&) const override { return true; }
+  task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }
   task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
 
   static constexpr std::chrono::seconds file_ttl{86400};
