@@ -37,10 +37,6 @@ processor_settings processor_settings::from(const config& cfg) {
 
 namespace {
 
-std::string attributed(const std::string& user_name, const std::string& text) {
-  return (user_name.empty() ? std::string("someone") : user_name) + ": " + text;
-}
-
 std::string describe_attachments(const std::vector<bus::attachment>& attachments) {
   std::string out;
   for (const auto& a : attachments)
@@ -198,9 +194,9 @@ struct message_processor::impl {
         {llm::role::system, render_prompt(s.system_prompt.empty() ? default_system_prompt : s.system_prompt, variables)});
     for (const auto& h : history) {
       if (h.is_bot) req.messages.push_back({llm::role::assistant, h.text});
-      else req.messages.push_back({llm::role::user, attributed(h.user_name, h.text)});
+      else req.messages.push_back({llm::role::user, h.text, h.user_name});
     }
-    req.messages.push_back({llm::role::user, attributed(m.user_name, m.text + describe_attachments(m.attachments))});
+    req.messages.push_back({llm::role::user, m.text + describe_attachments(m.attachments), m.user_name});
     return req;
   }
 

@@ -1,15 +1,18 @@
 // The real binary: help, bad flags, and the gateway's lifecycle under SIGTERM.
 
 #include "child_process.hpp"
+#include "fake_llm_server.hpp"
 #include "raw_http.hpp"
 #include "redis_server.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <fstream>
 #include <thread>
 
 using namespace stargazer::test;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -166,4 +169,83 @@ TEST_CASE("standalone runs gateway and worker in one process", "[process][e2e]")
   CHECK(inject_and_wait(port, "hello standalone").find("\"text\":\"hello standalone\"") != std::string::npos);
   standalone.signal(SIGTERM);
   CHECK(standalone.wait(std::chrono::seconds(5)) == 0);
+}
+
+namespace {
+
+// Polls `done` every 20 ms for up to `timeout`.
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("a worker answers through an OpenAI-compatible API and reloads its configuration live",
+          "[process][e2e][worker]") {
+  redis_server redis;
+  fake_llm_server llm;
+  const auto port = free_port();
+  const auto config_path = redis.dir() + "/worker.toml";
+  std::ofstream(config_path) << "llm-model = \"model-a\"\n";
+  child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
+                         "--redis-url=" + redis.url()},
+                        {"SG_ADMIN_API_KEY=admin-key"});
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--instance-id=worker-1",
+                        "--config=" + config_path, "--llm-base-url=" + llm.base_url()},
+                       {"SG_LLM_API_KEY=sk-test"});
+  REQUIRE(wait_ready(port));
+  llm.push(fake_reply::reply("hello from model a"));
+  CHECK(inject_and_wait(port, "first").find("hello from model a") != std::string::npos);
+  REQUIRE(llm.request_count() == 1);
+  CHECK(llm.requests()[0].authorization == "Bearer sk-test");
+  CHECK(llm.requests()[0].body.find(R"("model":"model-a")") != std::string::npos);
+
+  std::ofstream(config_path) << "llm-model = \"model-b\"\nhistory-messages = 3\n";
+  redis.cli({"PUBLISH", "sg:pubsub:config", R"({"event":"sys:config:updated"})"});
+  REQUIRE(wait_until([&] { return worker.output().find("configuration reloaded") != std::string::npos; }, 5s));
+  CHECK(inject_and_wait(port, "second").find("second") != std::string::npos);  // the server's echo fallback
+  REQUIRE(llm.request_count() == 2);
+  CHECK(llm.requests()[1].body.find(R"("model":"model-b")") != std::string::npos);
+
+  // A broken file is refused and the running configuration kept.
+  std::ofstream(config_path) << "llm-model = \"model-c\"\nno-such-key = 1\n";
+  redis.cli({"PUBLISH", "sg:pubsub:config", R"({"event":"sys:config:updated"})"});
+  REQUIRE(wait_until([&] { return worker.output().find("config reload refused") != std::string::npos; }, 5s));
+  inject_and_wait(port, "third");
+  CHECK(llm.requests().back().body.find(R"("model":"model-b")") != std::string::npos);
+
+  worker.signal(SIGTERM);
+  gateway.signal(SIGTERM);
+  CHECK(worker.wait(5s) == 0);
+  CHECK(gateway.wait(5s) == 0);
+}
+
+TEST_CASE("two workers: one holds the status lease, the other takes it when the holder stops",
+          "[process][worker][lease]") {
+  redis_server redis;
+  const auto worker_args = [&](const std::string& id) {
+    return std::vector<std::string>{STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(),
+                                    "--instance-id=" + id, "--presence-interval=0.2", "--llm-provider=echo"};
+  };
+  child_process a(worker_args("worker-a"));
+  child_process b(worker_args("worker-b"));
+  std::string holder;
+  REQUIRE(wait_until([&] {
+    holder = redis.cli({"GET", "sg:leader:status"});
+    return holder == "worker-a" || holder == "worker-b";
+  }, 10s));
+  // The holder publishes presence to the gateways.
+  REQUIRE(wait_until([&] { return std::stoi(redis.cli({"XLEN", "sg:stream:outbound:redis"})) > 0; }, 5s));
+  auto& leader = holder == "worker-a" ? a : b;
+  const std::string other = holder == "worker-a" ? "worker-b" : "worker-a";
+  leader.signal(SIGTERM);
+  CHECK(leader.wait(5s) == 0);
+  CHECK(wait_until([&] { return redis.cli({"GET", "sg:leader:status"}) == other; }, 5s));
+  (holder == "worker-a" ? b : a).signal(SIGTERM);
+  CHECK((holder == "worker-a" ? b : a).wait(5s) == 0);
 }

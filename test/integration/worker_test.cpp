@@ -1,11 +1,17 @@
-// The worker's parts against a real redis-server: the status leader lease and the proxy
-// adapter's envelopes.
+// The worker's parts against a real redis-server: the status leader lease, the proxy
+// adapter's envelopes, and the message processor talking to an OpenAI-compatible test
+// server over HTTP.
 
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/rpc_client.hpp"
 #include "stargazer/bus/stream_entry.hpp"
+#include "stargazer/llm/openai_client.hpp"
+#include "stargazer/platform/message_cache.hpp"
 #include "stargazer/worker/leader_lease.hpp"
+#include "stargazer/worker/message_processor.hpp"
 #include "stargazer/worker/proxy_adapter.hpp"
+
+#include "fake_llm_server.hpp"
 
 #include "redis_server.hpp"
 #include "run_coro.hpp"
@@ -110,4 +116,166 @@ TEST_CASE("the proxy adapter publishes outbound envelopes with the turn's keys, 
   CHECK(envelopes[4].type == bus::outbound_type::rpc_request);
   CHECK(envelopes[4].rpc_method == "fetch_channel_history");
   conn.stop();
+}
+
+namespace {
+
+// A real tool for the tool-call loop: adds two integers given as {"a":..,"b":..}.
+class adding_tools final : public worker::tool_runner {
+public:
+  std::vector<llm::tool_definition> offered(const worker::incoming_message&) const override {
+    return {{"add", "Adds two integers",
+             R"({"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"integer"}},"required":["a","b"]})"}};
+  }
+  asio::awaitable<std::string> run(const llm::tool_call& call, const worker::tool_context&) override {
+    ++calls;
+    const auto a_at = call.arguments_json.find("\"a\":");
+    const auto b_at = call.arguments_json.find("\"b\":");
+    if (call.name != "add" || a_at == std::string::npos || b_at == std::string::npos) co_return "error: bad call";
+    co_return std::to_string(std::stoi(call.arguments_json.substr(a_at + 4)) + std::stoi(call.arguments_json.substr(b_at + 4)));
+  }
+  int calls = 0;
+};
+
+struct processor_fixture {
+  explicit processor_fixture(int max_retries = 0) {
+    conn.start();
+    llm::openai_settings s;
+    s.base_url = llm_server.base_url();
+    s.api_key = "test-key";
+    s.max_retries = max_retries;
+    s.backoff_initial = 10ms;
+    s.timeout = 5s;
+    model = std::make_shared<llm::openai_client>(io.get_executor(), s, &metrics);
+  }
+  ~processor_fixture() { conn.stop(); }
+
+  // Runs one turn for `text` in channel "room" of the Redis platform.
+  bus::outcome turn(worker::message_processor& p, const std::string& text, bool addressed = true) {
+    bus::turn t;
+    t.entry_id = std::to_string(++turns) + "-0";
+    t.message.platform = "redis";
+    t.message.channel_id = "room";
+    t.message.user_id = "u1";
+    t.message.username = "Ada";
+    t.message.content = text;
+    t.message.is_addressed = addressed;
+    t.message.message_id = "m" + std::to_string(turns);
+    t.message.timestamp = 1700000000 + turns;
+    t.message.trace_id = "trace-" + std::to_string(turns);
+    return run_coro(io, [&]() -> asio::awaitable<bus::outcome> {
+      worker::proxy_adapter adapter(bus, rpc, "redis", {"star", "Star"}, &t);
+      const auto m = worker::incoming_message_from(t.message);
+      co_return co_await p.handle(m, adapter);
+    }(), 20s);
+  }
+
+  // The texts of the message envelopes on the Redis platform's outbound stream.
+  std::vector<std::string> replies() {
+    auto range = run_coro(io, [&]() -> asio::awaitable<result<redis::reply>> {
+      co_return co_await conn.command("XRANGE", "sg:stream:outbound:redis", "-", "+");
+    }());
+    std::vector<std::string> out;
+    for (const auto& e : bus::parse_entries(*range)) {
+      auto d = bus::decode_outbound(e.field("data"));
+      if (auto* env = std::get_if<bus::outbound_envelope>(&d); env && env->type == bus::outbound_type::message)
+        out.push_back(env->text);
+    }
+    return out;
+  }
+
+  redis_server server;
+  fake_llm_server llm_server;
+  asio::io_context io;
+  metrics::registry metrics;
+  redis::connection_settings settings = redis::settings_from_url(server.url());
+  redis::connection conn{io.get_executor(), settings};
+  bus::event_bus bus{conn, bus::event_bus_settings{}};
+  bus::rpc_client rpc{bus, settings, 300ms};
+  platform::message_cache cache{conn};
+  std::shared_ptr<llm::client> model;
+  int turns = 0;
+};
+
+}  // namespace
+
+TEST_CASE("the processor answers with the model's reply and gives it the attributed history", "[worker][processor]") {
+  processor_fixture f;
+  worker::processor_settings s;
+  s.model = "test-model";
+  s.bot_name = "Nova";
+  worker::message_processor p(f.cache, f.model, s, nullptr, &f.metrics);
+  f.llm_server.push(fake_reply::reply("first answer"));
+  f.llm_server.push(fake_reply::reply("second answer"));
+  CHECK(f.turn(p, "hello there").what == bus::outcome::kind::ack);
+  CHECK(f.turn(p, "and again").what == bus::outcome::kind::ack);
+  CHECK(f.replies() == std::vector<std::string>{"first answer", "second answer"});
+
+  const auto requests = f.llm_server.requests();
+  REQUIRE(requests.size() == 2);
+  CHECK(requests[0].authorization == "Bearer test-key");
+  const auto& second = requests[1].body;
+  INFO(second);
+  CHECK(second.find(R"("model":"test-model")") != std::string::npos);
+  CHECK(second.find("You are Nova") != std::string::npos);           // the system prompt, rendered
+  CHECK(second.find("Ada: hello there") != std::string::npos);       // history with attribution
+  CHECK(second.find("Ada: and again") != std::string::npos);         // the message itself
+  // The model's reply is not in the worker's cache (the gateway stores what it delivers);
+  // both user messages are.
+  CHECK(f.server.cli({"ZCARD", "channel_msgs:redis:room"}) == "2");
+}
+
+TEST_CASE("an unaddressed message is stored for context and gets no reply", "[worker][processor]") {
+  processor_fixture f;
+  worker::message_processor p(f.cache, f.model, worker::processor_settings{});
+  CHECK(f.turn(p, "just chatting", false).what == bus::outcome::kind::ack);
+  CHECK(f.llm_server.request_count() == 0);
+  CHECK(f.replies().empty());
+  CHECK(f.server.cli({"ZCARD", "channel_msgs:redis:room"}) == "1");
+  CHECK(f.server.cli({"HGET", "sg:msg:redis:room:m1", "text"}) == "just chatting");
+}
+
+TEST_CASE("a tool call runs the tool and the model answers with its result", "[worker][processor]") {
+  processor_fixture f;
+  adding_tools tools;
+  worker::message_processor p(f.cache, f.model, worker::processor_settings{}, &tools);
+  f.llm_server.push(fake_reply::tool_calls({{"add", R"({"a":2,"b":3})"}}));
+  f.llm_server.push(fake_reply::reply("2 + 3 = 5"));
+  CHECK(f.turn(p, "what is 2 + 3?").what == bus::outcome::kind::ack);
+  CHECK(tools.calls == 1);
+  CHECK(f.replies() == std::vector<std::string>{"2 + 3 = 5"});
+  const auto requests = f.llm_server.requests();
+  REQUIRE(requests.size() == 2);
+  CHECK(requests[0].body.find(R"("name":"add")") != std::string::npos);  // offered in the tools format
+  const auto& second = requests[1].body;
+  INFO(second);
+  CHECK(second.find(R"("role":"tool")") != std::string::npos);
+  CHECK(second.find(R"("content":"5")") != std::string::npos);
+  CHECK(second.find(R"("tool_call_id")") != std::string::npos);
+}
+
+TEST_CASE("tool rounds are bounded: the last call offers no tools", "[worker][processor]") {
+  processor_fixture f;
+  adding_tools tools;
+  worker::processor_settings s;
+  s.max_tool_rounds = 2;
+  worker::message_processor p(f.cache, f.model, s, &tools);
+  for (int i = 0; i < 3; ++i) f.llm_server.push(fake_reply::tool_calls({{"add", R"({"a":1,"b":1})"}}));
+  CHECK(f.turn(p, "loop forever").what == bus::outcome::kind::ack);
+  const auto requests = f.llm_server.requests();
+  REQUIRE(requests.size() == 3);  // two rounds with tools, then one without
+  CHECK(requests[1].body.find(R"("tools")") != std::string::npos);
+  CHECK(requests[2].body.find(R"("tools")") == std::string::npos);
+  CHECK(tools.calls == 2);
+}
+
+TEST_CASE("a failing model gives the user a short apology and the turn is not retried", "[worker][processor]") {
+  processor_fixture f(1);
+  worker::message_processor p(f.cache, f.model, worker::processor_settings{}, nullptr, &f.metrics);
+  f.llm_server.push(fake_reply::error(500));
+  f.llm_server.push(fake_reply::error(503));
+  CHECK(f.turn(p, "are you there?").what == bus::outcome::kind::ack);
+  CHECK(f.llm_server.request_count() == 2);  // one retry, then the apology
+  CHECK(f.replies() == std::vector<std::string>{std::string(worker::apology_text)});
+  CHECK(f.metrics.render().find(R"(stargazer_turns_total{outcome="model_failed"} 1)") != std::string::npos);
 }

@@ -30,7 +30,10 @@ std::string_view to_string(role r);
 struct message {
   llm::role role = llm::role::user;
   std::string content;
-  std::string name;                   // optional speaker name (user attribution)
+  // The speaker's display name (user attribution in rooms with several people).
+  // Providers present it where their model reads it: the OpenAI client prefixes the
+  // content with "Name: " (the API's own `name` field is restricted and often ignored).
+  std::string name;
   std::vector<tool_call> tool_calls;  // assistant messages that call tools
   std::string tool_call_id;           // tool messages: the call this answers
 };
