@@ -1,6 +1,7 @@
 #include "common.hpp"
 
 #include "stargazer/core/log.hpp"
+#include "stargazer/tools/builtin.hpp"
 
 #include <boost/asio.hpp>
 
@@ -16,6 +17,15 @@ redis::connection_settings redis_settings(const config& cfg, const std::string& 
   s.tls_verify = cfg.redis_tls_verify;
   s.client_name = client_name;
   return s;
+}
+
+std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::connection& redis) {
+  tools::registry_settings s;
+  s.default_deadline = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.tool_timeout_seconds * 1000));
+  s.permissions = std::get<0>(tools::parse_permissions(cfg.tool_permissions));  // validated with the config
+  auto r = std::make_unique<tools::registry>(std::move(s));
+  tools::add_builtin_tools(*r, redis);
+  return r;
 }
 
 std::vector<std::string> gateway_platforms() { return {"redis"}; }

@@ -8,6 +8,7 @@
 #include "stargazer/platform/redis_platform_api.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
+#include "stargazer/tools/registry.hpp"
 
 #include "stargazer/core/metrics.hpp"
 
@@ -20,6 +21,9 @@
 namespace stargazer::roles {
 
 redis::connection_settings redis_settings(const config& cfg, const std::string& client_name);
+
+// The tool registry with the built-in tools, limits and permissions from the configuration.
+std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::connection& redis);
 
 // The platforms a gateway serves: each has an outbound stream and consumer group.
 std::vector<std::string> gateway_platforms();

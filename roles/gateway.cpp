@@ -13,6 +13,8 @@
 #include "stargazer/platform/redis_platform_api.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
+#include <rapidjson/document.h>
+
 namespace stargazer::roles {
 
 namespace {
@@ -22,9 +24,10 @@ struct gateway_parts {
       : replies(p.io.get_executor(), pubsub_settings(p), &p.metrics),
         redis_platform(p.redis, p.bus),
         hub(replies),
+        tool_registry(make_tool_registry(p.cfg, p.redis)),
         outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(), p.cfg.instance_id,
                                                           redis_platform, bus::outbound_consumer_settings{},
-                                                          &p.metrics)) {
+                                                          &p.metrics, pinned_tools(redis_platform))) {
     http::add_observability_routes(routes, p.health, p.metrics);
     platform::redis_platform_api_settings api;
     if (!p.cfg.admin_api_key.empty()) api.admin_key_sha256 = platform::sha256_hex(p.cfg.admin_api_key);
@@ -36,6 +39,23 @@ struct gateway_parts {
     server = std::make_shared<http::http_server>(p.io, hs, routes, p.metrics);
   }
 
+  // Gateway-pinned tools run here with the live adapter (the execute_tool RPC).
+  bus::gateway_tool_runner pinned_tools(platform::platform_adapter& adapter) {
+    return [this, &adapter](const std::string& name, const std::string& args_json,
+                            const std::string& ctx_json) -> boost::asio::awaitable<result<std::string>> {
+      std::map<std::string, std::string> fields;
+      rapidjson::Document ctx;
+      ctx.Parse(ctx_json.c_str(), ctx_json.size());
+      if (ctx.IsObject())
+        for (const auto& m : ctx.GetObject())
+          if (m.value.IsString()) fields[m.name.GetString()] = m.value.GetString();
+      auto context = tools::call_context::from_map(fields);
+      context.adapter = &adapter;
+      auto out = co_await tool_registry->execute(name, args_json, std::move(context));
+      co_return std::move(out.text);
+    };
+  }
+
   static redis::connection_settings pubsub_settings(const process& p) {
     auto s = p.redis_config;
     s.metrics_name = "pubsub";
@@ -45,6 +65,7 @@ struct gateway_parts {
   redis::subscriber replies;
   platform::redis_platform redis_platform;
   platform::reply_hub hub;
+  std::unique_ptr<tools::registry> tool_registry;
   std::shared_ptr<bus::outbound_consumer> outbound;
   http::router routes;
   std::shared_ptr<http::http_server> server;

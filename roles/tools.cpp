@@ -1,12 +1,21 @@
+// The tools role (seed 001): consumes `sg:stream:tools` in group `sg:tools` and answers
+// each request on the worker's reply stream. Scale by running more of them.
+
+#include "common.hpp"
 #include "roles.hpp"
 
-#include "stargazer/core/log.hpp"
+#include "stargazer/tools/remote.hpp"
 
 namespace stargazer::roles {
 
-int run_tools(const config&) {
-  log::logger("tools").error("the tools role is not built yet (see README: status)");
-  return 1;
+int run_tools(const config& cfg) {
+  process p(cfg, "stargazer-tools-" + cfg.instance_id);
+  auto registry = make_tool_registry(cfg, p.redis);
+  p.host.add(std::make_shared<redis_component>(p.redis, p.health));
+  p.host.add(std::make_shared<stream_setup_component>(p.bus, role::tools, std::vector<std::string>{}, p.health));
+  p.host.add(std::make_shared<tools::tool_service>(p.redis, p.redis_config, p.bus, *registry, cfg.instance_id,
+                                                   tools::tool_service_settings{}, &p.metrics));
+  return p.host.run();
 }
 
 }  // namespace stargazer::roles

@@ -10,6 +10,8 @@
 #include "stargazer/core/log.hpp"
 #include "stargazer/llm/factory.hpp"
 #include "stargazer/platform/message_cache.hpp"
+#include "stargazer/tools/dispatcher.hpp"
+#include "stargazer/tools/remote.hpp"
 #include "stargazer/worker/leader_lease.hpp"
 #include "stargazer/worker/message_processor.hpp"
 #include "stargazer/worker/proxy_adapter.hpp"
@@ -31,13 +33,21 @@ std::chrono::milliseconds seconds_to_ms(double s) {
 
 // The worker's parts; lives until the process's host has stopped.
 struct worker_parts : std::enable_shared_from_this<worker_parts> {
-  worker_parts(process& p, worker::tool_runner* tools)
+  explicit worker_parts(process& p)
       : proc(p),
         cfg(p.cfg),
         rpc(p.bus, p.redis_config),
         cache(p.redis),
+        tool_registry(make_tool_registry(p.cfg, p.redis)),
+        remote_tools(p.cfg.tools_mode == "remote"
+                         ? std::make_shared<tools::remote_tool_client>(p.redis, p.redis_config, p.bus,
+                                                                       p.cfg.instance_id, &p.metrics)
+                         : nullptr),
+        tool_dispatcher(*tool_registry,
+                        remote_tools ? tools::execution_mode::remote : tools::execution_mode::in_process,
+                        remote_tools.get()),
         processor(cache, llm::make_client(p.cfg, p.io.get_executor(), &p.metrics),
-                  worker::processor_settings::from(p.cfg), tools, &p.metrics),
+                  worker::processor_settings::from(p.cfg), &tool_dispatcher, &p.metrics),
         lease(std::make_shared<worker::leader_lease>(
             p.redis, p.cfg.instance_id,
             worker::leader_lease_settings::for_interval(seconds_to_ms(std::max(p.cfg.presence_interval_seconds, 1.0))),
@@ -67,6 +77,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
       log.info("no LLM API key configured: the offline echo model answers (set SG_LLM_API_KEY for a real model)");
     else
       log.info("LLM: {} model {} at {}", model.provider(), model.model(), cfg.llm_base_url);
+    log.info("tools run {}", remote_tools ? "on the tools service (remote)" : "in this process");
   }
 
   // The status leader publishes presence to every platform's gateways.
@@ -119,6 +130,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
     try {
       auto settings = worker::processor_settings::from(next);
       processor.reconfigure(std::move(settings), llm::make_client(next, proc.io.get_executor(), &proc.metrics));
+      tool_registry->set_permissions(std::get<0>(tools::parse_permissions(next.tool_permissions)));
     } catch (const std::exception& e) {
       log.error("config reload refused, keeping the running configuration: {}", e.what());
       return;
@@ -132,6 +144,9 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
   const config& cfg;
   bus::rpc_client rpc;
   platform::message_cache cache;
+  std::unique_ptr<tools::registry> tool_registry;
+  std::shared_ptr<tools::remote_tool_client> remote_tools;
+  tools::dispatcher tool_dispatcher;
   worker::message_processor processor;
   std::shared_ptr<worker::leader_lease> lease;
   redis::subscriber config_updates;
@@ -164,7 +179,8 @@ private:
 }  // namespace
 
 std::shared_ptr<void> add_worker(process& p) {
-  auto parts = std::make_shared<worker_parts>(p, nullptr);
+  auto parts = std::make_shared<worker_parts>(p);
+  if (parts->remote_tools) p.host.add(parts->remote_tools);
   auto consumer = std::make_shared<bus::inbound_consumer>(p.redis, p.redis_config, p.bus, p.cfg.instance_id,
                                                           parts->handler(), bus::inbound_consumer_settings{},
                                                           &p.metrics);

@@ -230,28 +230,46 @@ std::optional<outbound_type> outbound_type_from(std::string_view name) {
   return std::nullopt;
 }
 
+namespace {
+
+// Attachments and tool media share one shape: {data: bin, mimetype, filename, source_url}.
+void pack_attachments(msgpack::packer<msgpack::sbuffer>& p, const std::vector<attachment>& list) {
+  p.pack_array(static_cast<std::uint32_t>(list.size()));
+  for (const auto& a : list) {
+    p.pack_map(4);
+    pack_str(p, "data");
+    p.pack_bin(static_cast<std::uint32_t>(a.data.size()));
+    p.pack_bin_body(a.data.data(), static_cast<std::uint32_t>(a.data.size()));
+    pack_str(p, "mimetype");
+    pack_str(p, a.mimetype);
+    pack_str(p, "filename");
+    pack_str(p, a.filename);
+    pack_str(p, "source_url");
+    pack_str(p, a.source_url);
+  }
+}
+
+std::vector<attachment> unpack_attachments(const fields& f, std::string_view key) {
+  std::vector<attachment> out;
+  if (const auto* list = f.array(key)) {
+    for (std::uint32_t i = 0; i < list->via.array.size; ++i) {
+      const auto& item = list->via.array.ptr[i];
+      if (item.type != msgpack::type::MAP) fail("bad_field_type", std::string(key) + " must hold maps");
+      const fields a(item);
+      out.push_back({a.bytes("data"), a.str("mimetype"), a.str("filename"), a.str("source_url")});
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string encode(const inbound_envelope& e) {
   map_builder m;
   m.integer("v", envelope_version).str("type", "inbound").str("platform", e.platform).str("channel_id", e.channel_id);
   m.str("user_id", e.user_id).str("username", e.username).str("content", e.content);
   m.boolean("is_addressed", e.is_addressed);
-  if (!e.attachments.empty()) {
-    m.custom("attachments", [&](auto& p) {
-      p.pack_array(static_cast<std::uint32_t>(e.attachments.size()));
-      for (const auto& a : e.attachments) {
-        p.pack_map(4);
-        pack_str(p, "data");
-        p.pack_bin(static_cast<std::uint32_t>(a.data.size()));
-        p.pack_bin_body(a.data.data(), static_cast<std::uint32_t>(a.data.size()));
-        pack_str(p, "mimetype");
-        pack_str(p, a.mimetype);
-        pack_str(p, "filename");
-        pack_str(p, a.filename);
-        pack_str(p, "source_url");
-        pack_str(p, a.source_url);
-      }
-    });
-  }
+  if (!e.attachments.empty()) m.custom("attachments", [&](auto& p) { pack_attachments(p, e.attachments); });
   m.str_if("room_name", e.room_name);
   if (e.timestamp != 0) m.number("timestamp", e.timestamp);
   m.str_if("message_id", e.message_id).str_if("reply_to", e.reply_to).str_if("reactions", e.reactions);
@@ -287,14 +305,7 @@ decoded<inbound_envelope> decode_inbound(std::string_view bytes) {
     e.username = f.str("username");
     e.content = f.str("content");
     e.is_addressed = f.boolean("is_addressed", true);
-    if (const auto* list = f.array("attachments")) {
-      for (std::uint32_t i = 0; i < list->via.array.size; ++i) {
-        const auto& item = list->via.array.ptr[i];
-        if (item.type != msgpack::type::MAP) fail("bad_field_type", "attachments must hold maps");
-        const fields a(item);
-        e.attachments.push_back({a.bytes("data"), a.str("mimetype"), a.str("filename"), a.str("source_url")});
-      }
-    }
+    e.attachments = unpack_attachments(f, "attachments");
     e.room_name = f.str("room_name");
     e.timestamp = f.number("timestamp", 0);
     e.message_id = f.str("message_id");
@@ -416,6 +427,72 @@ decoded<outbound_envelope> decode_outbound(std::string_view bytes) {
       case outbound_type::stop_typing: break;
     }
     return e;
+  });
+}
+
+std::string encode(const tool_request& r) {
+  map_builder m;
+  m.integer("v", envelope_version).str("type", "tool_request").str("request_id", r.request_id);
+  m.str("reply_stream", r.reply_stream).str("tool_name", r.tool_name).str("tool_args", r.tool_args_json);
+  if (!r.tool_ctx.empty()) {
+    m.custom("tool_ctx", [&](auto& p) {
+      p.pack_map(static_cast<std::uint32_t>(r.tool_ctx.size()));
+      for (const auto& [k, v] : r.tool_ctx) {
+        pack_str(p, k);
+        pack_str(p, v);
+      }
+    });
+  }
+  m.number("deadline", r.deadline).str_if("trace_id", r.trace_id);
+  return m.finish();
+}
+
+std::string encode(const tool_reply& r) {
+  map_builder m;
+  m.integer("v", envelope_version).str("type", "tool_reply").str("request_id", r.request_id).boolean("ok", r.ok);
+  if (r.ok) m.str("result", r.result);
+  else m.str("error", r.error);
+  if (!r.media.empty()) m.custom("media", [&](auto& p) { pack_attachments(p, r.media); });
+  m.str_if("trace_id", r.trace_id);
+  return m.finish();
+}
+
+decoded<tool_request> decode_tool_request(std::string_view bytes) {
+  return decode_map(bytes, [](const fields& f) {
+    if (const auto type = f.str("type", "tool_request"); type != "tool_request")
+      fail("unknown_type", "tools stream got type " + type);
+    tool_request r;
+    r.request_id = f.required_str("request_id");
+    r.reply_stream = f.required_str("reply_stream");
+    r.tool_name = f.required_str("tool_name");
+    r.tool_args_json = f.str("tool_args", "{}");
+    if (const auto* ctx = f.find("tool_ctx")) {
+      if (ctx->type != msgpack::type::MAP) fail("bad_field_type", "tool_ctx must be a map");
+      for (std::uint32_t i = 0; i < ctx->via.map.size; ++i) {
+        const auto& kv = ctx->via.map.ptr[i];
+        if (kv.key.type == msgpack::type::STR && kv.val.type == msgpack::type::STR)
+          r.tool_ctx.emplace(fields::as_str(kv.key, "tool_ctx"), fields::as_str(kv.val, "tool_ctx"));
+      }
+    }
+    r.deadline = f.number("deadline", 0);
+    if (r.deadline <= 0) fail("missing_field", "deadline");
+    r.trace_id = f.str("trace_id");
+    return r;
+  });
+}
+
+decoded<tool_reply> decode_tool_reply(std::string_view bytes) {
+  return decode_map(bytes, [](const fields& f) {
+    if (const auto type = f.str("type", "tool_reply"); type != "tool_reply")
+      fail("unknown_type", "reply stream got type " + type);
+    tool_reply r;
+    r.request_id = f.required_str("request_id");
+    r.ok = f.boolean("ok", false);
+    r.result = f.str("result");
+    r.error = f.str("error");
+    r.media = unpack_attachments(f, "media");
+    r.trace_id = f.str("trace_id");
+    return r;
   });
 }
 

@@ -2,6 +2,7 @@
 
 #include "stargazer/core/log.hpp"
 #include "stargazer/redis/url.hpp"
+#include "stargazer/tools/registry.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -69,6 +70,10 @@ void validate(config& cfg) {
   if (cfg.effective_llm_provider() == "openai" && !cfg.llm_base_url.starts_with("http://") &&
       !cfg.llm_base_url.starts_with("https://"))
     throw bad_value(fmt::format("--llm-base-url: '{}' is not an http:// or https:// URL", cfg.llm_base_url));
+  if (cfg.tools_mode != "in_process" && cfg.tools_mode != "remote")
+    throw bad_value(fmt::format("--tools-mode: '{}' is not one of in_process, remote", cfg.tools_mode));
+  if (auto rules = tools::parse_permissions(cfg.tool_permissions); std::holds_alternative<std::string>(rules))
+    throw bad_value(std::get<std::string>(rules));
   if (cfg.instance_id.empty()) cfg.instance_id = generate_instance_id();
   if (cfg.instance_id.size() > 128 ||
       cfg.instance_id.find_first_of(" \t\r\n") != std::string::npos)
@@ -218,6 +223,21 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
           ->check(CLI::Range(0.0, 86400.0))
           ->group(persona),
       "SG_PRESENCE_INTERVAL");
+
+  auto tools = "Tools";
+  env(app.add_option("--tools-mode", cfg.tools_mode,
+                     "in_process (the worker runs tools) or remote (the tools role runs them over sg:stream:tools)")
+          ->group(tools),
+      "SG_TOOLS_MODE");
+  env(app.add_option("--tool-permissions", cfg.tool_permissions,
+                     R"(JSON rules per tool ("*": all): {"calculator": {"deny_platforms": ["discord"]}}; keys )"
+                     "allow_/deny_ platforms, channels, users")
+          ->group(tools),
+      "SG_TOOL_PERMISSIONS");
+  env(app.add_option("--tool-timeout", cfg.tool_timeout_seconds, "Seconds a tool call may take")
+          ->check(CLI::Range(0.1, 600.0))
+          ->group(tools),
+      "SG_TOOL_TIMEOUT");
 
   auto secrets = "Secrets (prefer the environment or the config file: flags show in ps)";
   env(app.add_option("--admin-api-key", cfg.admin_api_key, "Admin key of the REST API")->group(secrets),
@@ -434,6 +454,9 @@ std::string render_config(const config& cfg) {
   line("history-messages", std::to_string(cfg.history_messages));
   line("max-tool-rounds", std::to_string(cfg.max_tool_rounds));
   line("presence-interval", fmt::format("{}", cfg.presence_interval_seconds));
+  line("tools-mode", toml_string(cfg.tools_mode));
+  line("tool-permissions", toml_string(cfg.tool_permissions));
+  line("tool-timeout", fmt::format("{}", cfg.tool_timeout_seconds));
   line("admin-api-key", secret(cfg.admin_api_key));
   line("llm-api-key", secret(cfg.llm_api_key));
   return out;

@@ -136,3 +136,39 @@ TEST_CASE("malformed envelopes give a reason, never a crash", "[envelope]") {
                                       std::vector<std::map<std::string, std::string>>{{{"data", "!!!"}}})))
             .code == "bad_field_type");
 }
+
+TEST_CASE("tool requests and replies round-trip; a request without a deadline is refused", "[envelope][tools]") {
+  tool_request r;
+  r.request_id = "abc";
+  r.reply_stream = "sg:tools:reply:w1";
+  r.tool_name = "calculator";
+  r.tool_args_json = R"({"expression":"1+1"})";
+  r.tool_ctx = {{"platform", "redis"}, {"channel_id", "c"}};
+  r.deadline = 1700000000.5;
+  r.trace_id = "t";
+  auto back = decode_tool_request(encode(r));
+  REQUIRE(std::holds_alternative<tool_request>(back));
+  const auto& d = std::get<tool_request>(back);
+  CHECK(d.tool_name == "calculator");
+  CHECK(d.tool_args_json == r.tool_args_json);
+  CHECK(d.tool_ctx == r.tool_ctx);
+  CHECK(d.deadline == 1700000000.5);
+
+  r.deadline = 0;
+  auto refused = decode_tool_request(encode(r));
+  REQUIRE(std::holds_alternative<decode_failure>(refused));
+  CHECK(std::get<decode_failure>(refused).code == "missing_field");
+
+  tool_reply reply;
+  reply.request_id = "abc";
+  reply.ok = true;
+  reply.result = "2";
+  reply.media.push_back({std::string("a,b\n1,2\n"), "text/csv", "t.csv", ""});
+  auto rb = decode_tool_reply(encode(reply));
+  REQUIRE(std::holds_alternative<tool_reply>(rb));
+  CHECK(std::get<tool_reply>(rb).ok);
+  CHECK(std::get<tool_reply>(rb).result == "2");
+  REQUIRE(std::get<tool_reply>(rb).media.size() == 1);
+  CHECK(std::get<tool_reply>(rb).media[0].filename == "t.csv");
+  CHECK(std::holds_alternative<decode_failure>(decode_tool_reply(encode(r))));  // wrong type
+}

@@ -93,6 +93,27 @@ struct outbound_envelope {
   double deadline = 0;  // unix seconds; 0: none
 };
 
+// docs/protocol.md §3.5: a tool call delegated to the tools service.
+struct tool_request {
+  std::string request_id;
+  std::string reply_stream;
+  std::string tool_name;
+  std::string tool_args_json = "{}";             // JSON object text
+  std::map<std::string, std::string> tool_ctx;   // platform, channel_id, user_id, user_name, message_id
+  double deadline = 0;                           // unix seconds
+  std::string trace_id;
+};
+
+// docs/protocol.md §3.6: its answer on the worker's reply stream.
+struct tool_reply {
+  std::string request_id;
+  bool ok = false;
+  std::string result;  // when ok
+  std::string error;   // when not ok
+  std::vector<attachment> media;
+  std::string trace_id;
+};
+
 // Why an entry could not be decoded: a reason code of docs/protocol.md §4.4 and detail.
 struct decode_failure {
   std::string code;    // missing_data, decode_error, limit_exceeded, missing_field, bad_field_type, ...
@@ -107,6 +128,10 @@ std::string encode(const inbound_envelope& e);
 std::string encode(const outbound_envelope& e);
 decoded<inbound_envelope> decode_inbound(std::string_view bytes);
 decoded<outbound_envelope> decode_outbound(std::string_view bytes);
+std::string encode(const tool_request& r);
+std::string encode(const tool_reply& r);
+decoded<tool_request> decode_tool_request(std::string_view bytes);
+decoded<tool_reply> decode_tool_reply(std::string_view bytes);
 
 // Limits applied before unpacking anything read from Redis.
 struct decode_limits {

@@ -63,6 +63,11 @@ struct config {
   int max_tool_rounds = 5;         // LLM calls per turn that may ask for tools
   double presence_interval_seconds = 300.0;  // the status leader's presence updates (0: off)
 
+  // Tools.
+  std::string tools_mode = "in_process";  // in_process | remote (the tools role runs them)
+  std::string tool_permissions;           // JSON: {"tool" or "*": {"allow_platforms": [...], "deny_users": [...]}}
+  double tool_timeout_seconds = 10.0;     // per tool call
+
   // The provider actually used once `auto` is resolved.
   std::string effective_llm_provider() const {
     if (llm_provider != "auto") return llm_provider;

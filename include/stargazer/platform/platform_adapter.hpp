@@ -4,6 +4,7 @@
 // implements it by publishing onto the bus.
 
 #include "stargazer/bus/envelope.hpp"
+#include "stargazer/core/error.hpp"
 #include "stargazer/core/result.hpp"
 
 #include <utility>
@@ -68,6 +69,14 @@ public:
   virtual task<std::vector<history_message>> fetch_history(const std::string& channel_id, int limit) = 0;
   virtual task<bool> is_channel_valid(const std::string& channel_id) = 0;
   virtual task<bool> should_skip_channel_heartbeat(const std::string& channel_id) = 0;
+
+  // Runs a tool pinned to the gateway (the worker's proxy adapter forwards it there as
+  // the execute_tool RPC); the tool's result text. Adapters without tools refuse.
+  virtual task<result<std::string>> execute_tool(const std::string& channel_id, const std::string& tool_name,
+                                                 const std::string& args_json, const std::string& ctx_json) {
+    (void)channel_id, (void)tool_name, (void)args_json, (void)ctx_json;
+    co_return make_error_code(errc::invalid_argument);
+  }
 
   // The last send of a turn went out (C++ addition; ends `?wait=true` on the Redis platform).
   virtual task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) {

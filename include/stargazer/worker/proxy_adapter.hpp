@@ -51,7 +51,7 @@ public:
   // Runs a tool that needs the live platform connection on the gateway (execute_tool RPC);
   // the tool's result text, or an error naming why.
   platform::task<result<std::string>> execute_tool(const std::string& channel_id, const std::string& tool_name,
-                                                   const std::string& args_json, const std::string& ctx_json);
+                                                   const std::string& args_json, const std::string& ctx_json) override;
   // The error text of the last failed RPC (for tool results and logs).
   const std::string& last_rpc_error() const { return last_rpc_error_; }
 

@@ -1,0 +1,35 @@
+#pragma once
+// The built-in tools (docs/tools.md); none needs the internet. current_time, calculator,
+// remember_note / recall_notes / forget_note (per channel, in Redis), create_file (a
+// text, CSV or JSON file sent to the channel), read_channel_history (the message
+// cache), and channel_info (pinned to the gateway: it asks the live adapter).
+
+#include "stargazer/tools/registry.hpp"
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace stargazer::redis {
+class connection;
+}
+
+namespace stargazer::tools {
+
+// `redis` must outlive the registry.
+void add_builtin_tools(registry& r, redis::connection& redis);
+
+// The calculator's evaluator: + - * / % ^, parentheses, unary minus, constants pi and e,
+// functions sqrt abs sin cos tan asin acos atan ln log log10 log2 exp floor ceil round
+// min max pow. The error says where the expression went wrong.
+std::variant<double, std::string> evaluate_expression(std::string_view expression);
+
+// "2026-11-25 21:04:05 CET (UTC+01:00), Wednesday" for an IANA zone name; nullopt when
+// the zone is unknown.
+std::optional<std::string> describe_time(std::chrono::system_clock::time_point t, const std::string& zone);
+
+inline std::string notes_key(std::string_view platform, std::string_view channel_id) {
+  return "sg:notes:" + std::string(platform) + ":" + std::string(channel_id);
+}
+
+}  // namespace stargazer::tools
