@@ -30,11 +30,20 @@ method method_from(std::string_view name) {
   return method::other;
 }
 
-std::optional<std::string_view> request::header(std::string_view name) const {
+namespace {
+
+std::optional<std::string_view> find_header(const std::vector<std::pair<std::string, std::string>>& headers,
+                                            std::string_view name) {
   for (const auto& [k, v] : headers)
     if (iequals(k, name)) return std::string_view(v);
   return std::nullopt;
 }
+
+}  // namespace
+
+std::optional<std::string_view> request::header(std::string_view name) const { return find_header(headers, name); }
+
+std::optional<std::string_view> response::header(std::string_view name) const { return find_header(headers, name); }
 
 std::optional<std::string> request::query_param(std::string_view name) const {
   std::string_view rest = query;

@@ -4,6 +4,7 @@
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "transport.hpp"
+#include "../core/detail/net.hpp"
 
 #include <openssl/sha.h>
 
@@ -99,7 +100,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
         parser(std::make_unique<resp_parser>(settings.max_reply_bytes)),
         rng(std::random_device{}()) {
     if (settings.server.kind == transport::tls)
-      tls_context = detail::make_tls_context(settings.tls_ca_file, settings.tls_verify);
+      tls_context = net::make_tls_client_context(settings.tls_ca_file, settings.tls_verify);
     if (m != nullptr) register_metrics(*m);
   }
 

@@ -38,7 +38,4 @@ private:
   std::optional<asio::local::stream_protocol::socket> unix_;
 };
 
-// Creates the TLS context for rediss:// connections.
-std::unique_ptr<asio::ssl::context> make_tls_context(const std::string& ca_file, bool verify);
-
 }  // namespace stargazer::redis::detail

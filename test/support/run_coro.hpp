@@ -18,10 +18,13 @@ T run_coro(boost::asio::io_context& io, boost::asio::awaitable<T> coro,
   bool done = false;
   std::exception_ptr error;
   std::optional<T> result;
-  boost::asio::co_spawn(io, std::move(coro), [&](std::exception_ptr e, T value) {
+  // The value is stored by a wrapper, so T need not be default-constructible (result<T>).
+  auto store = [](boost::asio::awaitable<T> c, std::optional<T>& out) -> boost::asio::awaitable<void> {
+    out.emplace(co_await std::move(c));
+  };
+  boost::asio::co_spawn(io, store(std::move(coro), result), [&](std::exception_ptr e) {
     done = true;
     error = e;
-    if (!e) result.emplace(std::move(value));
   });
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (!done && std::chrono::steady_clock::now() < until) {

@@ -50,6 +50,9 @@ struct response {
   // connection closes when the stream ends or the client goes away.
   std::function<boost::asio::awaitable<bool>(std::string& out)> stream;
 
+  // First header with this (case-insensitive) name (responses read by http::client).
+  std::optional<std::string_view> header(std::string_view name) const;
+
   static response json(unsigned status, std::string body);
   static response text(unsigned status, std::string body, std::string content_type = "text/plain; charset=utf-8");
   // The one error shape of every route: {"error": {"code": ..., "message": ...}}.

@@ -49,7 +49,8 @@ struct request {
   std::vector<message> messages;
   std::vector<tool_definition> tools;
   std::string model;                  // empty: the provider's configured model
-  std::optional<double> temperature;  // unset: not sent (the API's default)
+  // Sampling; unset: the provider's configured value (openai_settings), else not sent.
+  std::optional<double> temperature;
   std::optional<int> max_tokens;
   std::optional<double> top_p;
   std::string trace_id;               // for logs
@@ -76,7 +77,7 @@ struct failure {
     rate_limited,  // 429 after the retries
     server_error,  // 5xx after the retries
     rejected,      // another 4xx (bad key, bad request): not retried
-    bad_response,  // 2xx with a body that is not a chat completion
+    bad_response,  // 2xx with a body that is not a chat completion, or an oversized/non-HTTP reply
   };
   kind what = kind::transport;
   int http_status = 0;  // 0: no HTTP status

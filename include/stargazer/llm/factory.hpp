@@ -1,0 +1,31 @@
+#pragma once
+// Builds the configured LLM provider: cfg.effective_llm_provider() is "openai" (any
+// OpenAI-compatible API, openai_client) or "echo" (offline, echo_client). Only roles/
+// should call it; tests build providers directly.
+
+#include "stargazer/llm/chat.hpp"
+#include "stargazer/llm/openai_client.hpp"
+
+#include <utility>
+#include <boost/asio/any_io_executor.hpp>
+
+#include <memory>
+
+namespace stargazer {
+struct config;
+}
+namespace stargazer::metrics {
+class registry;
+}
+
+namespace stargazer::llm {
+
+// The openai_client settings the configuration asks for (sampling values become the
+// defaults of requests that leave them unset).
+openai_settings openai_settings_from(const config& cfg);
+
+// Throws std::invalid_argument for an unknown provider or a bad base URL, std::system_error
+// when the TLS setup fails. `metrics` may be null.
+std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_executor ex, metrics::registry* metrics);
+
+}  // namespace stargazer::llm

@@ -1,0 +1,387 @@
+#include "stargazer/http/client.hpp"
+
+#include "stargazer/core/error.hpp"
+#include "stargazer/core/strings.hpp"
+
+#include "../core/detail/net.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <vector>
+
+#include <sys/socket.h>
+
+namespace stargazer::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace ssl = boost::asio::ssl;
+using asio::ip::tcp;
+using boost::system::error_code;
+using clock_type = std::chrono::steady_clock;
+
+// ---------------------------------------------------------------------------------------
+// Base URLs
+
+std::string base_url::authority() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  std::string out = v6 ? "[" + host + "]" : host;
+  if (port != (tls ? 443 : 80)) out += ":" + std::to_string(port);
+  return out;
+}
+
+std::string base_url::to_string() const {
+  return std::string(tls ? "https://" : "http://") + authority() + path_prefix;
+}
+
+std::optional<base_url> parse_base_url(std::string_view url, std::string* error) {
+  auto fail = [&](std::string message) -> std::optional<base_url> {
+    if (error != nullptr) *error = std::move(message);
+    return std::nullopt;
+  };
+  base_url out;
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string_view::npos) return fail(fmt::format("'{}' is not an http:// or https:// URL", url));
+  const auto scheme = ascii_lower(url.substr(0, scheme_end));
+  if (scheme == "https") out.tls = true;
+  else if (scheme != "http") return fail(fmt::format("unsupported scheme '{}' (expected http or https)", scheme));
+  out.port = out.tls ? 443 : 80;
+
+  auto rest = url.substr(scheme_end + 3);
+  if (rest.find_first_of("?#") != std::string_view::npos) return fail("a base URL takes no query or fragment");
+  const auto slash = rest.find('/');
+  auto authority = rest.substr(0, slash);
+  auto path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+  if (authority.find('@') != std::string_view::npos) return fail("a base URL takes no user information");
+
+  std::string_view port_text;
+  if (authority.starts_with('[')) {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return fail("unterminated IPv6 literal");
+    out.host = std::string(authority.substr(1, close - 1));
+    error_code ec;
+    const auto a = asio::ip::make_address_v6(out.host, ec);
+    if (ec) return fail(fmt::format("'{}' is not an IPv6 address", out.host));
+    (void)a;
+    const auto after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return fail("unexpected text after the IPv6 literal");
+      port_text = after.substr(1);
+      if (port_text.empty()) return fail("empty port");
+    }
+  } else {
+    const auto colon = authority.rfind(':');
+    out.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port_text = authority.substr(colon + 1);
+      if (port_text.empty()) return fail("empty port");
+    }
+    if (out.host.find(':') != std::string::npos) return fail("IPv6 addresses go in brackets: http://[::1]:8080");
+  }
+  if (out.host.empty()) return fail("the URL has no host");
+  if (!port_text.empty()) {
+    unsigned port = 0;
+    const auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc{} || ptr != port_text.data() + port_text.size() || port == 0 || port > 65535)
+      return fail(fmt::format("'{}' is not a port number", port_text));
+    out.port = static_cast<std::uint16_t>(port);
+  }
+  while (path.ends_with('/')) path.remove_suffix(1);
+  out.path_prefix = std::string(path);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Retry-After
+
+namespace {
+
+std::optional<unsigned> month_of(const char* name) {
+  static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  for (unsigned i = 0; i < 12; ++i)
+    if (std::string_view(name) == months[i]) return i + 1;
+  return std::nullopt;
+}
+
+std::optional<std::chrono::system_clock::time_point> parse_http_date(const std::string& text) {
+  int day = 0, year = 0, hour = 0, minute = 0, second = 0, used = -1;
+  char month[4] = {};
+  const auto whole = static_cast<int>(text.size());
+  // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+  bool ok = std::sscanf(text.c_str(), "%*3[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d GMT%n", &day, month, &year,
+                        &hour, &minute, &second, &used) == 6 && used == whole;
+  if (!ok) {
+    // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+    used = -1;
+    ok = std::sscanf(text.c_str(), "%*[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d GMT%n", &day, month, &year, &hour,
+                     &minute, &second, &used) == 6 && used == whole;
+    if (ok) year += year < 70 ? 2000 : 1900;
+  }
+  if (!ok) {
+    // asctime: Sun Nov  6 08:49:37 1994
+    used = -1;
+    ok = std::sscanf(text.c_str(), "%*3[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n", month, &day, &hour, &minute,
+                     &second, &year, &used) == 6 && used == whole;
+  }
+  if (!ok) return std::nullopt;
+  const auto m = month_of(month);
+  if (!m || hour > 23 || minute > 59 || second > 60) return std::nullopt;
+  const std::chrono::year_month_day ymd{std::chrono::year{year}, std::chrono::month{*m},
+                                        std::chrono::day{static_cast<unsigned>(day)}};
+  if (!ymd.ok()) return std::nullopt;
+  return std::chrono::sys_days{ymd} + std::chrono::hours(hour) + std::chrono::minutes(minute) +
+         std::chrono::seconds(second);
+}
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view value,
+                                                           std::chrono::system_clock::time_point now) {
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (value.empty()) return std::nullopt;
+  if (value.find_first_not_of("0123456789") == std::string_view::npos) {
+    std::uint64_t seconds = 0;
+    const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
+    (void)ptr;
+    constexpr std::uint64_t ceiling = 1'000'000'000;  // ~31 years: "very long", without overflow
+    if (ec == std::errc::result_out_of_range || seconds > ceiling) seconds = ceiling;
+    return std::chrono::seconds(static_cast<std::int64_t>(seconds));
+  }
+  const auto when = parse_http_date(std::string(value));
+  if (!when) return std::nullopt;
+  if (*when <= now) return std::chrono::milliseconds(0);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*when - now);
+}
+
+bool is_timeout(std::error_code ec) { return ec == make_error_code(errc::timeout); }
+
+// ---------------------------------------------------------------------------------------
+// Client
+
+namespace {
+
+// One connection to the origin, plain or TLS.
+struct connection {
+  explicit connection(const asio::any_io_executor& ex) : plain(ex) {}
+
+  beast::tcp_stream plain;  // unused once `tls` wraps its own
+  std::unique_ptr<ssl::stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;
+  clock_type::time_point idle_since;
+
+  beast::tcp_stream& lowest() { return tls ? tls->next_layer() : plain; }
+
+  void close() {
+    error_code ignored;
+    auto& socket = lowest().socket();
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    socket.close(ignored);
+  }
+
+  // A pooled connection is usable if the peer has neither closed it nor sent anything
+  // unsolicited (a peek that would block). Unsolicited TLS records (a close_notify, a
+  // late session ticket) retire the connection too: a new handshake, never a failure.
+  bool looks_alive() {
+    auto& socket = lowest().socket();
+    if (!socket.is_open()) return false;
+    char byte = 0;
+    const auto n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+};
+
+bool is_http_error(const error_code& ec) {
+  return ec.category() == bhttp::make_error_code(bhttp::error::bad_version).category();
+}
+
+std::error_code classify(const error_code& ec) {
+  if (ec == beast::error::timeout) return make_error_code(errc::timeout);
+  if (ec == bhttp::error::body_limit || ec == bhttp::error::header_limit) return make_error_code(errc::reply_too_large);
+  if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message) return std::error_code(ec);
+  if (is_http_error(ec)) return make_error_code(errc::protocol_error);
+  return std::error_code(ec);
+}
+
+response to_response(bhttp::response<bhttp::string_body>&& in) {
+  response out;
+  out.status = in.result_int();
+  out.content_type.clear();
+  out.headers.reserve(16);
+  for (const auto& field : in)
+    out.headers.emplace_back(ascii_lower(std::string_view(field.name_string().data(), field.name_string().size())),
+                             std::string(field.value()));
+  if (const auto type = out.header("content-type")) out.content_type = std::string(*type);
+  out.body = std::move(in.body());
+  return out;
+}
+
+template <class Stream>
+asio::awaitable<error_code> exchange(Stream& stream, beast::flat_buffer& buffer,
+                                     bhttp::request<bhttp::string_body>& req,
+                                     bhttp::response_parser<bhttp::string_body>& parser) {
+  error_code ec;
+  co_await bhttp::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return ec;
+  // The header first: Beast 1.74's eager parse (async_read alone) skips the body limit
+  // check of a declared Content-Length.
+  co_await bhttp::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return ec;
+  co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  co_return ec;
+}
+
+}  // namespace
+
+struct client::impl {
+  impl(asio::any_io_executor ex, base_url o, client_settings s)
+      : executor(std::move(ex)), origin(std::move(o)), settings(std::move(s)) {
+    if (origin.tls) {
+      try {
+        tls_context = net::make_tls_client_context(settings.tls_ca_file, settings.tls_verify);
+      } catch (const boost::system::system_error& e) {
+        throw std::system_error(std::error_code(e.code()),
+                                "cannot load the TLS CA file '" + settings.tls_ca_file + "'");
+      }
+    }
+  }
+
+  asio::any_io_executor executor;
+  base_url origin;
+  client_settings settings;
+  std::unique_ptr<ssl::context> tls_context;
+  std::vector<std::unique_ptr<connection>> idle;
+  client_stats stats;
+  bool closed = false;
+
+  std::unique_ptr<connection> take_idle() {
+    const auto now = clock_type::now();
+    while (!idle.empty()) {
+      auto c = std::move(idle.back());
+      idle.pop_back();
+      if (now - c->idle_since < settings.idle_timeout && c->looks_alive()) return c;
+      c->close();
+    }
+    return nullptr;
+  }
+
+  void give_back(std::unique_ptr<connection> c) {
+    if (closed || idle.size() >= settings.max_idle_connections) {
+      c->close();
+      return;
+    }
+    c->idle_since = clock_type::now();
+    idle.push_back(std::move(c));
+  }
+
+  void close_idle() {
+    for (auto& c : idle) c->close();
+    idle.clear();
+  }
+
+  asio::awaitable<std::error_code> connect(connection& c) {
+    const auto until = clock_type::now() + settings.connect_timeout;
+    error_code ec;
+    tcp::resolver resolver(executor);
+    tcp::resolver::results_type endpoints;
+    {
+      net::deadline guard(executor, settings.connect_timeout, [&resolver] { resolver.cancel(); });
+      endpoints = co_await resolver.async_resolve(origin.host, std::to_string(origin.port),
+                                                  asio::redirect_error(asio::use_awaitable, ec));
+      if (guard.expired()) co_return make_error_code(errc::timeout);
+      if (ec) co_return std::error_code(ec);
+    }
+    if (origin.tls) c.tls = std::make_unique<ssl::stream<beast::tcp_stream>>(executor, *tls_context);
+    auto& lowest = c.lowest();
+    lowest.expires_at(until);
+    co_await lowest.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) lowest.socket().set_option(tcp::no_delay(true), ec);
+    if (!ec && c.tls) {
+      ec = net::prepare_tls_client(*c.tls, origin.host, settings.tls_verify);
+      if (!ec) co_await c.tls->async_handshake(ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    lowest.expires_never();
+    if (ec) c.close();
+    else ++stats.connections_opened;
+    co_return classify(ec);
+  }
+};
+
+client::client(asio::any_io_executor ex, base_url origin, client_settings settings)
+    : impl_(std::make_shared<impl>(std::move(ex), std::move(origin), std::move(settings))) {}
+
+client::~client() {
+  impl_->closed = true;
+  impl_->close_idle();
+}
+
+void client::close_idle() { impl_->close_idle(); }
+
+const base_url& client::origin() const { return impl_->origin; }
+
+client_stats client::stats() const { return impl_->stats; }
+
+asio::awaitable<result<response>> client::send(request req) {
+  auto self = impl_;  // in-flight calls keep the state alive
+  bhttp::request<bhttp::string_body> out;
+  const auto verb = to_string(req.verb);
+  out.method_string(beast::string_view(verb.data(), verb.size()));
+  out.target(self->origin.path_prefix + req.target);
+  out.version(11);
+  out.set(bhttp::field::host, self->origin.authority());
+  out.set(bhttp::field::user_agent, self->settings.user_agent);
+  for (const auto& [name, value] : req.headers) out.insert(name, value);
+  out.body() = std::move(req.body);
+  out.keep_alive(self->settings.max_idle_connections > 0);
+  out.prepare_payload();
+
+  for (int attempt = 0;; ++attempt) {
+    // A retry after a stale pooled connection always takes a new one.
+    auto conn = attempt == 0 ? self->take_idle() : nullptr;
+    const bool reused = conn != nullptr;
+    if (reused) {
+      ++self->stats.connections_reused;
+    } else {
+      conn = std::make_unique<connection>(self->executor);
+      if (const auto ec = co_await self->connect(*conn)) co_return ec;
+    }
+
+    bhttp::response_parser<bhttp::string_body> parser;
+    parser.body_limit(self->settings.max_response_bytes);
+    parser.header_limit(static_cast<std::uint32_t>(self->settings.max_header_bytes));
+    conn->lowest().expires_after(self->settings.response_timeout);
+    error_code ec;
+    if (conn->tls) ec = co_await exchange(*conn->tls, conn->buffer, out, parser);
+    else ec = co_await exchange(conn->plain, conn->buffer, out, parser);
+    conn->lowest().expires_never();
+
+    if (ec) {
+      conn->close();
+      // The server closed the pooled connection before (or as) we wrote: nothing of a
+      // response arrived, so the request is sent again, once, on a new connection.
+      if (reused && attempt == 0 && !parser.got_some() && ec != beast::error::timeout) {
+        ++self->stats.stale_retries;
+        continue;
+      }
+      co_return classify(ec);
+    }
+
+    const bool keep = parser.get().keep_alive();
+    auto res = to_response(parser.release());
+    if (keep && conn->buffer.size() == 0) self->give_back(std::move(conn));
+    else conn->close();
+    co_return res;
+  }
+}
+
+}  // namespace stargazer::http

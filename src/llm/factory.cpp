@@ -1,0 +1,43 @@
+#include "stargazer/llm/factory.hpp"
+
+#include "stargazer/core/config.hpp"
+#include "stargazer/llm/echo_client.hpp"
+
+#include <stdexcept>
+
+namespace stargazer::llm {
+
+namespace {
+
+std::chrono::milliseconds from_seconds(double seconds) {
+  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+}  // namespace
+
+openai_settings openai_settings_from(const config& cfg) {
+  openai_settings s;
+  s.base_url = cfg.llm_base_url;
+  s.api_key = cfg.llm_api_key;
+  s.model = cfg.llm_model;
+  s.temperature = cfg.llm_temperature;
+  s.max_tokens = cfg.llm_max_tokens;
+  s.top_p = cfg.llm_top_p;
+  s.connect_timeout = from_seconds(cfg.llm_connect_timeout_seconds);
+  s.timeout = from_seconds(cfg.llm_timeout_seconds);
+  s.max_retries = cfg.llm_max_retries;
+  return s;
+}
+
+std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_executor ex, metrics::registry* metrics) {
+  const auto provider = cfg.effective_llm_provider();
+  if (provider == "openai") return std::make_unique<openai_client>(std::move(ex), openai_settings_from(cfg), metrics);
+  if (provider == "echo") {
+    echo_settings s;
+    s.delay = std::chrono::milliseconds(cfg.llm_echo_delay_ms);
+    return std::make_unique<echo_client>(std::move(ex), s, metrics);
+  }
+  throw std::invalid_argument("unknown LLM provider '" + provider + "' (expected echo or openai)");
+}
+
+}  // namespace stargazer::llm
