@@ -123,7 +123,7 @@ public:
     co_return std::vector<platform::history_message>{};
   }
   platform::task<bool> is_channel_valid(const std::string&) override { co_return true; }
-  bool should_skip_channel_heartbeat(const std::string&) const override { return true; }
+  platform::task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }
 
 private:
   run_state& state_;

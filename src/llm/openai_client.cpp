@@ -131,6 +131,8 @@ std::string encode_request(const request& req, const openai_settings& defaults) 
     w.Key("content");
     // An assistant turn that only calls tools has null content (the API's own shape).
     if (m.role == role::assistant && m.content.empty() && !m.tool_calls.empty()) w.Null();
+    // Models read who spoke from the text; the `name` field alone is often ignored.
+    else if (m.role == role::user && !m.name.empty()) write_text(w, m.name + ": " + m.content);
     else write_text(w, m.content);
     if (m.role != role::tool) {
       if (const auto name = participant_name(m.name); !name.empty()) write_key_text(w, "name", name);

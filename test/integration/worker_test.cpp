@@ -5,6 +5,7 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/rpc_client.hpp"
 #include "stargazer/bus/stream_entry.hpp"
+#include "stargazer/core/metrics.hpp"
 #include "stargazer/llm/openai_client.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/worker/leader_lease.hpp"

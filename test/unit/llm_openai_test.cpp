@@ -76,6 +76,7 @@ TEST_CASE("encode_request: message shapes of every role", "[llm]") {
   REQUIRE(m.Size() == 5);
   CHECK(std::string(m[0]["role"].GetString()) == "system");
   CHECK(std::string(m[1]["name"].GetString()) == "bob");
+  CHECK(std::string(m[1]["content"].GetString()) == "bob: what's the weather?");  // attribution models read
   CHECK(m[2]["content"].IsNull());
   CHECK(std::string(m[2]["tool_calls"][0]["id"].GetString()) == "call_9");
   CHECK(std::string(m[2]["tool_calls"][0]["type"].GetString()) == "function");
