@@ -12,6 +12,12 @@ namespace stargazer::worker {
 
 using platform::task;
 
+namespace {
+// Sends outside a turn's reply: the turn's trace and nonce apply, no explicit key. (A named
+// object: GCC 12 mishandles braced temporaries inside co_await.)
+const platform::send_context no_context;
+}  // namespace
+
 proxy_adapter::proxy_adapter(bus::event_bus& bus, bus::rpc_client& rpc, std::string platform,
                              platform::bot_identity me, const bus::turn* turn)
     : bus_(bus), rpc_(rpc), platform_(std::move(platform)), me_(std::move(me)), turn_(turn) {}
@@ -67,7 +73,7 @@ task<void> proxy_adapter::start_typing(const std::string& channel_id) {
   e.type = bus::outbound_type::start_typing;
   e.channel_id = channel_id;
   // Typing is cosmetic: a failure is logged, never fails the turn.
-  if (auto r = co_await publish(std::move(e), {}); !r)
+  if (auto r = co_await publish(std::move(e), no_context); !r)
     log::logger("proxy").warn("start_typing not published: {}", r.error().message());
 }
 
@@ -75,7 +81,7 @@ task<void> proxy_adapter::stop_typing(const std::string& channel_id) {
   bus::outbound_envelope e;
   e.type = bus::outbound_type::stop_typing;
   e.channel_id = channel_id;
-  if (auto r = co_await publish(std::move(e), {}); !r)
+  if (auto r = co_await publish(std::move(e), no_context); !r)
     log::logger("proxy").warn("stop_typing not published: {}", r.error().message());
 }
 
@@ -86,7 +92,7 @@ task<bool> proxy_adapter::add_reaction(const std::string& channel_id, const std:
   e.channel_id = channel_id;
   e.message_id = message_id;
   e.emoji = emoji;
-  co_return static_cast<bool>(co_await publish(std::move(e), {}));
+  co_return static_cast<bool>(co_await publish(std::move(e), no_context));
 }
 
 task<void> proxy_adapter::set_presence(const std::string& text, const std::string& emoji) {
@@ -94,7 +100,7 @@ task<void> proxy_adapter::set_presence(const std::string& text, const std::strin
   e.type = bus::outbound_type::presence;
   e.text = text;
   e.emoji = emoji;
-  auto r = co_await publish(std::move(e), {});
+  auto r = co_await publish(std::move(e), no_context);
   if (!r) throw std::system_error(r.error(), "presence for " + platform_);
 }
 

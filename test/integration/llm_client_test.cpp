@@ -97,7 +97,7 @@ TEST_CASE("openai client: a plain reply, and what was sent", "[llm]") {
   CHECK(c.tool_calls.empty());
   CHECK(c.finish_reason == "stop");
   CHECK(c.model == "test-model");
-  CHECK(c.usage.prompt_tokens == 6);  // "You are terse." + "say hello please"
+  CHECK(c.usage.prompt_tokens == 8);  // "You are terse." + "Ada Lovelace: say hello please"
   CHECK(c.usage.completion_tokens == 3);
 
   const auto sent = fake.requests();
@@ -116,13 +116,13 @@ TEST_CASE("openai client: a plain reply, and what was sent", "[llm]") {
   CHECK(std::string(messages[0]["content"].GetString()) == "You are terse.");
   CHECK_FALSE(messages[0].HasMember("name"));
   CHECK(std::string(messages[1]["role"].GetString()) == "user");
-  CHECK(std::string(messages[1]["content"].GetString()) == "say hello please");
+  CHECK(std::string(messages[1]["content"].GetString()) == "Ada Lovelace: say hello please");  // attribution
   CHECK(std::string(messages[1]["name"].GetString()) == "Ada_Lovelace");
 
   const auto rendered = metrics.render();
   CHECK(has_line(rendered, R"(stargazer_llm_requests_total{provider="openai",outcome="ok"} 1)"));
   CHECK(has_line(rendered, R"(stargazer_llm_requests_total{provider="openai",outcome="server_error"} 0)"));
-  CHECK(has_line(rendered, R"(stargazer_llm_tokens_total{provider="openai",kind="prompt"} 6)"));
+  CHECK(has_line(rendered, R"(stargazer_llm_tokens_total{provider="openai",kind="prompt"} 8)"));
   CHECK(has_line(rendered, R"(stargazer_llm_tokens_total{provider="openai",kind="completion"} 3)"));
   CHECK(has_line(rendered, R"(stargazer_llm_request_seconds_count{provider="openai"} 1)"));
 }
@@ -138,7 +138,7 @@ TEST_CASE("openai client: no Authorization header without a key; request values 
   req.model = "other-model";
   req.temperature = 0.0;
   const auto c = expect_completion(run_coro(io, client.complete(req)));
-  CHECK(c.content == "say hello please");  // the fake's fallback echoes the last user message
+  CHECK(c.content == "Ada Lovelace: say hello please");  // the fake's fallback echoes the last user message
   CHECK(c.model == "other-model");
   const auto sent = fake.requests();
   REQUIRE(sent.size() == 1);
@@ -444,7 +444,7 @@ TEST_CASE("fake LLM server: serves the echo fallback to any OpenAI client and co
   asio::io_context io;
   llm::openai_client client(io.get_executor(), settings_for(fake));
   const auto c = expect_completion(run_coro(io, client.complete(hello_request())));
-  CHECK(c.content == "echo: say hello please");
+  CHECK(c.content == "echo: Ada Lovelace: say hello please");
   CHECK(fake.wait_for_requests(1, 100ms));
   CHECK_FALSE(fake.wait_for_requests(2, 50ms));
   CHECK(fake.script_left() == 0);

@@ -249,3 +249,26 @@ TEST_CASE("two workers: one holds the status lease, the other takes it when the 
   (holder == "worker-a" ? b : a).signal(SIGTERM);
   CHECK((holder == "worker-a" ? b : a).wait(5s) == 0);
 }
+
+TEST_CASE("tools role: a worker in remote mode has its tool calls run by a tools process", "[process][e2e][tools]") {
+  redis_server redis;
+  fake_llm_server llm;
+  const auto port = free_port();
+  child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
+                         "--redis-url=" + redis.url()},
+                        {"SG_ADMIN_API_KEY=admin-key"});
+  child_process tools({STARGAZER_BINARY, "--role=tools", "--redis-url=" + redis.url(), "--instance-id=tools-1"});
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--instance-id=worker-1",
+                        "--tools-mode=remote", "--llm-provider=openai", "--llm-base-url=" + llm.base_url()});
+  REQUIRE(wait_ready(port));
+  llm.push(fake_reply::tool_calls({{"calculator", R"({"expression":"2^10"})"}}));
+  llm.push(fake_reply::reply("two to the tenth is 1024"));
+  CHECK(inject_and_wait(port, "what is 2^10?").find("two to the tenth is 1024") != std::string::npos);
+  REQUIRE(llm.request_count() == 2);
+  CHECK(llm.requests()[1].body.find(R"("content":"1024")") != std::string::npos);
+  CHECK(redis.cli({"XLEN", "sg:stream:tools"}) == "1");  // it went through the tools stream
+  for (auto* p : {&worker, &tools, &gateway}) p->signal(SIGTERM);
+  CHECK(worker.wait(5s) == 0);
+  CHECK(tools.wait(5s) == 0);
+  CHECK(gateway.wait(5s) == 0);
+}

@@ -80,8 +80,11 @@ TEST_CASE("built-in tools: time, calculator, notes, files, history", "[tools]") 
 
   run_coro(f.io, [&]() -> asio::awaitable<void> {
     platform::message_cache cache(f.conn);
-    co_await cache.store("redis", "room", {"m1", "u1", "Ada", "first", 1700000000, false, {}});
-    co_await cache.store("redis", "room", {"m2", "star", "Star", "second", 1700000060, true, {}});
+    // Named messages: GCC 12 miscompiles braced temporaries inside co_await.
+    const platform::cached_message first{"m1", "u1", "Ada", "first", 1700000000, false, {}};
+    const platform::cached_message second{"m2", "star", "Star", "second", 1700000060, true, {}};
+    co_await cache.store("redis", "room", first);
+    co_await cache.store("redis", "room", second);
   }());
   const auto history = f.run("read_channel_history", R"({"limit":5})").text;
   INFO(history);

@@ -80,8 +80,9 @@ TEST_CASE("the proxy adapter publishes outbound envelopes with the turn's keys, 
   CHECK(adapter.name() == "redis");
   run_coro(io, [&]() -> asio::awaitable<void> {
     co_await adapter.start_typing("room");
-    auto first = co_await adapter.send("room", "hello", {});
-    auto file = co_await adapter.send_file("room", std::string("\x00\x01", 2), "a.bin", "application/octet-stream", {});
+    const platform::send_context none;
+    auto first = co_await adapter.send("room", "hello", none);
+    auto file = co_await adapter.send_file("room", std::string("\x00\x01", 2), "a.bin", "application/octet-stream", none);
     co_await adapter.stop_typing("room");
     REQUIRE(first);
     REQUIRE(file);
