@@ -47,6 +47,16 @@ asio::awaitable<void> subscriber_component::stop(std::chrono::milliseconds) {
   co_return;
 }
 
+asio::awaitable<void> adapter_component::start() {
+  sub_.start();
+  co_await adapter_.start();
+}
+
+asio::awaitable<void> adapter_component::stop(std::chrono::milliseconds) {
+  co_await adapter_.stop();
+  sub_.stop();
+}
+
 struct stream_setup_component::state {
   bus::event_bus& bus;
   role r;

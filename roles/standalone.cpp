@@ -16,7 +16,7 @@ int run_standalone(const config& cfg) {
   process p(cfg, "stargazer-standalone-" + cfg.instance_id);
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
   p.host.add(
-      std::make_shared<stream_setup_component>(p.bus, role::standalone, std::vector<std::string>{"redis"}, p.health));
+      std::make_shared<stream_setup_component>(p.bus, role::standalone, std::vector<std::string>{"redis", "webchat"}, p.health));
   auto worker = add_worker(p);  // consumers first, then the gateway's HTTP server
   auto gateway = add_gateway(p);
   return p.host.run();
