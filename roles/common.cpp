@@ -47,6 +47,15 @@ asio::awaitable<void> subscriber_component::stop(std::chrono::milliseconds) {
   co_return;
 }
 
+adapter_component::adapter_component(platform::platform_adapter& adapter, redis::subscriber& sub,
+                                     health_registry& health)
+    : adapter_(adapter), sub_(sub), name_("platform:" + std::string(adapter.name())) {
+  health.add(std::string(adapter.name()), [&sub] {
+    const bool ready = sub.confirmed() > 0 && sub.link().stats().connected;
+    return readiness{ready, ready ? "subscribed" : "subscribing"};
+  });
+}
+
 asio::awaitable<void> adapter_component::start() {
   sub_.start();
   co_await adapter_.start();

@@ -75,11 +75,11 @@ private:
 };
 
 // Starts a platform adapter with the process, after the Pub/Sub connection it listens
-// on; stops it before that connection.
+// on; stops it before that connection. Reports to /readyz as the adapter's name
+// (ready while the subscription is confirmed on a live connection).
 class adapter_component final : public component {
 public:
-  adapter_component(platform::platform_adapter& adapter, redis::subscriber& sub)
-      : adapter_(adapter), sub_(sub), name_("platform:" + std::string(adapter.name())) {}
+  adapter_component(platform::platform_adapter& adapter, redis::subscriber& sub, health_registry& health);
   std::string_view name() const override { return name_; }
   boost::asio::awaitable<void> start() override;
   boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline) override;

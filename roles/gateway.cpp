@@ -71,7 +71,7 @@ std::shared_ptr<void> add_gateway(process& p) {
   p.host.add(parts->outbound);
   if (p.cfg.webchat_enabled) {
     p.host.add(parts->webchat_outbound);
-    p.host.add(std::make_shared<adapter_component>(parts->webchat, parts->rooms));
+    p.host.add(std::make_shared<adapter_component>(parts->webchat, parts->rooms, p.health));
   }
   p.host.add(parts->server);
   return parts;

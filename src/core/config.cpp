@@ -219,7 +219,7 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
   env(app.add_option("--system-prompt-file", cfg.system_prompt_file,
                      "System prompt template ({bot_name}, {platform}, {channel}, {participants}, {tools}, "
                      "{current_time}); empty: the built-in one")
-          ->check(CLI::ExistingFile)
+          ->check([](const std::string& v) { return v.empty() ? std::string() : CLI::ExistingFile(v); })
           ->group(persona),
       "SG_SYSTEM_PROMPT_FILE");
   env(app.add_option("--history-messages", cfg.history_messages, "Earlier channel messages given to the model")
@@ -316,6 +316,9 @@ void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
     }
     auto* opt = app.get_option_no_throw("--" + key);
     if (opt == nullptr) throw bad_value(fmt::format("--config: unknown key '{}' in '{}'", item.fullname(), path));
+    // An empty list (`redis-sentinels = []`, as render_config writes it) keeps the list
+    // empty; CLI11 would refuse a list option given no value. Every list option defaults to empty.
+    if (item.inputs.empty()) continue;
     try {
       opt->add_result(item.inputs);
       opt->run_callback();
