@@ -449,7 +449,7 @@
     ui.text.disabled = !ready;
     ui.send.disabled = !ready;
     ui.text.placeholder = ready
-      ? `Message #${state.room} (Enter to send, Shift+Enter for a new line)`
+      ? `Message #${state.room}`
       : state.room
         ? 'Waiting for the connection…'
         : 'Join a room to chat';

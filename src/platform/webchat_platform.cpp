@@ -431,11 +431,13 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     const cached_message m{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, {}};
     const auto channel = webchat_room_channel(c->room);
 
-    // The message enters the history and reaches the room before the bot can answer it.
+    // The message enters the history and reaches the room, and the turn's typing
+    // indicator starts, before the bot can answer it (so its end cannot overtake its start).
     redis::request req;
     req.push("MULTI");
     for (const auto& cmd : message_cache::store_commands(platform_name, c->room, m)) req.push_range(cmd);
     req.push("PUBLISH", channel, message_frame(c->room, m));
+    req.push("PUBLISH", channel, typing_frame(c->room, settings.bot_name, true, e.response_nonce));
     req.push("EXEC");
     auto stored = co_await conn.exec(std::move(req));
     if (!stored || !stored->back().is_array()) {
@@ -446,12 +448,12 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     if (!published) {
       webchat_log().log(log::level::warn, {{"trace_id", e.trace_id}}, "inbound message not published: {}",
                         published.error().message());
+      co_await conn.command("PUBLISH", channel, typing_frame(c->room, settings.bot_name, false, e.response_nonce));
       c->send(error_frame("unavailable", "the bot did not receive the message; try again"));
       co_return;
     }
     webchat_log().log(log::level::debug, {{"trace_id", e.trace_id}}, "message {} in room {} published as {}",
                       e.message_id, e.channel_id, *published);
-    co_await conn.command("PUBLISH", channel, typing_frame(c->room, settings.bot_name, true, e.response_nonce));
   }
 
   // ---- fan-out ---------------------------------------------------------------------------
