@@ -28,7 +28,7 @@ std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::co
   return r;
 }
 
-std::vector<std::string> gateway_platforms() { return {"redis"}; }
+std::vector<std::string> gateway_platforms() { return {"redis", "webchat"}; }
 
 redis_component::redis_component(redis::connection& conn, health_registry& health) : conn_(conn) {
   health.add("redis", [&conn] {
@@ -57,6 +57,25 @@ asio::awaitable<void> subscriber_component::start() {
 asio::awaitable<void> subscriber_component::stop(std::chrono::milliseconds) {
   sub_.stop();
   co_return;
+}
+
+adapter_component::adapter_component(platform::platform_adapter& adapter, redis::subscriber& sub,
+                                     health_registry& health)
+    : adapter_(adapter), sub_(sub), name_("platform:" + std::string(adapter.name())) {
+  health.add(std::string(adapter.name()), [&sub] {
+    const bool ready = sub.confirmed() > 0 && sub.link().stats().connected;
+    return readiness{ready, ready ? "subscribed" : "subscribing"};
+  });
+}
+
+asio::awaitable<void> adapter_component::start() {
+  sub_.start();
+  co_await adapter_.start();
+}
+
+asio::awaitable<void> adapter_component::stop(std::chrono::milliseconds) {
+  co_await adapter_.stop();
+  sub_.stop();
 }
 
 struct stream_setup_component::state {

@@ -81,6 +81,22 @@ private:
   platform::reply_hub& hub_;
 };
 
+// Starts a platform adapter with the process, after the Pub/Sub connection it listens
+// on; stops it before that connection. Reports to /readyz as the adapter's name
+// (ready while the subscription is confirmed on a live connection).
+class adapter_component final : public component {
+public:
+  adapter_component(platform::platform_adapter& adapter, redis::subscriber& sub, health_registry& health);
+  std::string_view name() const override { return name_; }
+  boost::asio::awaitable<void> start() override;
+  boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline) override;
+
+private:
+  platform::platform_adapter& adapter_;
+  redis::subscriber& sub_;
+  std::string name_;
+};
+
 // Creates the role's consumer groups, retrying in the background until Redis answers;
 // reports "streams" to /readyz.
 class stream_setup_component final : public component {

@@ -1,6 +1,7 @@
-// The gateway role: the HTTP server (REST API of the Redis platform, health, readiness,
-// metrics), the Pub/Sub connection for replies, the consumer groups, and the outbound
-// consumer of each platform adapter (started before the HTTP server serves).
+// The gateway role: the HTTP server (REST API of the Redis platform, the web chat page and
+// WebSocket, health, readiness, metrics), the Pub/Sub connections (replies, web chat
+// rooms), the consumer groups, and the outbound consumer of each platform adapter
+// (started before its adapter and the HTTP server).
 
 #include "common.hpp"
 #include "roles.hpp"
@@ -11,6 +12,7 @@
 #include "stargazer/http/server.hpp"
 #include "stargazer/platform/redis_platform.hpp"
 #include "stargazer/platform/redis_platform_api.hpp"
+#include "stargazer/platform/webchat_platform.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
 #include <rapidjson/document.h>
@@ -21,13 +23,21 @@ namespace {
 
 struct gateway_parts {
   explicit gateway_parts(process& p)
-      : replies(p.io.get_executor(), pubsub_settings(p), &p.metrics),
+      : replies(p.io.get_executor(), pubsub_settings(p, "pubsub"), &p.metrics),
         redis_platform(p.redis, p.bus),
         hub(replies),
         tool_registry(make_tool_registry(p.cfg, p.redis)),
         outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(), p.cfg.instance_id,
                                                           redis_platform, bus::outbound_consumer_settings{},
-                                                          &p.metrics, pinned_tools(redis_platform))) {
+                                                          &p.metrics, pinned_tools(redis_platform))),
+        rooms(p.io.get_executor(), pubsub_settings(p, "webchat-pubsub"), &p.metrics),
+        webchat(p.redis, p.bus, rooms,
+                platform::webchat_settings{.bot_name = p.cfg.bot_name,
+                                           .allowed_origins = p.cfg.webchat_allowed_origins}),
+        webchat_outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(),
+                                                                  p.cfg.instance_id, webchat,
+                                                                  bus::outbound_consumer_settings{}, &p.metrics,
+                                                                  pinned_tools(webchat))) {
     http::add_observability_routes(routes, p.health, p.metrics);
     platform::redis_platform_api_settings api;
     if (!p.cfg.admin_api_key.empty()) api.admin_key_sha256 = platform::sha256_hex(p.cfg.admin_api_key);
@@ -37,6 +47,7 @@ struct gateway_parts {
     hs.port = p.cfg.http_port;
     hs.max_body_bytes = p.cfg.http_max_body_bytes;
     server = std::make_shared<http::http_server>(p.io, hs, routes, p.metrics);
+    if (p.cfg.webchat_enabled) webchat.add_routes(routes, *server);
   }
 
   // Gateway-pinned tools run here with the live adapter (the execute_tool RPC).
@@ -56,9 +67,9 @@ struct gateway_parts {
     };
   }
 
-  static redis::connection_settings pubsub_settings(const process& p) {
+    static redis::connection_settings pubsub_settings(const process& p, const char* name) {
     auto s = p.redis_config;
-    s.metrics_name = "pubsub";
+    s.metrics_name = name;
     return s;
   }
 
@@ -67,6 +78,9 @@ struct gateway_parts {
   platform::reply_hub hub;
   std::unique_ptr<tools::registry> tool_registry;
   std::shared_ptr<bus::outbound_consumer> outbound;
+  redis::subscriber rooms;  // the web chat's room fan-out
+  platform::webchat_platform webchat;
+  std::shared_ptr<bus::outbound_consumer> webchat_outbound;
   http::router routes;
   std::shared_ptr<http::http_server> server;
 };
@@ -77,6 +91,10 @@ std::shared_ptr<void> add_gateway(process& p) {
   auto parts = std::make_shared<gateway_parts>(p);
   p.host.add(std::make_shared<subscriber_component>(parts->replies, parts->hub));
   p.host.add(parts->outbound);
+  if (p.cfg.webchat_enabled) {
+    p.host.add(parts->webchat_outbound);
+    p.host.add(std::make_shared<adapter_component>(parts->webchat, parts->rooms, p.health));
+  }
   p.host.add(parts->server);
   return parts;
 }

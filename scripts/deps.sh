@@ -8,7 +8,12 @@ STARGAZER_PACKAGES=(
   libboost-dev libmsgpack-cxx-dev rapidjson-dev libcli11-dev libfmt-dev catch2
   libhiredis-dev libssl-dev
   redis-server redis-sentinel redis-tools
+  chromium  # the browser test (test/browser, driven by playwright-core from npm)
 )
+# Node.js and npm for the browser test, unless the machine already has them (e.g. a
+# Node.js 20 from elsewhere, whose npm is not a Debian package).
+command -v node >/dev/null || STARGAZER_PACKAGES+=(nodejs)
+command -v npm >/dev/null || STARGAZER_PACKAGES+=(npm)
 
 install_packages() {
   local missing=()

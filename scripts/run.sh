@@ -31,5 +31,5 @@ if [ -z "${SG_REDIS_URL:-}" ]; then
   for _ in $(seq 100); do redis-cli -s "$socket" ping >/dev/null 2>&1 && break; sleep 0.05; done
   export SG_REDIS_URL="unix://$socket"
 fi
-echo "Starting Stargazer standalone: the REST API is under /redis-platform at the address of the 'listening on' line below (docs/rest-api.md)"
+echo "Starting Stargazer standalone: open the address of the 'listening on' line below for the web chat; the REST API is under /redis-platform (docs/rest-api.md)"
 build/release/roles/stargazer --role=standalone "$@"

@@ -63,6 +63,11 @@ void validate(config& cfg) {
         port == 0 || port > 65535)
       throw bad_value(fmt::format("--redis-sentinels: '{}' is not host:port", s));
   }
+  for (const auto& o : cfg.webchat_allowed_origins) {
+    const auto rest = o.starts_with("http://") ? o.substr(7) : o.starts_with("https://") ? o.substr(8) : std::string();
+    if (o != "*" && (rest.empty() || rest.find_first_of("/?# \t") != std::string::npos))
+      throw bad_value(fmt::format("--webchat-allowed-origins: '{}' is not '*' or scheme://host[:port]", o));
+  }
   if (!cfg.redis_sentinels.empty() && cfg.redis_sentinel_master.empty())
     throw bad_value("--redis-sentinel-master: must not be empty when sentinels are given");
   if (cfg.llm_provider != "auto" && cfg.llm_provider != "echo" && cfg.llm_provider != "openai")
@@ -125,6 +130,19 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
           ->capture_default_str()
           ->group(http),
       "SG_HTTP_MAX_BODY_BYTES");
+
+  auto webchat = "Web chat";
+  env(app.add_option("--webchat-enabled", cfg.webchat_enabled,
+                     "Serve the web chat page at / and its WebSocket at /webchat/ws (no authentication)")
+          ->capture_default_str()
+          ->group(webchat),
+      "SG_WEBCHAT_ENABLED");
+  env(app.add_option("--webchat-allowed-origins", cfg.webchat_allowed_origins,
+                     "Origins (scheme://host[:port], or *) whose pages may open the web chat WebSocket besides "
+                     "the page's own")
+          ->delimiter(',')
+          ->group(webchat),
+      "SG_WEBCHAT_ALLOWED_ORIGINS");
 
   auto process = "Process";
   env(app.add_option("--data-dir", cfg.data_dir, "Directory for embedded Redis data and other state")
@@ -207,7 +225,7 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
   env(app.add_option("--system-prompt-file", cfg.system_prompt_file,
                      "System prompt template ({bot_name}, {platform}, {channel}, {participants}, {tools}, "
                      "{current_time}); empty: the built-in one")
-          ->check(CLI::ExistingFile)
+          ->check([](const std::string& v) { return v.empty() ? std::string() : CLI::ExistingFile(v); })
           ->group(persona),
       "SG_SYSTEM_PROMPT_FILE");
   env(app.add_option("--history-messages", cfg.history_messages, "Earlier channel messages given to the model")
@@ -319,6 +337,9 @@ void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
     }
     auto* opt = app.get_option_no_throw("--" + key);
     if (opt == nullptr) throw bad_value(fmt::format("--config: unknown key '{}' in '{}'", item.fullname(), path));
+    // An empty list (`redis-sentinels = []`, as render_config writes it) keeps the list
+    // empty; CLI11 would refuse a list option given no value. Every list option defaults to empty.
+    if (item.inputs.empty()) continue;
     try {
       opt->add_result(item.inputs);
       opt->run_callback();
@@ -433,6 +454,10 @@ std::string render_config(const config& cfg) {
   line("http-host", toml_string(cfg.http_host));
   line("http-port", std::to_string(cfg.http_port));
   line("http-max-body-bytes", std::to_string(cfg.http_max_body_bytes));
+  std::string origins;
+  for (const auto& o : cfg.webchat_allowed_origins) origins += (origins.empty() ? "" : ", ") + toml_string(o);
+  line("webchat-enabled", cfg.webchat_enabled ? "true" : "false");
+  line("webchat-allowed-origins", "[" + origins + "]");
   line("data-dir", toml_string(cfg.data_dir));
   line("log-level", toml_string(cfg.log_level));
   line("log-format", toml_string(cfg.log_format));

@@ -8,14 +8,10 @@
 #include "stargazer/http/server.hpp"
 
 #include "raw_http.hpp"
+#include "raw_websocket.hpp"
 #include "run_coro.hpp"
 
 #include <catch2/catch.hpp>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <future>
 #include <thread>
@@ -147,52 +143,6 @@ TEST_CASE("stop lets requests in flight finish and refuses new connections", "[h
   CHECK(http_get(s.port, "/healthz").status == 0);
 }
 
-namespace {
-
-// A minimal WebSocket client on a raw socket: handshake, one masked text frame out,
-// one frame in. Enough to prove the server's upgrade hand-off without a second library.
-struct raw_websocket {
-  int fd = -1;
-  ~raw_websocket() {
-    if (fd >= 0) ::close(fd);
-  }
-  std::string handshake(std::uint16_t port, const std::string& origin) {
-    fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return {};
-    timeval tv{3, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    const std::string req = "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: " +
-                            origin + "\r\n\r\n";
-    ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    std::string head;
-    char c;
-    while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) head.push_back(c);
-    return head;
-  }
-  void send_text(const std::string& text) {
-    std::string frame{static_cast<char>(0x81), static_cast<char>(0x80 | text.size())};
-    const char mask[4] = {1, 2, 3, 4};
-    frame.append(mask, 4);
-    for (std::size_t i = 0; i < text.size(); ++i) frame.push_back(static_cast<char>(text[i] ^ mask[i % 4]));
-    ::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL);
-  }
-  std::string read_text() {
-    unsigned char header[2];
-    if (::recv(fd, header, 2, MSG_WAITALL) != 2 || header[0] != 0x81) return "<no text frame>";
-    std::string payload(header[1] & 0x7f, '\0');
-    if (!payload.empty() && ::recv(fd, payload.data(), payload.size(), MSG_WAITALL) != static_cast<ssize_t>(payload.size()))
-      return "<short frame>";
-    return payload;
-  }
-};
-
-}  // namespace
-
 TEST_CASE("WebSocket upgrade is handed off to its route; foreign origins are refused", "[http][websocket]") {
   running_server s;
   std::atomic<int> opened{0};
@@ -217,7 +167,7 @@ TEST_CASE("WebSocket upgrade is handed off to its route; foreign origins are ref
   added.get_future().wait();
 
   raw_websocket ok;
-  const auto head = ok.handshake(s.port, "http://localhost");
+  const auto head = ok.handshake(s.port, "/ws", "http://localhost");
   CHECK(head.rfind("HTTP/1.1 101", 0) == 0);
   CHECK(head.find("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") != std::string::npos);  // RFC 6455 sample accept key
   ok.send_text("hi");
@@ -225,6 +175,6 @@ TEST_CASE("WebSocket upgrade is handed off to its route; foreign origins are ref
   CHECK(opened == 1);
 
   raw_websocket evil;
-  CHECK(evil.handshake(s.port, "http://evil.example").rfind("HTTP/1.1 403", 0) == 0);
+  CHECK(evil.handshake(s.port, "/ws", "http://evil.example").rfind("HTTP/1.1 403", 0) == 0);
   CHECK(opened == 1);
 }

@@ -14,20 +14,6 @@
 using namespace stargazer::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-// Polls until GET `path` answers 200.
-bool wait_for_http(std::uint16_t port, std::chrono::milliseconds timeout, const std::string& path = "/healthz") {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (http_get(port, path).status == 200) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
-}  // namespace
-
 TEST_CASE("stargazer --help shows roles and options", "[process]") {
   auto [status, out] = run_process({STARGAZER_BINARY, "--help"});
   CHECK(status == 0);

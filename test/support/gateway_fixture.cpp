@@ -6,7 +6,8 @@ namespace stargazer::test {
 
 namespace asio = boost::asio;
 
-gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds worker_delay)
+gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds worker_delay,
+                                 platform::webchat_settings webchat_settings)
     : settings(redis::settings_from_url(redis.url())) {
   conn = std::make_unique<redis::connection>(io.get_executor(), settings, &metrics);
   sub = std::make_unique<redis::subscriber>(io.get_executor(), settings);
@@ -14,6 +15,9 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
   platform = std::make_unique<platform::redis_platform>(*conn, *bus);
   hub = std::make_unique<platform::reply_hub>(*sub);
   outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *platform);
+  rooms = std::make_unique<redis::subscriber>(io.get_executor(), settings);
+  webchat = std::make_unique<platform::webchat_platform>(*conn, *bus, *rooms, std::move(webchat_settings));
+  webchat_outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *webchat);
   if (with_worker) {
     auto* b = bus.get();
     worker = std::make_unique<bus::inbound_consumer>(
@@ -51,16 +55,25 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
   http::server_settings hs;
   hs.port = 0;
   server = std::make_unique<http::http_server>(io, hs, routes, metrics);
+  webchat->add_routes(routes, *server);
   server->listen();
 
   conn->start();
   sub->start();
+  rooms->start();
   std::promise<void> ready;
   asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    const std::vector<std::string> platforms{"redis"};
+    const std::vector<std::string> platforms{"redis", "webchat"};
     co_await bus->ensure_streams(role::standalone, platforms);
     co_await hub->start();
     co_await outbound->start();
+    co_await webchat_outbound->start();
+    co_await webchat->start();
+    // Tests publish at once: wait until the room pattern is subscribed.
+    for (int i = 0; i < 500 && rooms->confirmed() == 0; ++i) {
+      asio::steady_timer t(io, std::chrono::milliseconds(10));
+      co_await t.async_wait(asio::use_awaitable);
+    }
     if (worker) co_await worker->start();
     ready.set_value();
   }, asio::detached);
@@ -86,6 +99,9 @@ gateway_fixture::~gateway_fixture() {
     co_await server->stop(std::chrono::milliseconds(500));
     if (worker) co_await worker->stop(std::chrono::milliseconds(500));
     co_await outbound->stop(std::chrono::milliseconds(500));
+    co_await webchat_outbound->stop(std::chrono::milliseconds(500));
+    co_await webchat->stop();
+    rooms->stop();
     sub->stop();
     conn->stop();
     stopped.set_value();

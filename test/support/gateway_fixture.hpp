@@ -1,6 +1,6 @@
 #pragma once
 // A gateway wired as roles/gateway.cpp wires it (Redis platform, REST API, outbound
-// consumer, reply hub), plus an echo worker on the bus, all on one io_context run by a
+// consumers, reply hub, web chat with its room fan-out), plus an echo worker on the bus, all on one io_context run by a
 // background thread, against a real redis-server. Tests talk to it over real HTTP.
 
 #include "stargazer/bus/event_bus.hpp"
@@ -11,6 +11,7 @@
 #include "stargazer/http/server.hpp"
 #include "stargazer/platform/redis_platform.hpp"
 #include "stargazer/platform/redis_platform_api.hpp"
+#include "stargazer/platform/webchat_platform.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
 #include "redis_server.hpp"
@@ -28,7 +29,8 @@ struct gateway_fixture {
 
   // `worker_delay`: how long the echo worker thinks before replying; `with_worker=false`
   // leaves inbound messages unanswered (for timeouts).
-  explicit gateway_fixture(bool with_worker = true, std::chrono::milliseconds worker_delay = std::chrono::milliseconds(0));
+  explicit gateway_fixture(bool with_worker = true, std::chrono::milliseconds worker_delay = std::chrono::milliseconds(0),
+                           platform::webchat_settings webchat_settings = {});
   ~gateway_fixture();
 
   std::uint16_t port() const { return server->port(); }
@@ -46,6 +48,9 @@ struct gateway_fixture {
   std::unique_ptr<platform::reply_hub> hub;
   std::unique_ptr<bus::outbound_consumer> outbound;
   std::unique_ptr<bus::inbound_consumer> worker;
+  std::unique_ptr<redis::subscriber> rooms;
+  std::unique_ptr<platform::webchat_platform> webchat;
+  std::unique_ptr<bus::outbound_consumer> webchat_outbound;
   http::router routes;
   std::unique_ptr<http::http_server> server;
   std::thread thread;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <stdexcept>
+#include <thread>
 
 namespace stargazer::test {
 
@@ -65,6 +66,15 @@ raw_response http_request(std::uint16_t port, const std::string& method, const s
   return raw_http(port, method + " " + target + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" +
                             "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                             "\r\n" + extra_headers + "\r\n" + body);
+}
+
+bool wait_for_http(std::uint16_t port, std::chrono::milliseconds timeout, const std::string& path) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (http_get(port, path).status == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
 }
 
 }  // namespace stargazer::test

@@ -2,6 +2,7 @@
 // A blocking loopback HTTP/1.1 client on plain POSIX sockets: tests speak raw bytes to
 // the server (including malformed requests) without compiling Beast into every test.
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -22,6 +23,9 @@ raw_response raw_http(std::uint16_t port, const std::string& request_bytes, int 
 raw_response http_get(std::uint16_t port, const std::string& target);
 raw_response http_request(std::uint16_t port, const std::string& method, const std::string& target,
                           const std::string& body, const std::string& extra_headers = {});
+
+// Polls until GET `path` answers 200; false after `timeout`.
+bool wait_for_http(std::uint16_t port, std::chrono::milliseconds timeout, const std::string& path = "/healthz");
 
 // Parses the first response of `raw`.
 raw_response parse_response(const std::string& raw);

@@ -120,6 +120,9 @@ TEST_CASE("bad input exits 2 with one line naming the option", "[config]") {
       {{"--redis-sentinels", "nohost"}, "--redis-sentinels"},
       {{"--llm-provider", "magic"}, "--llm-provider"},
       {{"--config", "/nonexistent/stargazer.toml"}, "--config"},
+      {{"--webchat-allowed-origins", "evil.example"}, "--webchat-allowed-origins"},
+      {{"--webchat-allowed-origins", "https://a.example/path"}, "--webchat-allowed-origins"},
+      {{"--webchat-enabled", "maybe"}, "--webchat-enabled"},
   };
   for (const auto& c : cases) {
     INFO(c.names);
@@ -155,6 +158,7 @@ TEST_CASE("--help lists roles and options with defaults; --version prints the ve
   for (const char* name : {"--role", "--redis-url", "--redis-sentinels", "--redis-sentinel-master", "--http-host",
                            "--http-port", "--data-dir", "--log-level", "--log-format", "--instance-id",
                            "--stream-maxlen", "--admin-api-key", "--llm-provider", "--llm-base-url", "--llm-model",
+                           "--webchat-enabled", "--webchat-allowed-origins",
                            "SG_HTTP_PORT", "gateway", "standalone", "8080", "100000"}) {
     INFO(name);
     CHECK(help.out.find(name) != std::string::npos);
@@ -199,4 +203,30 @@ TEST_CASE("dlq subcommands parse into the command and its options, not the confi
     CHECK(status_of(o) == 2);
     CHECK(o.err.rfind("stargazer: error: ", 0) == 0);
   }
+}
+
+TEST_CASE("web chat options: defaults, flags, environment, and a rendered config loads again", "[config][webchat]") {
+  auto defaults = parse({});
+  REQUIRE(std::holds_alternative<parsed_command>(defaults.result));
+  CHECK(cfg_of(defaults).webchat_enabled);
+  CHECK(cfg_of(defaults).webchat_allowed_origins.empty());
+
+  scoped_env env("SG_WEBCHAT_ENABLED", "false");
+  auto o = parse({"--webchat-allowed-origins", "https://chat.example.com,http://localhost:3000"});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  const auto& c = cfg_of(o);
+  CHECK_FALSE(c.webchat_enabled);
+  CHECK(c.webchat_allowed_origins == std::vector<std::string>{"https://chat.example.com", "http://localhost:3000"});
+
+  const auto text = render_config(c);
+  CHECK(text.find("webchat-enabled = false") != std::string::npos);
+  CHECK(text.find(R"(webchat-allowed-origins = ["https://chat.example.com", "http://localhost:3000"])") !=
+        std::string::npos);
+  ::unsetenv("SG_WEBCHAT_ENABLED");
+  temp_file file(text);
+  auto again = parse({"--config", file.path});
+  REQUIRE(std::holds_alternative<parsed_command>(again.result));
+  CHECK_FALSE(cfg_of(again).webchat_enabled);
+  CHECK(cfg_of(again).webchat_allowed_origins == c.webchat_allowed_origins);
+  CHECK(parse({"--webchat-allowed-origins", "*"}).err.empty());
 }

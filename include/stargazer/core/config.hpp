@@ -33,6 +33,12 @@ struct config {
   std::uint16_t http_port = 8080;
   std::size_t http_max_body_bytes = 16 * 1024 * 1024;
 
+  // Web chat (gateway and standalone): the page at `/` and its WebSocket. No authentication.
+  bool webchat_enabled = true;
+  // Origins (scheme://host[:port]) whose pages may open the WebSocket besides the page's
+  // own; "*" allows any.
+  std::vector<std::string> webchat_allowed_origins;
+
   // Process.
   std::string data_dir = "./stargazer-data";
   std::string log_level = "info";

@@ -1,0 +1,668 @@
+#include "stargazer/platform/webchat_platform.hpp"
+
+#include "platform/webchat_assets.hpp"
+#include "stargazer/bus/lock.hpp"
+#include "stargazer/core/error.hpp"
+#include "stargazer/core/json.hpp"
+#include "stargazer/core/log.hpp"
+#include "stargazer/core/strings.hpp"
+#include "stargazer/http/router.hpp"
+#include "stargazer/http/server.hpp"
+#include "stargazer/platform/message_cache.hpp"
+#include "stargazer/platform/redis_platform.hpp"
+#include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/subscriber.hpp"
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+#include <rapidjson/document.h>
+
+#include <algorithm>
+#include <deque>
+#include <set>
+#include <unordered_map>
+
+namespace stargazer::platform {
+
+namespace asio = boost::asio;
+using http::request;
+using http::response;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+const std::string platform_name = "webchat";
+constexpr std::string_view room_prefix = "stargazer:webchat:room:";
+constexpr std::string_view file_marker = "[file] ";  // cached text of a file message: "[file] {filename}"
+
+bool is_hex32(std::string_view s) {
+  return s.size() == 32 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+// Keeps what a filename may safely hold in a URL segment and a header: no separators,
+// quotes or control characters, at most 128 bytes, never a dot-segment.
+std::string safe_filename(std::string_view in) {
+  std::string out;
+  for (unsigned char c : in) {
+    if (out.size() >= 128) break;
+    const bool bad = c < 0x20 || c == 0x7f || c == '/' || c == '\\' || c == '"' || c == '%' || c == '?' || c == '#';
+    out.push_back(bad ? '_' : static_cast<char>(c));
+  }
+  // Cut a UTF-8 sequence the length limit split.
+  while (!out.empty() && (static_cast<unsigned char>(out.back()) & 0x80) != 0) {
+    std::size_t start = out.size() - 1;
+    while (start > 0 && (static_cast<unsigned char>(out[start]) & 0xc0) == 0x80) --start;
+    const auto lead = static_cast<unsigned char>(out[start]);
+    const std::size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    if (out.size() - start == need) break;
+    out.resize(start);
+  }
+  if (out.empty() || out == "." || out == "..") out = "file";
+  return out;
+}
+
+std::string percent_encode(std::string_view in) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : in) {
+    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                            c == '_' || c == '.' || c == '~';
+    if (unreserved) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0xf]);
+    }
+  }
+  return out;
+}
+
+std::string file_url(std::string_view file_id, std::string_view filename) {
+  return "/webchat/files/" + std::string(file_id) + "/" + percent_encode(filename);
+}
+
+bool safe_mimetype(std::string_view m) {
+  if (m.empty() || m.size() > 128 || m.find('/') == std::string_view::npos) return false;
+  return std::all_of(m.begin(), m.end(), [](unsigned char c) { return c >= 0x20 && c < 0x7f; });
+}
+
+std::string error_frame(std::string_view code, std::string_view message) {
+  return fmt::format(R"({{"type":"error","code":{},"message":{}}})", json::quoted(code), json::quoted(message));
+}
+
+std::string message_frame(std::string_view room, const cached_message& m) {
+  return fmt::format(
+      R"({{"type":"message","room":{},"id":{},"user_id":{},"user_name":{},"text":{},"timestamp":{:.3f},"is_bot":{}}})",
+      json::quoted(room), json::quoted(m.message_id), json::quoted(m.user_id), json::quoted(m.user_name),
+      json::quoted(m.text), m.timestamp, m.is_bot ? "true" : "false");
+}
+
+struct file_info {
+  std::string filename;
+  std::string mimetype;
+  std::size_t size = 0;
+};
+
+std::string file_frame(std::string_view room, const cached_message& m, const file_info& f) {
+  return fmt::format(
+      R"({{"type":"file","room":{},"id":{},"user_id":{},"user_name":{},"filename":{},"mimetype":{},"size":{},"url":{},"timestamp":{:.3f},"is_bot":{}}})",
+      json::quoted(room), json::quoted(m.message_id), json::quoted(m.user_id), json::quoted(m.user_name),
+      json::quoted(f.filename), json::quoted(f.mimetype), f.size, json::quoted(file_url(m.message_id, f.filename)),
+      m.timestamp, m.is_bot ? "true" : "false");
+}
+
+std::string typing_frame(std::string_view room, std::string_view who, bool active, std::string_view turn) {
+  return fmt::format(R"({{"type":"typing","room":{},"user_name":{},"active":{},"turn":{}}})", json::quoted(room),
+                     json::quoted(who), active ? "true" : "false", json::quoted(turn));
+}
+
+const rapidjson::Value* member(const rapidjson::Value& obj, const char* name) {
+  const auto it = obj.FindMember(name);
+  return it == obj.MemberEnd() || it->value.IsNull() ? nullptr : &it->value;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Validation (pure)
+
+bool valid_room_id(std::string_view room, std::size_t max) {
+  if (room.empty() || room.size() > max) return false;
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(room.front())) return false;
+  return std::all_of(room.begin(), room.end(), [&](char c) { return alnum(c) || c == '-' || c == '_'; });
+}
+
+bool valid_webchat_user_id(std::string_view id) {
+  if (id.size() < 8 || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+  });
+}
+
+std::optional<std::string> normalized_display_name(std::string_view name, std::size_t max) {
+  while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
+  while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+  if (name.empty() || name.size() > max) return std::nullopt;
+  for (unsigned char c : name)
+    if (c < 0x20 || c == 0x7f) return std::nullopt;
+  return std::string(name);
+}
+
+bool webchat_origin_allowed(std::optional<std::string_view> origin, std::optional<std::string_view> host,
+                            const std::vector<std::string>& allowed) {
+  if (!origin) return true;  // browsers always send Origin on a WebSocket handshake; other clients may not
+  for (const auto& a : allowed)
+    if (a == "*" || iequals(a, *origin)) return true;
+  if (!host || host->empty()) return false;
+  const auto host_part = [&](std::string_view scheme) {
+    return origin->size() == scheme.size() + host->size() && iequals(origin->substr(0, scheme.size()), scheme) &&
+           iequals(origin->substr(scheme.size()), *host);
+  };
+  return host_part("http://") || host_part("https://");
+}
+
+// ---------------------------------------------------------------------------------------
+// State
+
+namespace {
+
+// One browser tab's socket.
+struct client {
+  std::weak_ptr<http::websocket_session> ws;
+  std::string room;  // empty until joined
+  std::string user_id;
+  std::string name;
+  std::deque<std::string> inbox;  // frames waiting to be handled, in arrival order
+  bool draining = false;
+  bool closed = false;
+  double tokens = 0;
+  clock_type::time_point refilled = clock_type::now();
+
+  void send(std::string frame) const {
+    if (auto s = ws.lock()) s->send(std::move(frame));
+  }
+};
+
+const log::logger& webchat_log() {
+  static const log::logger instance("webchat");
+  return instance;
+}
+
+}  // namespace
+
+struct webchat_platform::impl : std::enable_shared_from_this<impl> {
+  impl(redis::connection& c, bus::event_bus& b, redis::subscriber& s, webchat_settings st)
+      : conn(c), bus(b), sub(s), settings(std::move(st)) {}
+
+  redis::connection& conn;
+  bus::event_bus& bus;
+  redis::subscriber& sub;
+  webchat_settings settings;
+  message_cache cache{conn};
+  std::set<std::shared_ptr<client>> clients;
+  std::unordered_map<std::string, std::set<std::shared_ptr<client>>> rooms;
+  bool running = false;
+
+  // ---- sockets --------------------------------------------------------------------------
+
+  void open(const std::shared_ptr<http::websocket_session>& ws) {
+    auto c = std::make_shared<client>();
+    c->ws = ws;
+    c->tokens = settings.message_burst;
+    clients.insert(c);
+    // The session drops both callbacks when it closes, which breaks the cycle.
+    ws->on_message = [self = shared_from_this(), c](std::string_view text) { self->on_frame(c, text); };
+    ws->on_closed = [self = shared_from_this(), c] { self->leave(c, true); };
+    c->send(fmt::format(
+        R"({{"type":"hello","bot":{{"user_id":{},"name":{}}},"default_room":"lobby","limits":{{"frame_bytes":{},"text_bytes":{},"name_bytes":{},"room_bytes":{}}}}})",
+        json::quoted(settings.bot_user_id), json::quoted(settings.bot_name), settings.max_frame_bytes,
+        settings.max_text_bytes, settings.max_name_bytes, settings.max_room_bytes));
+  }
+
+  void leave(const std::shared_ptr<client>& c, bool closed) {
+    if (!c->room.empty()) {
+      if (auto it = rooms.find(c->room); it != rooms.end()) {
+        it->second.erase(c);
+        if (it->second.empty()) rooms.erase(it);
+      }
+    }
+    if (closed) {
+      c->closed = true;
+      clients.erase(c);
+      c->inbox.clear();
+    }
+  }
+
+  void on_frame(const std::shared_ptr<client>& c, std::string_view text) {
+    if (text.size() > settings.max_frame_bytes) {
+      c->send(error_frame("frame_too_large", fmt::format("frames are at most {} bytes", settings.max_frame_bytes)));
+      return;
+    }
+    if (c->inbox.size() >= settings.max_queued_frames) {
+      c->send(error_frame("too_many_frames", "too many frames at once; slow down"));
+      return;
+    }
+    c->inbox.emplace_back(text);
+    if (c->draining) return;
+    c->draining = true;
+    asio::co_spawn(conn.get_executor(), drain(shared_from_this(), c), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        webchat_log().error("frame handling failed: {}", ex.what());
+      }
+    });
+  }
+
+  // Handles one connection's frames one at a time, so its messages keep their order.
+  static asio::awaitable<void> drain(std::shared_ptr<impl> self, std::shared_ptr<client> c) {
+    while (!c->inbox.empty() && !c->closed) {
+      auto frame = std::move(c->inbox.front());
+      c->inbox.pop_front();
+      try {
+        co_await self->handle(c, frame);
+      } catch (const std::exception& e) {
+        webchat_log().error("frame handling failed: {}", e.what());
+        c->send(error_frame("internal", "the server could not handle this frame"));
+      }
+    }
+    c->draining = false;
+  }
+
+  asio::awaitable<void> handle(const std::shared_ptr<client>& c, const std::string& frame) {
+    rapidjson::Document d;
+    // Iterative: no recursion however deep a hostile frame nests. Invalid UTF-8 (also
+    // through \u escapes) is refused.
+    d.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(frame.data(), frame.size());
+    if (d.HasParseError() || !d.IsObject()) {
+      c->send(error_frame("bad_json", "a frame is one JSON object"));
+      co_return;
+    }
+    const auto* type = member(d, "type");
+    if (type == nullptr || !type->IsString()) {
+      c->send(error_frame("missing_field", "'type' is required"));
+      co_return;
+    }
+    const std::string_view t(type->GetString(), type->GetStringLength());
+    if (t == "join") co_await join(c, d);
+    else if (t == "message") co_await message(c, d);
+    else if (t == "ping") c->send(R"({"type":"pong"})");
+    else c->send(error_frame("unknown_type", "unknown frame type; expected join, message or ping"));
+  }
+
+  // Reads a string member; sends the error frame and returns nullopt when it is absent or not a string.
+  static std::optional<std::string> string_field(const client& c, const rapidjson::Value& d, const char* name) {
+    const auto* v = member(d, name);
+    if (v == nullptr) {
+      c.send(error_frame("missing_field", fmt::format("'{}' is required", name)));
+      return std::nullopt;
+    }
+    if (!v->IsString()) {
+      c.send(error_frame("bad_field_type", fmt::format("'{}' must be a string", name)));
+      return std::nullopt;
+    }
+    return std::string(v->GetString(), v->GetStringLength());
+  }
+
+  asio::awaitable<void> join(const std::shared_ptr<client>& c, const rapidjson::Document& d) {
+    auto room = string_field(*c, d, "room");
+    if (!room) co_return;
+    auto user_id = string_field(*c, d, "user_id");
+    if (!user_id) co_return;
+    auto raw_name = string_field(*c, d, "name");
+    if (!raw_name) co_return;
+    if (!valid_room_id(*room, settings.max_room_bytes)) {
+      c->send(error_frame("bad_room", fmt::format("room names are 1-{} characters of a-z, 0-9, '-' and '_'",
+                                                  settings.max_room_bytes)));
+      co_return;
+    }
+    if (!valid_webchat_user_id(*user_id)) {
+      c->send(error_frame("bad_user_id", "user ids are 8-64 characters of A-Z, a-z, 0-9, '-' and '_'"));
+      co_return;
+    }
+    const auto name = normalized_display_name(*raw_name, settings.max_name_bytes);
+    if (!name) {
+      c->send(error_frame("bad_name", fmt::format("names are 1-{} bytes without control characters",
+                                                  settings.max_name_bytes)));
+      co_return;
+    }
+    if (iequals(*name, settings.bot_name)) {
+      c->send(error_frame("reserved_name", "that is the bot's name; pick another"));
+      co_return;
+    }
+    if (c->closed) co_return;
+    leave(c, false);
+    c->room = *room;
+    c->user_id = *user_id;
+    c->name = *name;
+    rooms[c->room].insert(c);  // before reading the history: nothing published from now on is missed
+    c->send(fmt::format(R"({{"type":"joined","room":{},"user_id":{},"name":{}}})", json::quoted(c->room),
+                        json::quoted(c->user_id), json::quoted(c->name)));
+    const auto joined_room = c->room;
+    auto history = co_await history_frame(joined_room);
+    if (c->room != joined_room) co_return;  // switched rooms meanwhile
+    if (!history) {
+      c->send(error_frame("unavailable", "the history could not be read; try again"));
+      co_return;
+    }
+    c->send(std::move(*history));
+  }
+
+  // {"type":"history","room":...,"messages":[...]} oldest first; files whose data expired
+  // are shown as text.
+  asio::awaitable<std::optional<std::string>> history_frame(const std::string& room) {
+    auto recent = co_await cache.recent(platform_name, room, settings.history_messages);
+    if (!recent) co_return std::nullopt;
+    auto& messages = *recent;
+    std::reverse(messages.begin(), messages.end());
+    std::vector<std::size_t> files;
+    redis::request lookup;
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      if (messages[i].is_bot && messages[i].text.starts_with(file_marker) && is_hex32(messages[i].message_id)) {
+        files.push_back(i);
+        lookup.push("HMGET", webchat_file_key(messages[i].message_id), "filename", "mimetype", "size");
+      }
+    }
+    std::unordered_map<std::size_t, file_info> found;
+    if (!files.empty()) {
+      auto r = co_await conn.exec(std::move(lookup));
+      if (!r) co_return std::nullopt;
+      for (std::size_t k = 0; k < files.size(); ++k) {
+        const auto& f = (*r)[k].elements();
+        if (f.size() == 3 && f[0].is_bulk())
+          found[files[k]] = file_info{f[0].str(), f[1].str(), static_cast<std::size_t>(std::atoll(f[2].str().c_str()))};
+      }
+    }
+    std::string out = R"({"type":"history","room":)" + json::quoted(room) + R"(,"messages":[)";
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      const auto f = found.find(i);
+      out += f == found.end() ? message_frame(room, messages[i]) : file_frame(room, messages[i], f->second);
+    }
+    out += "]}";
+    co_return out;
+  }
+
+  bool take_token(client& c) {
+    if (settings.messages_per_second <= 0) return true;
+    const auto now = clock_type::now();
+    const double elapsed = std::chrono::duration<double>(now - c.refilled).count();
+    c.refilled = now;
+    c.tokens = std::min(settings.message_burst, c.tokens + elapsed * settings.messages_per_second);
+    if (c.tokens < 1.0) return false;
+    c.tokens -= 1.0;
+    return true;
+  }
+
+  asio::awaitable<void> message(const std::shared_ptr<client>& c, const rapidjson::Document& d) {
+    if (c->room.empty()) {
+      c->send(error_frame("not_joined", "send a join frame first"));
+      co_return;
+    }
+    auto text = string_field(*c, d, "text");
+    if (!text) co_return;
+    if (text->size() > settings.max_text_bytes) {
+      c->send(error_frame("text_too_long", fmt::format("messages are at most {} bytes", settings.max_text_bytes)));
+      co_return;
+    }
+    if (text->find_first_not_of(" \t\r\n") == std::string::npos) {
+      c->send(error_frame("empty_message", "the message is empty"));
+      co_return;
+    }
+    if (!take_token(*c)) {
+      c->send(error_frame("rate_limited", "too many messages; wait a moment"));
+      co_return;
+    }
+
+    bus::inbound_envelope e;
+    e.platform = "webchat";
+    e.channel_id = c->room;
+    e.room_name = c->room;
+    e.user_id = c->user_id;
+    e.username = c->name;
+    e.content = std::move(*text);
+    e.timestamp = now_unix();
+    e.message_id = bus::random_hex_id();
+    e.trace_id = bus::random_hex_id();
+    e.response_nonce = bus::random_hex_id();  // names the turn: its turn_complete ends the typing indicator
+    const cached_message m{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, {}};
+    const auto channel = webchat_room_channel(c->room);
+
+    // The message enters the history and reaches the room, and the turn's typing
+    // indicator starts, before the bot can answer it (so its end cannot overtake its start).
+    redis::request req;
+    req.push("MULTI");
+    for (const auto& cmd : message_cache::store_commands(platform_name, c->room, m)) req.push_range(cmd);
+    req.push("PUBLISH", channel, message_frame(c->room, m));
+    req.push("PUBLISH", channel, typing_frame(c->room, settings.bot_name, true, e.response_nonce));
+    req.push("EXEC");
+    auto stored = co_await conn.exec(std::move(req));
+    if (!stored || !stored->back().is_array()) {
+      c->send(error_frame("unavailable", "the message could not be stored; try again"));
+      co_return;
+    }
+    auto published = co_await bus.publish_inbound(e);
+    if (!published) {
+      webchat_log().log(log::level::warn, {{"trace_id", e.trace_id}}, "inbound message not published: {}",
+                        published.error().message());
+      co_await conn.command("PUBLISH", channel, typing_frame(c->room, settings.bot_name, false, e.response_nonce));
+      c->send(error_frame("unavailable", "the bot did not receive the message; try again"));
+      co_return;
+    }
+    webchat_log().log(log::level::debug, {{"trace_id", e.trace_id}}, "message {} in room {} published as {}",
+                      e.message_id, e.channel_id, *published);
+  }
+
+  // ---- fan-out ---------------------------------------------------------------------------
+
+  void on_pubsub(redis::pubsub_message&& m) {
+    if (!m.channel.starts_with(room_prefix)) return;
+    const auto it = rooms.find(m.channel.substr(room_prefix.size()));
+    if (it == rooms.end()) return;
+    for (const auto& c : it->second) c->send(m.payload);
+  }
+
+  // PUBLISH to the room after `commands`, in one MULTI.
+  asio::awaitable<std::error_code> emit(const std::string& room, const std::string& frame,
+                                        const std::vector<std::vector<std::string>>& commands) {
+    redis::request req;
+    req.push("MULTI");
+    for (const auto& cmd : commands) req.push_range(cmd);
+    req.push("PUBLISH", webchat_room_channel(room), frame);
+    req.push("EXEC");
+    auto r = co_await conn.exec(std::move(req));
+    if (!r) co_return r.error();
+    if (!r->back().is_array()) co_return make_error_code(errc::redis_error);
+    co_return std::error_code{};
+  }
+
+  asio::awaitable<result<std::string>> send_text(const std::string& room, const std::string& frame_text,
+                                                 const std::string& cache_text, const send_context& ctx,
+                                                 const std::string& buttons_json) {
+    const cached_message m{bus::random_hex_id(), settings.bot_user_id, settings.bot_name, cache_text, now_unix(),
+                           true, {}};
+    auto frame = message_frame(room, cached_message{m.message_id, m.user_id, m.user_name, frame_text, m.timestamp,
+                                                    true, {}});
+    if (!buttons_json.empty()) {
+      frame.pop_back();
+      frame += R"(,"buttons":)" + buttons_json + "}";
+    }
+    const auto commands = message_cache::store_commands(platform_name, room, m, ctx.message_key);
+    const auto ec = co_await emit(room, frame, commands);
+    if (ec) co_return ec;
+    co_return m.message_id;
+  }
+
+  // ---- files -----------------------------------------------------------------------------
+
+  asio::awaitable<response> download(request& req) {
+    const std::string file_id(req.path_param("file_id")), filename(req.path_param("filename"));
+    if (!is_hex32(file_id)) co_return response::error(404, "file_not_found", "no such file");
+    auto r = co_await conn.command("HMGET", webchat_file_key(file_id), "data", "filename", "mimetype");
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    const auto& f = r->elements();
+    if (f.size() != 3 || !f[0].is_bulk() || f[1].str() != filename)
+      co_return response::error(404, "file_not_found", "no such file (files expire after 24 h)");
+    const auto& type = f[2].str();
+    auto res = response::text(200, f[0].str(), safe_mimetype(type) ? type : "application/octet-stream");
+    std::string ascii;
+    for (unsigned char ch : filename) ascii.push_back(ch < 0x80 ? static_cast<char>(ch) : '_');
+    // Always a download, never rendered on the page's origin (an HTML or SVG file could script it).
+    res.headers.emplace_back("Content-Disposition",
+                             "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + percent_encode(filename));
+    res.headers.emplace_back("X-Content-Type-Options", "nosniff");
+    res.headers.emplace_back("Content-Security-Policy", "sandbox");
+    res.headers.emplace_back("Cache-Control", "private, max-age=3600");
+    co_return res;
+  }
+};
+
+// ---------------------------------------------------------------------------------------
+// The adapter
+
+webchat_platform::webchat_platform(redis::connection& conn, bus::event_bus& bus, redis::subscriber& fanout,
+                                   webchat_settings settings)
+    : impl_(std::make_shared<impl>(conn, bus, fanout, std::move(settings))) {
+  fanout.set_handler([raw = impl_.get()](redis::pubsub_message&& m) { raw->on_pubsub(std::move(m)); });
+}
+
+webchat_platform::~webchat_platform() {
+  impl_->sub.set_handler(nullptr);
+  for (const auto& c : impl_->clients) {
+    if (auto s = c->ws.lock()) {
+      s->on_message = nullptr;
+      s->on_closed = nullptr;
+    }
+  }
+}
+
+std::size_t webchat_platform::connections() const { return impl_->clients.size(); }
+bool webchat_platform::is_running() const { return impl_->running; }
+bot_identity webchat_platform::identity() const { return {impl_->settings.bot_user_id, impl_->settings.bot_name}; }
+
+namespace {
+
+response asset(std::string_view body, const char* type) {
+  auto res = response::text(200, std::string(body), type);
+  res.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  res.headers.emplace_back("Cache-Control", "no-cache");
+  return res;
+}
+
+}  // namespace
+
+void webchat_platform::add_routes(http::router& routes, http::http_server& server) {
+  auto self = impl_;
+  routes.add(http::method::get, "/", http::sync_handler([](request&) {
+               auto res = asset(webchat_assets::index_html(), "text/html; charset=utf-8");
+               res.headers.emplace_back("Content-Security-Policy",
+                                        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                                        "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                                        "frame-ancestors 'none'");
+               res.headers.emplace_back("Referrer-Policy", "no-referrer");
+               return res;
+             }));
+  routes.add(http::method::get, "/webchat/{asset}", http::sync_handler([](request& req) {
+               const auto name = req.path_param("asset");
+               if (name == "app.js") return asset(webchat_assets::app_js(), "text/javascript; charset=utf-8");
+               if (name == "style.css") return asset(webchat_assets::style_css(), "text/css; charset=utf-8");
+               if (name == "icon.svg") return asset(webchat_assets::icon_svg(), "image/svg+xml");
+               return response::error(404, "not_found", "no such file");
+             }));
+  routes.add(http::method::get, "/webchat/files/{file_id}/{filename}",
+             http::handler([self](request& req) { return self->download(req); }));
+  server.add_websocket(
+      "/webchat/ws",
+      http::websocket_route{
+          [self](request& req) -> std::optional<response> {
+            if (!self->running) return response::error(503, "unavailable", "the web chat is not running");
+            if (webchat_origin_allowed(req.header("origin"), req.header("host"), self->settings.allowed_origins))
+              return std::nullopt;
+            return response::error(403, "forbidden_origin",
+                                   "this origin may not open the web chat (see --webchat-allowed-origins)");
+          },
+          [self](std::shared_ptr<http::websocket_session> ws) { self->open(ws); }});
+}
+
+task<void> webchat_platform::start() {
+  impl_->running = true;
+  const std::vector<std::string> patterns{std::string(room_prefix) + "*"};
+  asio::co_spawn(co_await asio::this_coro::executor, impl_->sub.psubscribe(patterns), asio::detached);
+}
+
+task<void> webchat_platform::stop() {
+  impl_->running = false;
+  const auto clients = impl_->clients;  // closing calls back into leave()
+  for (const auto& c : clients)
+    if (auto s = c->ws.lock()) s->close();
+  co_return;
+}
+
+task<result<std::string>> webchat_platform::send(const std::string& channel_id, const std::string& text,
+                                                 const send_context& ctx) {
+  const std::string no_buttons;
+  co_return co_await impl_->send_text(channel_id, text, text, ctx, no_buttons);
+}
+
+task<result<std::string>> webchat_platform::send_with_buttons(const std::string& channel_id, const std::string& text,
+                                                              const std::vector<bus::button>& buttons,
+                                                              const send_context& ctx) {
+  std::string cache_text = text;
+  std::string list = "[";
+  for (const auto& b : buttons) {
+    cache_text += "\n[" + b.label + "]";
+    if (list.size() > 1) list.push_back(',');
+    list += fmt::format(R"({{"label":{},"id":{},"url":{}}})", json::quoted(b.label), json::quoted(b.id),
+                        json::quoted(b.url));
+  }
+  list += "]";
+  co_return co_await impl_->send_text(channel_id, text, cache_text, ctx, list);
+}
+
+task<result<std::string>> webchat_platform::send_file(const std::string& channel_id, const std::string& data,
+                                                      const std::string& filename, const std::string& mimetype,
+                                                      const send_context& ctx) {
+  auto& s = impl_->settings;
+  const auto file_id = bus::random_hex_id();  // 128 random bits: the URL is the capability
+  const file_info f{safe_filename(filename), safe_mimetype(mimetype) ? mimetype : "application/octet-stream",
+                    data.size()};
+  const cached_message m{file_id, s.bot_user_id, s.bot_name, std::string(file_marker) + f.filename, now_unix(), true, {}};
+  auto commands = message_cache::store_commands(platform_name, channel_id, m, ctx.message_key);
+  commands.push_back({"HSET", webchat_file_key(file_id), "data", data, "filename", f.filename, "mimetype", f.mimetype,
+                      "size", std::to_string(f.size), "timestamp", fmt::format("{:.3f}", m.timestamp), "channel_id",
+                      channel_id});
+  commands.push_back({"EXPIRE", webchat_file_key(file_id), std::to_string(s.file_ttl.count())});
+  const auto frame = file_frame(channel_id, m, f);
+  const auto ec = co_await impl_->emit(channel_id, frame, commands);
+  if (ec) co_return ec;
+  co_return file_id;
+}
+
+// Typing frames are best effort: a lost one is corrected by the next, or by the page's timeout.
+task<void> webchat_platform::start_typing(const std::string& channel_id) {
+  const auto frame = typing_frame(channel_id, impl_->settings.bot_name, true, "");
+  const std::vector<std::vector<std::string>> none;
+  co_await impl_->emit(channel_id, frame, none);
+}
+
+task<void> webchat_platform::stop_typing(const std::string& channel_id) {
+  const auto frame = typing_frame(channel_id, impl_->settings.bot_name, false, "");
+  const std::vector<std::vector<std::string>> none;
+  co_await impl_->emit(channel_id, frame, none);
+}
+
+task<void> webchat_platform::turn_complete(const std::string& channel_id, const std::string& response_nonce) {
+  const auto frame = typing_frame(channel_id, impl_->settings.bot_name, false, response_nonce);
+  const std::vector<std::vector<std::string>> none;
+  const auto ec = co_await impl_->emit(channel_id, frame, none);
+  if (ec) webchat_log().warn("turn_complete for room {} not published: {}", channel_id, ec.message());
+}
+
+task<bool> webchat_platform::is_channel_valid(const std::string& channel_id) {
+  co_return valid_room_id(channel_id, impl_->settings.max_room_bytes);
+}
+
+}  // namespace stargazer::platform
