@@ -80,7 +80,8 @@ std::shared_ptr<void> add_gateway(process& p) {
 int run_gateway(const config& cfg) {
   process p(cfg, "stargazer-gateway-" + cfg.instance_id);
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
-  p.host.add(std::make_shared<stream_setup_component>(p.bus, role::gateway, std::vector<std::string>{"redis", "webchat"}, p.health));
+  p.host.add(std::make_shared<stream_setup_component>(p.bus, role::gateway,
+                                                      std::vector<std::string>{"redis", "webchat"}, p.health));
   auto gateway = add_gateway(p);
   return p.host.run();
 }
