@@ -1,6 +1,6 @@
 #include "stargazer/platform/webchat_platform.hpp"
 
-#include "platform/webchat_assets.hpp"
+#include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/json.hpp"
@@ -12,6 +12,8 @@
 #include "stargazer/platform/redis_platform.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
+
+#include "platform/webchat_assets.hpp"
 
 #include <boost/asio.hpp>
 #include <fmt/format.h>
@@ -45,7 +47,8 @@ std::string safe_filename(std::string_view in) {
   std::string out;
   for (unsigned char c : in) {
     if (out.size() >= 128) break;
-    const bool bad = c < 0x20 || c == 0x7f || c == '/' || c == '\\' || c == '"' || c == '%' || c == '?' || c == '#';
+    const bool bad =
+        c < 0x20 || c == 0x7f || c == '/' || c == '\\' || c == '"' || c == '%' || c == '?' || c == '#';
     out.push_back(bad ? '_' : static_cast<char>(c));
   }
   // Cut a UTF-8 sequence the length limit split.
@@ -65,8 +68,8 @@ std::string percent_encode(std::string_view in) {
   static constexpr char hex[] = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : in) {
-    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                            c == '_' || c == '.' || c == '~';
+    const bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                            c == '-' || c == '_' || c == '.' || c == '~';
     if (unreserved) {
       out.push_back(static_cast<char>(c));
     } else {
@@ -88,7 +91,8 @@ bool safe_mimetype(std::string_view m) {
 }
 
 std::string error_frame(std::string_view code, std::string_view message) {
-  return fmt::format(R"({{"type":"error","code":{},"message":{}}})", json::quoted(code), json::quoted(message));
+  return fmt::format(R"({{"type":"error","code":{},"message":{}}})", json::quoted(code),
+                     json::quoted(message));
 }
 
 std::string message_frame(std::string_view room, const cached_message& m) {
@@ -108,13 +112,13 @@ std::string file_frame(std::string_view room, const cached_message& m, const fil
   return fmt::format(
       R"({{"type":"file","room":{},"id":{},"user_id":{},"user_name":{},"filename":{},"mimetype":{},"size":{},"url":{},"timestamp":{:.3f},"is_bot":{}}})",
       json::quoted(room), json::quoted(m.message_id), json::quoted(m.user_id), json::quoted(m.user_name),
-      json::quoted(f.filename), json::quoted(f.mimetype), f.size, json::quoted(file_url(m.message_id, f.filename)),
-      m.timestamp, m.is_bot ? "true" : "false");
+      json::quoted(f.filename), json::quoted(f.mimetype), f.size,
+      json::quoted(file_url(m.message_id, f.filename)), m.timestamp, m.is_bot ? "true" : "false");
 }
 
 std::string typing_frame(std::string_view room, std::string_view who, bool active, std::string_view turn) {
-  return fmt::format(R"({{"type":"typing","room":{},"user_name":{},"active":{},"turn":{}}})", json::quoted(room),
-                     json::quoted(who), active ? "true" : "false", json::quoted(turn));
+  return fmt::format(R"({{"type":"typing","room":{},"user_name":{},"active":{},"turn":{}}})",
+                     json::quoted(room), json::quoted(who), active ? "true" : "false", json::quoted(turn));
 }
 
 const rapidjson::Value* member(const rapidjson::Value& obj, const char* name) {
@@ -157,8 +161,8 @@ bool webchat_origin_allowed(std::optional<std::string_view> origin, std::optiona
     if (a == "*" || iequals(a, *origin)) return true;
   if (!host || host->empty()) return false;
   const auto host_part = [&](std::string_view scheme) {
-    return origin->size() == scheme.size() + host->size() && iequals(origin->substr(0, scheme.size()), scheme) &&
-           iequals(origin->substr(scheme.size()), *host);
+    return origin->size() == scheme.size() + host->size() &&
+           iequals(origin->substr(0, scheme.size()), scheme) && iequals(origin->substr(scheme.size()), *host);
   };
   return host_part("http://") || host_part("https://");
 }
@@ -237,7 +241,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
 
   void on_frame(const std::shared_ptr<client>& c, std::string_view text) {
     if (text.size() > settings.max_frame_bytes) {
-      c->send(error_frame("frame_too_large", fmt::format("frames are at most {} bytes", settings.max_frame_bytes)));
+      c->send(error_frame("frame_too_large",
+                          fmt::format("frames are at most {} bytes", settings.max_frame_bytes)));
       return;
     }
     if (c->inbox.size() >= settings.max_queued_frames) {
@@ -276,7 +281,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     rapidjson::Document d;
     // Iterative: no recursion however deep a hostile frame nests. Invalid UTF-8 (also
     // through \u escapes) is refused.
-    d.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(frame.data(), frame.size());
+    d.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(frame.data(),
+                                                                                    frame.size());
     if (d.HasParseError() || !d.IsObject()) {
       c->send(error_frame("bad_json", "a frame is one JSON object"));
       co_return;
@@ -287,14 +293,19 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
       co_return;
     }
     const std::string_view t(type->GetString(), type->GetStringLength());
-    if (t == "join") co_await join(c, d);
-    else if (t == "message") co_await message(c, d);
-    else if (t == "ping") c->send(R"({"type":"pong"})");
-    else c->send(error_frame("unknown_type", "unknown frame type; expected join, message or ping"));
+    if (t == "join")
+      co_await join(c, d);
+    else if (t == "message")
+      co_await message(c, d);
+    else if (t == "ping")
+      c->send(R"({"type":"pong"})");
+    else
+      c->send(error_frame("unknown_type", "unknown frame type; expected join, message or ping"));
   }
 
   // Reads a string member; sends the error frame and returns nullopt when it is absent or not a string.
-  static std::optional<std::string> string_field(const client& c, const rapidjson::Value& d, const char* name) {
+  static std::optional<std::string> string_field(const client& c, const rapidjson::Value& d,
+                                                 const char* name) {
     const auto* v = member(d, name);
     if (v == nullptr) {
       c.send(error_frame("missing_field", fmt::format("'{}' is required", name)));
@@ -361,7 +372,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     std::vector<std::size_t> files;
     redis::request lookup;
     for (std::size_t i = 0; i < messages.size(); ++i) {
-      if (messages[i].is_bot && messages[i].text.starts_with(file_marker) && is_hex32(messages[i].message_id)) {
+      if (messages[i].is_bot && messages[i].text.starts_with(file_marker) &&
+          is_hex32(messages[i].message_id)) {
         files.push_back(i);
         lookup.push("HMGET", webchat_file_key(messages[i].message_id), "filename", "mimetype", "size");
       }
@@ -373,7 +385,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
       for (std::size_t k = 0; k < files.size(); ++k) {
         const auto& f = (*r)[k].elements();
         if (f.size() == 3 && f[0].is_bulk())
-          found[files[k]] = file_info{f[0].str(), f[1].str(), static_cast<std::size_t>(std::atoll(f[2].str().c_str()))};
+          found[files[k]] =
+              file_info{f[0].str(), f[1].str(), static_cast<std::size_t>(std::atoll(f[2].str().c_str()))};
       }
     }
     std::string out = R"({"type":"history","room":)" + json::quoted(room) + R"(,"messages":[)";
@@ -405,7 +418,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     auto text = string_field(*c, d, "text");
     if (!text) co_return;
     if (text->size() > settings.max_text_bytes) {
-      c->send(error_frame("text_too_long", fmt::format("messages are at most {} bytes", settings.max_text_bytes)));
+      c->send(error_frame("text_too_long",
+                          fmt::format("messages are at most {} bytes", settings.max_text_bytes)));
       co_return;
     }
     if (text->find_first_not_of(" \t\r\n") == std::string::npos) {
@@ -448,7 +462,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     if (!published) {
       webchat_log().log(log::level::warn, {{"trace_id", e.trace_id}}, "inbound message not published: {}",
                         published.error().message());
-      co_await conn.command("PUBLISH", channel, typing_frame(c->room, settings.bot_name, false, e.response_nonce));
+      co_await conn.command("PUBLISH", channel,
+                            typing_frame(c->room, settings.bot_name, false, e.response_nonce));
       c->send(error_frame("unavailable", "the bot did not receive the message; try again"));
       co_return;
     }
@@ -482,10 +497,10 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<result<std::string>> send_text(const std::string& room, const std::string& frame_text,
                                                  const std::string& cache_text, const send_context& ctx,
                                                  const std::string& buttons_json) {
-    const cached_message m{bus::random_hex_id(), settings.bot_user_id, settings.bot_name, cache_text, now_unix(),
-                           true, {}};
-    auto frame = message_frame(room, cached_message{m.message_id, m.user_id, m.user_name, frame_text, m.timestamp,
-                                                    true, {}});
+    const cached_message m{
+        bus::random_hex_id(), settings.bot_user_id, settings.bot_name, cache_text, now_unix(), true, {}};
+    auto frame = message_frame(
+        room, cached_message{m.message_id, m.user_id, m.user_name, frame_text, m.timestamp, true, {}});
     if (!buttons_json.empty()) {
       frame.pop_back();
       frame += R"(,"buttons":)" + buttons_json + "}";
@@ -511,8 +526,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     std::string ascii;
     for (unsigned char ch : filename) ascii.push_back(ch < 0x80 ? static_cast<char>(ch) : '_');
     // Always a download, never rendered on the page's origin (an HTML or SVG file could script it).
-    res.headers.emplace_back("Content-Disposition",
-                             "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + percent_encode(filename));
+    res.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + ascii +
+                                                        "\"; filename*=UTF-8''" + percent_encode(filename));
     res.headers.emplace_back("X-Content-Type-Options", "nosniff");
     res.headers.emplace_back("Content-Security-Policy", "sandbox");
     res.headers.emplace_back("Cache-Control", "private, max-age=3600");
@@ -539,9 +554,15 @@ webchat_platform::~webchat_platform() {
   }
 }
 
-std::size_t webchat_platform::connections() const { return impl_->clients.size(); }
-bool webchat_platform::is_running() const { return impl_->running; }
-bot_identity webchat_platform::identity() const { return {impl_->settings.bot_user_id, impl_->settings.bot_name}; }
+std::size_t webchat_platform::connections() const {
+  return impl_->clients.size();
+}
+bool webchat_platform::is_running() const {
+  return impl_->running;
+}
+bot_identity webchat_platform::identity() const {
+  return {impl_->settings.bot_user_id, impl_->settings.bot_name};
+}
 
 namespace {
 
@@ -558,10 +579,11 @@ void webchat_platform::add_routes(http::router& routes, http::http_server& serve
   auto self = impl_;
   routes.add(http::method::get, "/", http::sync_handler([](request&) {
                auto res = asset(webchat_assets::index_html(), "text/html; charset=utf-8");
-               res.headers.emplace_back("Content-Security-Policy",
-                                        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                        "connect-src 'self'; base-uri 'none'; form-action 'none'; "
-                                        "frame-ancestors 'none'");
+               res.headers.emplace_back(
+                   "Content-Security-Policy",
+                   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                   "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                   "frame-ancestors 'none'");
                res.headers.emplace_back("Referrer-Policy", "no-referrer");
                return res;
              }));
@@ -576,15 +598,17 @@ void webchat_platform::add_routes(http::router& routes, http::http_server& serve
              http::handler([self](request& req) { return self->download(req); }));
   server.add_websocket(
       "/webchat/ws",
-      http::websocket_route{
-          [self](request& req) -> std::optional<response> {
-            if (!self->running) return response::error(503, "unavailable", "the web chat is not running");
-            if (webchat_origin_allowed(req.header("origin"), req.header("host"), self->settings.allowed_origins))
-              return std::nullopt;
-            return response::error(403, "forbidden_origin",
-                                   "this origin may not open the web chat (see --webchat-allowed-origins)");
-          },
-          [self](std::shared_ptr<http::websocket_session> ws) { self->open(ws); }});
+      http::websocket_route{[self](request& req) -> std::optional<response> {
+                              if (!self->running)
+                                return response::error(503, "unavailable", "the web chat is not running");
+                              if (webchat_origin_allowed(req.header("origin"), req.header("host"),
+                                                         self->settings.allowed_origins))
+                                return std::nullopt;
+                              return response::error(
+                                  403, "forbidden_origin",
+                                  "this origin may not open the web chat (see --webchat-allowed-origins)");
+                            },
+                            [self](std::shared_ptr<http::websocket_session> ws) { self->open(ws); }});
 }
 
 task<void> webchat_platform::start() {
@@ -607,7 +631,8 @@ task<result<std::string>> webchat_platform::send(const std::string& channel_id, 
   co_return co_await impl_->send_text(channel_id, text, text, ctx, no_buttons);
 }
 
-task<result<std::string>> webchat_platform::send_with_buttons(const std::string& channel_id, const std::string& text,
+task<result<std::string>> webchat_platform::send_with_buttons(const std::string& channel_id,
+                                                              const std::string& text,
                                                               const std::vector<bus::button>& buttons,
                                                               const send_context& ctx) {
   std::string cache_text = text;
@@ -623,17 +648,18 @@ task<result<std::string>> webchat_platform::send_with_buttons(const std::string&
 }
 
 task<result<std::string>> webchat_platform::send_file(const std::string& channel_id, const std::string& data,
-                                                      const std::string& filename, const std::string& mimetype,
-                                                      const send_context& ctx) {
+                                                      const std::string& filename,
+                                                      const std::string& mimetype, const send_context& ctx) {
   auto& s = impl_->settings;
   const auto file_id = bus::random_hex_id();  // 128 random bits: the URL is the capability
   const file_info f{safe_filename(filename), safe_mimetype(mimetype) ? mimetype : "application/octet-stream",
                     data.size()};
-  const cached_message m{file_id, s.bot_user_id, s.bot_name, std::string(file_marker) + f.filename, now_unix(), true, {}};
+  const cached_message m{file_id,    s.bot_user_id, s.bot_name, std::string(file_marker) + f.filename,
+                         now_unix(), true,          {}};
   auto commands = message_cache::store_commands(platform_name, channel_id, m, ctx.message_key);
-  commands.push_back({"HSET", webchat_file_key(file_id), "data", data, "filename", f.filename, "mimetype", f.mimetype,
-                      "size", std::to_string(f.size), "timestamp", fmt::format("{:.3f}", m.timestamp), "channel_id",
-                      channel_id});
+  commands.push_back({"HSET", webchat_file_key(file_id), "data", data, "filename", f.filename, "mimetype",
+                      f.mimetype, "size", std::to_string(f.size), "timestamp",
+                      fmt::format("{:.3f}", m.timestamp), "channel_id", channel_id});
   commands.push_back({"EXPIRE", webchat_file_key(file_id), std::to_string(s.file_ttl.count())});
   const auto frame = file_frame(channel_id, m, f);
   const auto ec = co_await impl_->emit(channel_id, frame, commands);

@@ -55,7 +55,9 @@ struct chat_client {
     return history;
   }
 
-  void say(const std::string& text) { ws.send_text(R"({"type":"message","text":)" + json::quoted(text) + "}"); }
+  void say(const std::string& text) {
+    ws.send_text(R"({"type":"message","text":)" + json::quoted(text) + "}");
+  }
 
   // No frame is waiting: a ping's answer is the next frame.
   bool nothing_pending() {
@@ -150,7 +152,8 @@ TEST_CASE("the gateway serves the page and its assets from the binary", "[webcha
   CHECK(http_get(g.port(), "/webchat/ws").status == 404);  // no Upgrade: not a WebSocket
 }
 
-TEST_CASE("a browser message is stored, shown to the room and published as an inbound envelope", "[webchat]") {
+TEST_CASE("a browser message is stored, shown to the room and published as an inbound envelope",
+          "[webchat]") {
   gateway_fixture g(false);
   chat_client a;
   a.connect(g.port());
@@ -233,8 +236,10 @@ TEST_CASE("outbound envelopes reach every client in the room and none in another
   buttons.buttons = {{"Yes", "yes", ""}, {"Docs", "", "https://example.com/docs"}};
   bus.publish(buttons);
   const auto b = a2.ws.read_until("Pick one");
-  CHECK(b.find(R"("buttons":[{"label":"Yes","id":"yes","url":""},{"label":"Docs","id":"","url":"https://example.com/docs"}])") !=
-        npos);
+  CHECK(
+      b.find(
+          R"("buttons":[{"label":"Yes","id":"yes","url":""},{"label":"Docs","id":"","url":"https://example.com/docs"}])") !=
+      npos);
   CHECK(b1.nothing_pending());
 }
 
@@ -274,14 +279,16 @@ TEST_CASE("the WebSocket refuses foreign origins unless they are allowed", "[web
     gateway_fixture g(false);
     const auto port = std::to_string(g.port());
     raw_websocket evil;
-    const auto refused = evil.handshake(g.port(), "/webchat/ws", std::string("http://evil.example"), "127.0.0.1:" + port);
+    const auto refused =
+        evil.handshake(g.port(), "/webchat/ws", std::string("http://evil.example"), "127.0.0.1:" + port);
     CHECK(refused.rfind("HTTP/1.1 403", 0) == 0);
     raw_websocket same;
     CHECK(same.handshake(g.port(), "/webchat/ws", "http://127.0.0.1:" + port, "127.0.0.1:" + port)
               .rfind("HTTP/1.1 101", 0) == 0);
     raw_websocket other_port;
-    CHECK(other_port.handshake(g.port(), "/webchat/ws", std::string("http://127.0.0.1:1"), "127.0.0.1:" + port)
-              .rfind("HTTP/1.1 403", 0) == 0);
+    CHECK(
+        other_port.handshake(g.port(), "/webchat/ws", std::string("http://127.0.0.1:1"), "127.0.0.1:" + port)
+            .rfind("HTTP/1.1 403", 0) == 0);
     raw_websocket no_origin;  // not a browser
     CHECK(no_origin.handshake(g.port(), "/webchat/ws", std::nullopt).rfind("HTTP/1.1 101", 0) == 0);
   }
@@ -293,7 +300,8 @@ TEST_CASE("the WebSocket refuses foreign origins unless they are allowed", "[web
     CHECK(listed.handshake(g.port(), "/webchat/ws", std::string("https://chat.example.com"))
               .rfind("HTTP/1.1 101", 0) == 0);
     raw_websocket evil;
-    CHECK(evil.handshake(g.port(), "/webchat/ws", std::string("https://evil.example")).rfind("HTTP/1.1 403", 0) == 0);
+    CHECK(evil.handshake(g.port(), "/webchat/ws", std::string("https://evil.example"))
+              .rfind("HTTP/1.1 403", 0) == 0);
   }
 }
 
@@ -312,14 +320,16 @@ TEST_CASE("bad frames get an error frame and the connection keeps working", "[we
       {R"({"type":"dance"})", "unknown_type"},
       {R"({"type":"message","text":"too early"})", "not_joined"},
       {R"({"type":"join","room":"Bad Room!","user_id":"user-0001","name":"Ada"})", "bad_room"},
-      {R"({"type":"join","room":")" + std::string(33, 'r') + R"(","user_id":"user-0001","name":"Ada"})", "bad_room"},
+      {R"({"type":"join","room":")" + std::string(33, 'r') + R"(","user_id":"user-0001","name":"Ada"})",
+       "bad_room"},
       {R"({"type":"join","room":"lobby","user_id":"x","name":"Ada"})", "bad_user_id"},
       {R"({"type":"join","room":"lobby","user_id":"user-0001","name":"   "})", "bad_name"},
-      {R"({"type":"join","room":"lobby","user_id":"user-0001","name":")" + std::string(65, 'n') + "\"}", "bad_name"},
+      {R"({"type":"join","room":"lobby","user_id":"user-0001","name":")" + std::string(65, 'n') + "\"}",
+       "bad_name"},
       {R"({"type":"join","room":"lobby","user_id":"user-0001","name":"STAR"})", "reserved_name"},
       {R"({"type":"join","room":"lobby","user_id":"user-0001"})", "missing_field"},
       {R"({"type":"join","room":7,"user_id":"user-0001","name":"Ada"})", "bad_field_type"},
-      {std::string(12000, '['), "bad_json"},                   // deep nesting: the parser does not recurse
+      {std::string(12000, '['), "bad_json"},                  // deep nesting: the parser does not recurse
       {R"({"type":"message","text":"\ud800"})", "bad_json"},  // a lone surrogate is not UTF-8
       {R"({"type":"ping","pad":")" + std::string(20000, 'x') + "\"}", "frame_too_large"},
   };
@@ -418,7 +428,8 @@ TEST_CASE("files are stored with a TTL, linked, downloaded, and 404 once expired
   CHECK(later.find(R"("type":"file")") == npos);
 }
 
-TEST_CASE("two gateway processes: each reply and each user message reaches the room on both", "[webchat][process]") {
+TEST_CASE("two gateway processes: each reply and each user message reaches the room on both",
+          "[webchat][process]") {
   redis_server redis;
   const auto port1 = free_port(), port2 = free_port();
   child_process gw1({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port1),

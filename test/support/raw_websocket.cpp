@@ -1,12 +1,11 @@
 #include "raw_websocket.hpp"
 
 #include <arpa/inet.h>
+#include <chrono>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <chrono>
 
 namespace stargazer::test {
 
@@ -75,7 +74,8 @@ ws_frame raw_websocket::read_frame(int timeout_ms) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   const auto left = [&] {
     return static_cast<int>(
-        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count());
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now())
+            .count());
   };
   for (;;) {
     // Server frames are unmasked: 2 header bytes, then 0, 2 or 8 length bytes.
@@ -87,10 +87,13 @@ ws_frame raw_websocket::read_frame(int timeout_ms) {
       if (len == 126) header = 4;
       if (len == 127) header = 10;
       if (in_.size() >= header) {
-        if (header == 4) len = (static_cast<std::uint64_t>(static_cast<unsigned char>(in_[2])) << 8) | static_cast<unsigned char>(in_[3]);
+        if (header == 4)
+          len = (static_cast<std::uint64_t>(static_cast<unsigned char>(in_[2])) << 8) |
+                static_cast<unsigned char>(in_[3]);
         if (header == 10) {
           len = 0;
-          for (int i = 2; i < 10; ++i) len = (len << 8) | static_cast<unsigned char>(in_[static_cast<std::size_t>(i)]);
+          for (int i = 2; i < 10; ++i)
+            len = (len << 8) | static_cast<unsigned char>(in_[static_cast<std::size_t>(i)]);
         }
         if (in_.size() >= header + len) {
           ws_frame f{b0 & 0x0f, in_.substr(header, len)};
@@ -111,7 +114,8 @@ std::string raw_websocket::read_text(int timeout_ms) {
 std::string raw_websocket::read_until(std::string_view needle, int timeout_ms) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
     if (left.count() <= 0) return {};
     auto f = read_frame(static_cast<int>(left.count()));
     if (f.opcode == -1 || f.opcode == 0x8) return {};

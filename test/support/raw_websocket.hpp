@@ -16,7 +16,7 @@ struct ws_frame {
 };
 
 class raw_websocket {
-public:
+ public:
   raw_websocket() = default;
   ~raw_websocket();
   raw_websocket(const raw_websocket&) = delete;
@@ -38,7 +38,7 @@ public:
   // Text frames until one contains `needle` (others are skipped); empty on timeout or close.
   std::string read_until(std::string_view needle, int timeout_ms = 5000);
 
-private:
+ private:
   bool fill(int timeout_ms);
 
   int fd_ = -1;

@@ -11,8 +11,8 @@ TEST_CASE("room ids are short lowercase slugs", "[webchat]") {
     INFO(ok);
     CHECK(valid_room_id(ok, 32));
   }
-  for (const char* bad : {"", "Lobby", "-lobby", "_x", "a b", "a/b", "a.b", "ä", "abcdefghijklmnopqrstuvwxyz0123456",
-                          "..", "a\n"}) {
+  for (const char* bad : {"", "Lobby", "-lobby", "_x", "a b", "a/b", "a.b", "ä",
+                          "abcdefghijklmnopqrstuvwxyz0123456", "..", "a\n"}) {
     INFO(bad);
     CHECK_FALSE(valid_room_id(bad, 32));
   }

@@ -13,7 +13,6 @@
 //
 // Threading: every member is called on the io_context's thread.
 
-#include "stargazer/bus/event_bus.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 
 #include <chrono>
@@ -23,6 +22,9 @@
 #include <string_view>
 #include <vector>
 
+namespace stargazer::bus {
+class event_bus;
+}
 namespace stargazer::http {
 class router;
 class http_server;
@@ -39,21 +41,24 @@ struct webchat_settings {
   std::string bot_name = "Star";
   // Origins ("scheme://host[:port]") allowed besides the page's own; "*" allows any.
   std::vector<std::string> allowed_origins;
-  std::size_t max_frame_bytes = 16 * 1024;  // larger frames get an error frame (keep below the server's WebSocket limit)
-  std::size_t max_text_bytes = 4000;        // message text, UTF-8 bytes
-  std::size_t max_name_bytes = 64;          // display name, UTF-8 bytes
-  std::size_t max_room_bytes = 32;          // room id: [a-z0-9][a-z0-9_-]*
-  std::size_t history_messages = 50;        // sent on join
-  std::size_t max_queued_frames = 16;       // frames of one connection waiting to be handled; more get an error
-  double messages_per_second = 1.0;         // sustained message rate per connection (token bucket); <= 0: unlimited
-  double message_burst = 5.0;               // bucket size
+  std::size_t max_frame_bytes =
+      16 * 1024;  // larger frames get an error frame (keep below the server's WebSocket limit)
+  std::size_t max_text_bytes = 4000;   // message text, UTF-8 bytes
+  std::size_t max_name_bytes = 64;     // display name, UTF-8 bytes
+  std::size_t max_room_bytes = 32;     // room id: [a-z0-9][a-z0-9_-]*
+  std::size_t history_messages = 50;   // sent on join
+  std::size_t max_queued_frames = 16;  // frames of one connection waiting to be handled; more get an error
+  double messages_per_second = 1.0;  // sustained message rate per connection (token bucket); <= 0: unlimited
+  double message_burst = 5.0;        // bucket size
   std::chrono::seconds file_ttl{86400};
 };
 
 inline std::string webchat_room_channel(std::string_view room) {
   return "stargazer:webchat:room:" + std::string(room);
 }
-inline std::string webchat_file_key(std::string_view file_id) { return "webchat:file:" + std::string(file_id); }
+inline std::string webchat_file_key(std::string_view file_id) {
+  return "webchat:file:" + std::string(file_id);
+}
 
 // 1..max characters of [a-z0-9_-], starting with a letter or digit.
 bool valid_room_id(std::string_view room, std::size_t max);
@@ -68,7 +73,7 @@ bool webchat_origin_allowed(std::optional<std::string_view> origin, std::optiona
                             const std::vector<std::string>& allowed);
 
 class webchat_platform final : public platform_adapter {
-public:
+ public:
   // `fanout` is a Pub/Sub connection of this platform's own (its handler is taken over).
   webchat_platform(redis::connection& conn, bus::event_bus& bus, redis::subscriber& fanout,
                    webchat_settings settings = {});
@@ -98,10 +103,13 @@ public:
                                       const std::string& filename, const std::string& mimetype,
                                       const send_context& ctx) override;
   task<result<std::string>> send_with_buttons(const std::string& channel_id, const std::string& text,
-                                              const std::vector<bus::button>& buttons, const send_context& ctx) override;
+                                              const std::vector<bus::button>& buttons,
+                                              const send_context& ctx) override;
   task<void> start_typing(const std::string& channel_id) override;
   task<void> stop_typing(const std::string& channel_id) override;
-  task<bool> add_reaction(const std::string&, const std::string&, const std::string&) override { co_return false; }
+  task<bool> add_reaction(const std::string&, const std::string&, const std::string&) override {
+    co_return false;
+  }
   task<void> set_presence(const std::string&, const std::string&) override { co_return; }
   task<std::vector<history_message>> fetch_history(const std::string&, int) override {
     co_return std::vector<history_message>{};  // the message cache is the history, as on the Redis platform
@@ -113,7 +121,7 @@ public:
 
   struct impl;
 
-private:
+ private:
   std::shared_ptr<impl> impl_;
 };
 
