@@ -50,7 +50,11 @@ struct process {
 
 // Add the gateway's or the worker's components to p.host; the returned object owns them
 // and must live until p.host.run() returns.
-std::shared_ptr<void> add_gateway(process& p);
+struct gateway_handle {
+  std::shared_ptr<void> parts;
+  std::function<std::uint16_t()> http_port;  // the bound port, once the server started
+};
+gateway_handle add_gateway(process& p);
 std::shared_ptr<void> add_worker(process& p);
 
 // (redis_settings above: the configured Redis (URL, Sentinel, TLS); redis://127.0.0.1:6379

@@ -87,7 +87,7 @@ struct gateway_parts {
 
 }  // namespace
 
-std::shared_ptr<void> add_gateway(process& p) {
+gateway_handle add_gateway(process& p) {
   auto parts = std::make_shared<gateway_parts>(p);
   p.host.add(std::make_shared<subscriber_component>(parts->replies, parts->hub));
   p.host.add(parts->outbound);
@@ -96,7 +96,7 @@ std::shared_ptr<void> add_gateway(process& p) {
     p.host.add(std::make_shared<adapter_component>(parts->webchat, parts->rooms, p.health));
   }
   p.host.add(parts->server);
-  return parts;
+  return {parts, [server = parts->server] { return server->port(); }};
 }
 
 int run_gateway(const config& cfg) {

@@ -8,7 +8,9 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <filesystem>
 #include <fstream>
+#include <stdlib.h>
 #include <thread>
 
 using namespace stargazer::test;
@@ -257,4 +259,76 @@ TEST_CASE("tools role: a worker in remote mode has its tool calls run by a tools
   CHECK(worker.wait(5s) == 0);
   CHECK(tools.wait(5s) == 0);
   CHECK(gateway.wait(5s) == 0);
+}
+
+namespace {
+
+std::string make_temp_dir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "sg-standalone-XXXXXX").string();
+  REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+  return pattern;
+}
+
+// The value after `label` up to the next space or newline in `text`.
+std::string word_after(const std::string& text, const std::string& label) {
+  const auto at = text.find(label);
+  if (at == std::string::npos) return {};
+  const auto start = at + label.size();
+  return text.substr(start, text.find_first_of(" \n", start) - start);
+}
+
+}  // namespace
+
+TEST_CASE("standalone without a Redis URL runs its own redis-server, keeps data across restarts, prints the admin key",
+          "[process][e2e][standalone]") {
+  const auto data = make_temp_dir();
+  std::filesystem::create_directories(data + "/redis");
+  std::ofstream(data + "/redis/redis.sock") << "left by a crash";  // a stale socket path is cleaned up
+  const auto port = free_port();
+  const std::vector<std::string> argv{STARGAZER_BINARY, "--role=standalone", "--http-port=" + std::to_string(port),
+                                      "--data-dir=" + data};
+  std::string instance_id;
+  {
+    child_process standalone(argv);
+    REQUIRE(wait_ready(port));
+    REQUIRE(wait_until([&] { return standalone.output().find("Model:") != std::string::npos; }, 5s));
+    const auto out = standalone.output();
+    INFO(out);
+    CHECK(out.find("Web chat:  http://127.0.0.1:" + std::to_string(port) + "/") != std::string::npos);
+    CHECK(out.find("the offline echo model answers") != std::string::npos);
+    const auto key = word_after(out, "Admin key: ");
+    REQUIRE(key.rfind("sga_", 0) == 0);
+    CHECK(out.find("(created now") != std::string::npos);
+    auto created = http_request(port, "POST", "/redis-platform/instances", R"({"instance_id":"kept"})",
+                                "Authorization: Bearer " + key + "\r\nContent-Type: application/json\r\n");
+    CHECK(created.status == 201);
+    standalone.signal(SIGTERM);
+    CHECK(standalone.wait(10s) == 0);
+  }
+  CHECK_FALSE(std::filesystem::exists(data + "/redis/redis.sock"));  // the private server stopped with it
+  CHECK(std::filesystem::exists(data + "/redis/appendonlydir"));
+  {
+    child_process again(argv);
+    REQUIRE(wait_ready(port));
+    REQUIRE(wait_until([&] { return again.output().find("Model:") != std::string::npos; }, 5s));
+    const auto out = again.output();
+    CHECK(out.find("Admin key: in " + data) != std::string::npos);  // not printed twice
+    std::ifstream key_file(data + "/admin.key");
+    std::string key;
+    std::getline(key_file, key);
+    auto listed = http_request(port, "GET", "/redis-platform/instances", "", "Authorization: Bearer " + key + "\r\n");
+    CHECK(listed.status == 200);
+    CHECK(listed.body.find("\"kept\"") != std::string::npos);  // the AOF brought it back
+    again.signal(SIGTERM);
+    CHECK(again.wait(10s) == 0);
+  }
+  std::filesystem::remove_all(data);
+}
+
+TEST_CASE("standalone without redis-server installed says how to install it", "[process][standalone]") {
+  const auto data = make_temp_dir();
+  auto [status, out] = run_process({STARGAZER_BINARY, "--role=standalone", "--data-dir=" + data}, {"PATH=/nonexistent"});
+  CHECK(status == 1);
+  CHECK(out.find("apt-get install redis-server") != std::string::npos);
+  std::filesystem::remove_all(data);
 }

@@ -23,7 +23,15 @@ child_process::child_process(std::vector<std::string> argv, std::vector<std::str
                   ("sg-child-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log"))
                      .string();
   std::vector<std::string> envs;
-  for (char** e = environ; *e != nullptr; ++e) envs.emplace_back(*e);
+  // Entries of `env` replace inherited ones of the same name (getenv finds the first).
+  const auto overridden = [&](std::string_view entry) {
+    const auto name = entry.substr(0, entry.find('=') + 1);
+    for (const auto& e : env)
+      if (std::string_view(e).substr(0, e.find('=') + 1) == name) return true;
+    return false;
+  };
+  for (char** e = environ; *e != nullptr; ++e)
+    if (!overridden(*e)) envs.emplace_back(*e);
   envs.insert(envs.end(), env.begin(), env.end());
   std::vector<char*> argv_c, env_c;
   for (auto& a : argv) argv_c.push_back(a.data());
