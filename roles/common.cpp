@@ -1,6 +1,9 @@
 #include "common.hpp"
 
 #include "stargazer/core/log.hpp"
+#include "stargazer/http/observability.hpp"
+#include "stargazer/http/router.hpp"
+#include "stargazer/http/server.hpp"
 #include "stargazer/tools/builtin.hpp"
 
 #include <boost/asio.hpp>
@@ -26,6 +29,22 @@ std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::co
   auto r = std::make_unique<tools::registry>(std::move(s));
   tools::add_builtin_tools(*r, redis);
   return r;
+}
+
+std::shared_ptr<void> add_health_server(process& p) {
+  if (p.cfg.health_port == 0) return nullptr;
+  struct parts {
+    http::router routes;
+    std::shared_ptr<http::http_server> server;
+  };
+  auto s = std::make_shared<parts>();
+  http::add_observability_routes(s->routes, p.health, p.metrics);
+  http::server_settings hs;
+  hs.host = p.cfg.http_host;
+  hs.port = p.cfg.health_port;
+  s->server = std::make_shared<http::http_server>(p.io, hs, s->routes, p.metrics);
+  p.host.add(s->server);
+  return s;
 }
 
 std::vector<std::string> gateway_platforms() { return {"redis", "webchat"}; }

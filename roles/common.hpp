@@ -50,6 +50,9 @@ struct process {
 
 // Add the gateway's or the worker's components to p.host; the returned object owns them
 // and must live until p.host.run() returns.
+// Worker and tools roles: /healthz, /readyz and /metrics on --health-port, when set.
+std::shared_ptr<void> add_health_server(process& p);
+
 struct gateway_handle {
   std::shared_ptr<void> parts;
   std::function<std::uint16_t()> http_port;  // the bound port, once the server started

@@ -15,6 +15,7 @@ int run_tools(const config& cfg) {
   p.host.add(std::make_shared<stream_setup_component>(p.bus, role::tools, std::vector<std::string>{}, p.health));
   p.host.add(std::make_shared<tools::tool_service>(p.redis, p.redis_config, p.bus, *registry, cfg.instance_id,
                                                    tools::tool_service_settings{}, &p.metrics));
+  auto health = add_health_server(p);
   return p.host.run();
 }
 

@@ -196,6 +196,7 @@ int run_worker(const config& cfg) {
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
   p.host.add(std::make_shared<stream_setup_component>(p.bus, role::worker, gateway_platforms(), p.health));
   auto worker = add_worker(p);
+  auto health = add_health_server(p);
   return p.host.run();
 }
 

@@ -144,6 +144,11 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
           ->group(webchat),
       "SG_WEBCHAT_ALLOWED_ORIGINS");
 
+  env(app.add_option("--health-port", cfg.health_port,
+                     "worker and tools roles: serve /healthz, /readyz and /metrics on this port (0: none)")
+          ->group(http),
+      "SG_HEALTH_PORT");
+
   auto process = "Process";
   env(app.add_option("--data-dir", cfg.data_dir, "Directory for embedded Redis data and other state")
           ->capture_default_str()
@@ -454,6 +459,7 @@ std::string render_config(const config& cfg) {
   line("http-host", toml_string(cfg.http_host));
   line("http-port", std::to_string(cfg.http_port));
   line("http-max-body-bytes", std::to_string(cfg.http_max_body_bytes));
+  line("health-port", std::to_string(cfg.health_port));
   std::string origins;
   for (const auto& o : cfg.webchat_allowed_origins) origins += (origins.empty() ? "" : ", ") + toml_string(o);
   line("webchat-enabled", cfg.webchat_enabled ? "true" : "false");

@@ -143,7 +143,7 @@ TEST_CASE("stop lets requests in flight finish and refuses new connections", "[h
   CHECK(http_get(s.port, "/healthz").status == 0);
 }
 
-TEST_CASE("WebSocket upgrade is handed off to its route; foreign origins are refused", "[http][websocket]") {
+TEST_CASE("WebSocket upgrade is handed off to its route, foreign origins are refused", "[http][websocket]") {
   running_server s;
   std::atomic<int> opened{0};
   std::promise<void> added;

@@ -127,7 +127,7 @@ TEST_CASE("openai client: a plain reply, and what was sent", "[llm]") {
   CHECK(has_line(rendered, R"(stargazer_llm_request_seconds_count{provider="openai"} 1)"));
 }
 
-TEST_CASE("openai client: no Authorization header without a key; request values override the defaults", "[llm]") {
+TEST_CASE("openai client: no Authorization header without a key, request values override the defaults", "[llm]") {
   fake_llm_server fake;
   asio::io_context io;
   auto s = settings_for(fake);

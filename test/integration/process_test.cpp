@@ -220,8 +220,13 @@ TEST_CASE("two workers: one holds the status lease, the other takes it when the 
     return std::vector<std::string>{STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(),
                                     "--instance-id=" + id, "--presence-interval=0.2", "--llm-provider=echo"};
   };
-  child_process a(worker_args("worker-a"));
+  const auto health_port = free_port();
+  auto a_args = worker_args("worker-a");
+  a_args.push_back("--health-port=" + std::to_string(health_port));
+  child_process a(a_args);
   child_process b(worker_args("worker-b"));
+  REQUIRE(wait_ready(health_port));  // a worker's own /readyz (Redis, consumer groups)
+  CHECK(http_get(health_port, "/metrics").body.find("stargazer_status_leader") != std::string::npos);
   std::string holder;
   REQUIRE(wait_until([&] {
     holder = redis.cli({"GET", "sg:leader:status"});

@@ -19,7 +19,7 @@ namespace {
 
 }  // namespace
 
-TEST_CASE("instances: create, list, get, update, delete; keys are stored as digests", "[api]") {
+TEST_CASE("instances: create, list, get, update, delete, keys are stored as digests", "[api]") {
   gateway_fixture g(false);
   auto inst = create_instance(g, R"({"display_name":"Support bot","metadata":{"team":"blue"}})");
   CHECK(inst.id.size() == 16);
@@ -56,7 +56,7 @@ TEST_CASE("instances: create, list, get, update, delete; keys are stored as dige
   CHECK(call(g.port(), "GET", "/redis-platform/instances/" + inst.id, bearer(inst.key)).status == 403);
 }
 
-TEST_CASE("users: register, list, get, delete; a closed roster refuses strangers", "[api]") {
+TEST_CASE("users: register, list, get, delete, a closed roster refuses strangers", "[api]") {
   gateway_fixture g;
   auto inst = create_instance(g);
   const auto base = "/redis-platform/instances/" + inst.id;

@@ -134,7 +134,7 @@ const std::vector<route_case> auth_matrix{
 
 }  // namespace
 
-TEST_CASE("auth matrix: every route x every credential; refusals change nothing", "[api][security]") {
+TEST_CASE("auth matrix: every route x every credential, refusals change nothing", "[api][security]") {
   gateway_fixture g(false);  // no worker: nothing writes to Redis behind the test's back
   const auto other = create_instance(g);
   const auto gone = create_instance(g);

@@ -187,7 +187,7 @@ TEST_CASE("remote tools: a request taken by a tools process that dies is re-run 
   CHECK(f.server.cli({"XPENDING", "sg:stream:tools", "sg:tools"}).rfind("0", 0) == 0);
 }
 
-TEST_CASE("a scripted model calls two tools in one turn; in-process and remote give the same answer",
+TEST_CASE("a scripted model calls two tools in one turn, in-process and remote give the same answer",
           "[tools][processor]") {
   for (const auto mode : {tools::execution_mode::in_process, tools::execution_mode::remote}) {
     INFO((mode == tools::execution_mode::remote ? "remote" : "in process"));

@@ -24,7 +24,7 @@ using namespace stargazer::test;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 
-TEST_CASE("one of two workers holds the status lease; a clean stop hands it over", "[worker][lease]") {
+TEST_CASE("one of two workers holds the status lease, a clean stop hands it over", "[worker][lease]") {
   redis_server server;
   asio::io_context io;
   redis::connection conn(io.get_executor(), redis::settings_from_url(server.url()));

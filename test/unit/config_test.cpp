@@ -151,7 +151,7 @@ TEST_CASE("a config file with an unknown key or a bad value is refused", "[confi
   }
 }
 
-TEST_CASE("--help lists roles and options with defaults; --version prints the version", "[config]") {
+TEST_CASE("--help lists roles and options with defaults, --version prints the version", "[config]") {
   auto help = parse({"--help"});
   REQUIRE(std::holds_alternative<parse_exit>(help.result));
   CHECK(status_of(help) == 0);
@@ -229,4 +229,27 @@ TEST_CASE("web chat options: defaults, flags, environment, and a rendered config
   CHECK_FALSE(cfg_of(again).webchat_enabled);
   CHECK(cfg_of(again).webchat_allowed_origins == c.webchat_allowed_origins);
   CHECK(parse({"--webchat-allowed-origins", "*"}).err.empty());
+}
+
+TEST_CASE("docs/operations.md documents every option --help lists, with its environment variable", "[config][docs]") {
+  const auto help = parse({"--help"}).out;
+  std::ifstream file(std::string(STARGAZER_SOURCE_DIR) + "/docs/operations.md");
+  REQUIRE(file);
+  std::stringstream docs;
+  docs << file.rdbuf();
+  std::size_t checked = 0;
+  for (std::size_t at = help.find("  --"); at != std::string::npos; at = help.find("  --", at + 1)) {
+    const auto end = help.find_first_of(" =\n", at + 2);
+    const auto option = help.substr(at + 2, end - at - 2);
+    if (option == "--help" || option == "--version" || option == "--help-all") continue;
+    INFO(option);
+    CHECK(docs.str().find("`" + option + "`") != std::string::npos);
+    ++checked;
+  }
+  CHECK(checked > 30);
+  for (std::size_t at = help.find("(Env:SG_"); at != std::string::npos; at = help.find("(Env:SG_", at + 1)) {
+    const auto name = help.substr(at + 5, help.find(')', at) - at - 5);
+    INFO(name);
+    CHECK(docs.str().find("`" + name + "`") != std::string::npos);
+  }
 }

@@ -137,7 +137,7 @@ TEST_CASE("malformed envelopes give a reason, never a crash", "[envelope]") {
             .code == "bad_field_type");
 }
 
-TEST_CASE("tool requests and replies round-trip; a request without a deadline is refused", "[envelope][tools]") {
+TEST_CASE("tool requests and replies round-trip, a request without a deadline is refused", "[envelope][tools]") {
   tool_request r;
   r.request_id = "abc";
   r.reply_stream = "sg:tools:reply:w1";

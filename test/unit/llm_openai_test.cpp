@@ -88,7 +88,7 @@ TEST_CASE("encode_request: message shapes of every role", "[llm]") {
   CHECK(std::string(m[4]["content"].GetString()) == "It rains.");
 }
 
-TEST_CASE("encode_request: tools carry their schema as JSON; a bad schema throws", "[llm]") {
+TEST_CASE("encode_request: tools carry their schema as JSON, a bad schema throws", "[llm]") {
   llm::request req;
   req.messages = {msg(llm::role::user, "x")};
   llm::tool_definition t;

@@ -76,7 +76,7 @@ TEST_CASE("the calculator evaluates arithmetic and refuses everything else", "[t
   CHECK(calc_error("pow(2)").find("takes 2 arguments") != std::string::npos);
 }
 
-TEST_CASE("time is told in IANA time zones; unknown or path-like zones are refused", "[tools]") {
+TEST_CASE("time is told in IANA time zones, unknown or path-like zones are refused", "[tools]") {
   const auto t = std::chrono::system_clock::from_time_t(1700000000);  // 2023-11-14 22:13:20 UTC, a Tuesday
   CHECK(*tools::describe_time(t, "UTC") == "2023-11-14 22:13:20 UTC (UTC+00:00), Tuesday");
   CHECK(*tools::describe_time(t, "Asia/Tokyo") == "2023-11-15 07:13:20 JST (UTC+09:00), Wednesday");

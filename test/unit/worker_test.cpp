@@ -79,7 +79,7 @@ TEST_CASE("the prompt template fills known variables and keeps everything else",
   CHECK(rendered.find("NOW") != std::string::npos);
 }
 
-TEST_CASE("fetched history survives its JSON form; malformed JSON is refused", "[worker]") {
+TEST_CASE("fetched history survives its JSON form, malformed JSON is refused", "[worker]") {
   std::vector<platform::history_message> h{{"u", "Ada", "hi \"there\"\n", 12.5, "m1", false, "", "👍"},
                                            {"star", "Star", "hello", 13, "m2", true, "m1", ""}};
   const auto back = platform::history_from_json(platform::history_to_json(h));

@@ -32,6 +32,8 @@ struct config {
   std::string http_host = "127.0.0.1";
   std::uint16_t http_port = 8080;
   std::size_t http_max_body_bytes = 16 * 1024 * 1024;
+  // Worker and tools roles: port for /healthz, /readyz and /metrics on --http-host (0: none).
+  std::uint16_t health_port = 0;
 
   // Web chat (gateway and standalone): the page at `/` and its WebSocket. No authentication.
   bool webchat_enabled = true;
