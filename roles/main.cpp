@@ -23,6 +23,14 @@ int main(int argc, char** argv) {
     case command::dlq_replay:
     case command::dlq_purge:
       return roles::run_dlq(cmd);
+    case command::chat:
+    case command::instance_create:
+    case command::instance_list:
+    case command::instance_delete:
+    case command::user_add:
+    case command::user_list:
+    case command::user_remove:
+      return roles::run_client(cmd);
     case command::run:
       break;
   }

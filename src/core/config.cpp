@@ -1,6 +1,7 @@
 #include "stargazer/core/config.hpp"
 
 #include "stargazer/core/log.hpp"
+#include "stargazer/http/client.hpp"
 #include "stargazer/redis/url.hpp"
 #include "stargazer/tools/registry.hpp"
 
@@ -263,7 +264,7 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
       "SG_TOOL_TIMEOUT");
 
   auto secrets = "Secrets (prefer the environment or the config file: flags show in ps)";
-  env(app.add_option("--admin-api-key", cfg.admin_api_key, "Admin key of the REST API")->group(secrets),
+  env(app.add_option("--admin-api-key,--admin-key", cfg.admin_api_key, "Admin key of the REST API")->group(secrets),
       "SG_ADMIN_API_KEY");
 }
 
@@ -319,6 +320,119 @@ dlq_commands define_dlq_commands(CLI::App& app, dlq_options& opts) {
   stream_option(cmds.purge);
   selection(cmds.purge, "purge", "Delete the whole dead-letter stream");
   return cmds;
+}
+
+// `stargazer chat`, `instance create|list|delete`, `user add|list|remove`: clients of a
+// running gateway's REST API.
+//
+// Their environment fallbacks (SG_URL, SG_INSTANCE, SG_INSTANCE_KEY) are applied after
+// parsing, to the chosen command only: CLI11 2.1 reads `envname`s and runs the callbacks
+// of every subcommand, parsed or not, so options of several subcommands bound to one
+// variable would overwrite the parsed one's value, and a bad SG_URL would fail any run.
+struct client_command {
+  CLI::App* app = nullptr;
+  command what = command::run;
+  CLI::Option* url = nullptr;
+  CLI::Option* instance = nullptr;  // --instance, where it is required
+  CLI::Option* key = nullptr;       // chat's --key
+};
+
+const CLI::Validator http_url{[](std::string& s) -> std::string {
+                                std::string error;
+                                if (!http::parse_base_url(s, &error)) return error;
+                                return {};
+                              },
+                              "URL"};
+
+std::vector<client_command> define_client_commands(CLI::App& app, client_options& opts) {
+  std::vector<client_command> cmds;
+  const auto add = [&](CLI::App* parent, const char* name, const char* help, command what) -> client_command& {
+    auto& c = cmds.emplace_back();
+    c.app = parent->add_subcommand(name, help)->fallthrough();
+    c.what = what;
+    c.url = c.app->add_option("--url", opts.url, "Base URL of the gateway's REST API (env SG_URL)")
+                ->check(http_url)
+                ->capture_default_str();
+    return c;
+  };
+  const auto instance = [&](client_command& c) {
+    c.instance = c.app->add_option("--instance", opts.instance, "Instance id (env SG_INSTANCE); required");
+  };
+  const auto json = [&](client_command& c) {
+    c.app->add_flag("--json", opts.json, "Print the REST API's JSON response instead of a table");
+  };
+
+  auto& chat = add(&app, "chat",
+                   "Chat with an instance's bot: each line of stdin is a message, replies are printed as they "
+                   "arrive; /quit or the end of input leaves",
+                   command::chat);
+  instance(chat);
+  chat.key = chat.app->add_option("--key", opts.key,
+                                  "The instance's API key (env SG_INSTANCE_KEY; default: the admin key)");
+  chat.app->add_option("--user-id", opts.user_id, "Your user id on the instance (default: $USER)");
+  chat.app->add_option("--user-name", opts.user_name, "Your display name (default: $USER)");
+
+  auto* instances = app.add_subcommand("instance", "Create, list or delete instances of the Redis platform (admin key)")
+                        ->fallthrough();
+  instances->require_subcommand(1);
+  auto& create = add(instances, "create", "Create an instance; prints its id and its API key (shown only once)",
+                     command::instance_create);
+  create.app->add_option("--id", opts.instance, "Instance id, 1-64 of [A-Za-z0-9._-] (default: generated)");
+  create.app->add_option("--name", opts.name, "Display name");
+  json(create);
+  json(add(instances, "list", "List instances", command::instance_list));
+  auto& remove_instance =
+      add(instances, "delete", "Delete an instance with its users, history and events", command::instance_delete);
+  remove_instance.app->add_option("ID", opts.instance, "Instance id")->required();
+  json(remove_instance);
+
+  auto* users =
+      app.add_subcommand("user", "Register, list or remove the users of an instance (admin key)")->fallthrough();
+  users->require_subcommand(1);
+  auto& add_user = add(users, "add", "Register a user (an instance with users accepts messages only from them)",
+                       command::user_add);
+  instance(add_user);
+  add_user.app->add_option("USER_ID", opts.user_id, "User id, 1-128 of [A-Za-z0-9._:@-]")->required();
+  add_user.app->add_option("--name", opts.name, "Display name (default: the user id)");
+  json(add_user);
+  auto& list_users = add(users, "list", "List the registered users", command::user_list);
+  instance(list_users);
+  json(list_users);
+  auto& remove_user = add(users, "remove", "Remove a registered user", command::user_remove);
+  instance(remove_user);
+  remove_user.app->add_option("USER_ID", opts.user_id, "User id")->required();
+  json(remove_user);
+  return cmds;
+}
+
+// An option's environment fallback, validated as the flag would be.
+void env_fallback(CLI::Option* opt, const char* name) {
+  if (opt == nullptr || opt->count() > 0) return;
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return;
+  opt->add_result(std::string(value));
+  opt->run_callback();
+}
+
+// Environment fallbacks, defaults and checks of the chosen client command.
+void complete_client_command(const client_command& c, const config& cfg, client_options& opts) {
+  env_fallback(c.url, "SG_URL");
+  env_fallback(c.instance, "SG_INSTANCE");
+  env_fallback(c.key, "SG_INSTANCE_KEY");
+  if (c.instance != nullptr && c.instance->count() == 0)
+    throw bad_value("--instance: required (or SG_INSTANCE)");
+  if (c.what == command::chat) {
+    if (opts.key.empty() && cfg.admin_api_key.empty())
+      throw bad_value("--key: chat needs the instance's API key (--key or SG_INSTANCE_KEY)");
+    const char* user = std::getenv("USER");
+    const std::string login = user != nullptr && *user != '\0' ? user : "terminal";
+    if (opts.user_id.empty()) opts.user_id = login;
+    if (opts.user_name.empty()) opts.user_name = login;
+    return;
+  }
+  if (cfg.admin_api_key.empty())
+    throw bad_value("--admin-key: this command needs the admin key (--admin-key or SG_ADMIN_API_KEY)");
+  if (c.what == command::user_add && opts.name.empty()) opts.name = opts.user_id;
 }
 
 // Applies the config file's values to the bound variables, leaving every option
@@ -397,6 +511,7 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   auto* config_print = config_cmd->add_subcommand("print", "Print the effective configuration, secrets redacted");
   config_cmd->require_subcommand(1);
   const auto dlq = define_dlq_commands(app, result.dlq);
+  const auto client = define_client_commands(app, result.client);
 
   try {
     if (const auto path = config_path_from(argc, argv); !path.empty()) apply_config_file(app, cfg, path);
@@ -407,6 +522,11 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
     for (auto* cmd : {dlq.replay, dlq.purge})
       if (cmd->parsed() && result.dlq.ids.empty() && !result.dlq.all)
         throw bad_value(fmt::format("dlq {}: give --id ID... or --all", cmd->get_name()));
+    for (const auto& c : client)
+      if (c.app->parsed()) {
+        result.what = c.what;
+        complete_client_command(c, cfg, result.client);
+      }
   } catch (const CLI::CallForHelp&) {
     out << app.help();
     return parse_exit{0};

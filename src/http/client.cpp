@@ -15,6 +15,8 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <limits>
+#include <optional>
 #include <vector>
 
 #include <sys/socket.h>
@@ -213,15 +215,21 @@ std::error_code classify(const error_code& ec) {
   return std::error_code(ec);
 }
 
-response to_response(bhttp::response<bhttp::string_body>&& in) {
+// Status and headers of a parsed response head, as to_response() fills them.
+template <class Body>
+response head_of(const bhttp::response<Body>& in) {
   response out;
   out.status = in.result_int();
   out.content_type.clear();
-  out.headers.reserve(16);
   for (const auto& field : in)
     out.headers.emplace_back(ascii_lower(std::string_view(field.name_string().data(), field.name_string().size())),
                              std::string(field.value()));
   if (const auto type = out.header("content-type")) out.content_type = std::string(*type);
+  return out;
+}
+
+response to_response(bhttp::response<bhttp::string_body>&& in) {
+  auto out = head_of(in);
   out.body = std::move(in.body());
   return out;
 }
@@ -239,6 +247,49 @@ asio::awaitable<error_code> exchange(Stream& stream, beast::flat_buffer& buffer,
   if (ec) co_return ec;
   co_await bhttp::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   co_return ec;
+}
+
+// client::stream() on one connected stream: write, read the head, then the body piece by
+// piece into the handler (2xx) or into the response (any other status).
+template <class Stream>
+asio::awaitable<result<response>> stream_exchange(Stream& stream, beast::tcp_stream& lowest, beast::flat_buffer& buffer,
+                                                  bhttp::request<bhttp::string_body>& req,
+                                                  client::stream_handler& handler, const client_settings& settings) {
+  error_code ec;
+  const auto until = clock_type::now() + settings.response_timeout;
+  lowest.expires_at(until);
+  co_await bhttp::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return classify(ec);
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  // Streamed bodies have no size limit, collected ones are checked below. Not boost::none:
+  // Beast 1.74 compares a Content-Length with the optional limit, and any length is
+  // greater than none.
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  parser.header_limit(static_cast<std::uint32_t>(settings.max_header_bytes));
+  co_await bhttp::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return classify(ec);
+  auto head = head_of(parser.get());
+  const bool streamed = head.status >= 200 && head.status < 300;
+  if (streamed && handler.on_head && !handler.on_head(head)) co_return head;
+
+  std::string collected;
+  std::vector<char> piece(16 * 1024);
+  while (!parser.is_done()) {
+    parser.get().body().data = piece.data();
+    parser.get().body().size = piece.size();
+    if (streamed) lowest.expires_after(settings.response_timeout);  // the longest silence
+    co_await bhttp::async_read_some(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == bhttp::error::need_buffer) ec = {};
+    const auto n = piece.size() - parser.get().body().size;
+    if (n > 0 && streamed && handler.on_body && !handler.on_body(std::string_view(piece.data(), n))) co_return head;
+    if (n > 0 && !streamed) {
+      collected.append(piece.data(), n);
+      if (collected.size() > settings.max_response_bytes) co_return make_error_code(errc::reply_too_large);
+    }
+    if (ec) co_return classify(ec);
+  }
+  if (!streamed) head.body = std::move(collected);
+  co_return head;
 }
 
 }  // namespace
@@ -263,6 +314,23 @@ struct client::impl {
   std::vector<std::unique_ptr<connection>> idle;
   client_stats stats;
   bool closed = false;
+  std::vector<connection*> streaming;  // connections of the stream() calls in flight
+  std::uint64_t stream_aborts = 0;     // abort_streams() calls so far
+
+  bhttp::request<bhttp::string_body> to_beast(request&& req, bool keep_alive) const {
+    bhttp::request<bhttp::string_body> out;
+    const auto verb = to_string(req.verb);
+    out.method_string(beast::string_view(verb.data(), verb.size()));
+    out.target(origin.path_prefix + req.target);
+    out.version(11);
+    out.set(bhttp::field::host, origin.authority());
+    out.set(bhttp::field::user_agent, settings.user_agent);
+    for (const auto& [name, value] : req.headers) out.insert(name, value);
+    out.body() = std::move(req.body);
+    out.keep_alive(keep_alive);
+    out.prepare_payload();
+    return out;
+  }
 
   std::unique_ptr<connection> take_idle() {
     const auto now = clock_type::now();
@@ -333,17 +401,7 @@ client_stats client::stats() const { return impl_->stats; }
 
 asio::awaitable<result<response>> client::send(request req) {
   auto self = impl_;  // in-flight calls keep the state alive
-  bhttp::request<bhttp::string_body> out;
-  const auto verb = to_string(req.verb);
-  out.method_string(beast::string_view(verb.data(), verb.size()));
-  out.target(self->origin.path_prefix + req.target);
-  out.version(11);
-  out.set(bhttp::field::host, self->origin.authority());
-  out.set(bhttp::field::user_agent, self->settings.user_agent);
-  for (const auto& [name, value] : req.headers) out.insert(name, value);
-  out.body() = std::move(req.body);
-  out.keep_alive(self->settings.max_idle_connections > 0);
-  out.prepare_payload();
+  auto out = self->to_beast(std::move(req), self->settings.max_idle_connections > 0);
 
   for (int attempt = 0;; ++attempt) {
     // A retry after a stale pooled connection always takes a new one.
@@ -382,6 +440,40 @@ asio::awaitable<result<response>> client::send(request req) {
     else conn->close();
     co_return res;
   }
+}
+
+asio::awaitable<result<response>> client::stream(request req, stream_handler handler) {
+  auto self = impl_;
+  auto out = self->to_beast(std::move(req), false);
+  const auto aborts = self->stream_aborts;
+  const auto canceled = std::make_error_code(std::errc::operation_canceled);
+  auto conn = std::make_unique<connection>(self->executor);
+  // Registered before connecting, so that abort_streams() reaches it at every step.
+  struct registration {
+    impl& owner;
+    connection* c;
+    ~registration() { std::erase(owner.streaming, c); }
+  };
+  self->streaming.push_back(conn.get());
+  const registration registered{*self, conn.get()};
+
+  const auto connect_error = co_await self->connect(*conn);
+  if (aborts != self->stream_aborts) {
+    conn->close();
+    co_return canceled;
+  }
+  if (connect_error) co_return connect_error;
+  std::optional<result<response>> r;
+  if (conn->tls) r.emplace(co_await stream_exchange(*conn->tls, conn->lowest(), conn->buffer, out, handler, self->settings));
+  else r.emplace(co_await stream_exchange(conn->plain, conn->plain, conn->buffer, out, handler, self->settings));
+  conn->close();
+  if (!*r && aborts != self->stream_aborts) co_return canceled;
+  co_return std::move(*r);
+}
+
+void client::abort_streams() {
+  ++impl_->stream_aborts;
+  for (auto* c : impl_->streaming) c->close();
 }
 
 }  // namespace stargazer::http

@@ -19,7 +19,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <functional>
+#include <future>
 #include <thread>
 
 using namespace stargazer;
@@ -310,4 +313,122 @@ TEST_CASE("http client: a missing CA file is refused at construction", "[http_cl
   http::client_settings s;
   s.tls_ca_file = "/nonexistent/ca.pem";
   CHECK_THROWS_AS(http::client(io.get_executor(), url_of("https://localhost"), s), std::system_error);
+}
+
+namespace {
+
+const std::string chunked_head =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+std::string chunk(std::string_view data) { return fmt::format("{:x}\r\n{}\r\n", data.size(), data); }
+
+}  // namespace
+
+TEST_CASE("http client: stream() hands a chunked body over piece by piece as it arrives", "[http_client]") {
+  std::promise<void> first_seen;
+  auto first_seen_future = first_seen.get_future();
+  scripted_server server([&](int listen_fd) {
+    const int fd = ::accept(listen_fd, nullptr, nullptr);
+    if (fd < 0) return;
+    scripted_server::read_head(fd);
+    scripted_server::send_all(fd, chunked_head + chunk("data: one\n\n"));
+    // The rest only once the client has seen the first piece: a client that waited for
+    // the whole body would wait forever.
+    if (first_seen_future.wait_for(5s) == std::future_status::ready)
+      scripted_server::send_all(fd, chunk("data: two\n\n") + "0\r\n\r\n");
+    ::close(fd);
+  });
+  asio::io_context io;
+  http::client client(io.get_executor(), url_of(server.url()));
+  unsigned head_status = 0;
+  std::string body;
+  bool signalled = false;
+  http::client::stream_handler handler;
+  handler.on_head = [&](const http::response& head) {
+    head_status = head.status;
+    CHECK(head.content_type == "text/event-stream");
+    return true;
+  };
+  handler.on_body = [&](std::string_view piece) {
+    body.append(piece);
+    if (!signalled && body.find("one") != std::string::npos) {
+      signalled = true;
+      first_seen.set_value();
+    }
+    return true;
+  };
+  auto res = run_coro(io, client.stream(get("/events"), std::move(handler)));
+  if (!signalled) first_seen.set_value();
+  REQUIRE(res);
+  CHECK(res->status == 200);
+  CHECK(res->body.empty());
+  CHECK(head_status == 200);
+  CHECK(body == "data: one\n\ndata: two\n\n");
+}
+
+TEST_CASE("http client: stream() reads an error status whole, and streams a Content-Length body", "[http_client]") {
+  scripted_server server([](int listen_fd) {
+    for (int i = 0; i < 2; ++i) {
+      const int fd = ::accept(listen_fd, nullptr, nullptr);
+      if (fd < 0) return;
+      scripted_server::read_head(fd);
+      if (i == 0)
+        scripted_server::send_all(fd, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                                      "Content-Length: 13\r\n\r\n{\"error\":403}");
+      else
+        scripted_server::send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+      ::close(fd);
+    }
+  });
+  asio::io_context io;
+  http::client client(io.get_executor(), url_of(server.url()));
+  int calls = 0;
+  std::string body;
+  const auto handler = [&] {
+    http::client::stream_handler h;
+    h.on_head = [&](const http::response&) {
+      ++calls;
+      return true;
+    };
+    h.on_body = [&](std::string_view piece) {
+      body.append(piece);
+      return true;
+    };
+    return h;
+  };
+  auto refused = run_coro(io, client.stream(get("/events"), handler()));
+  REQUIRE(refused);
+  CHECK(refused->status == 403);
+  CHECK(refused->body == "{\"error\":403}");
+  CHECK(calls == 0);
+  auto ok = run_coro(io, client.stream(get("/events"), handler()));
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  CHECK(calls == 1);
+  CHECK(body == "hello");
+}
+
+TEST_CASE("http client: abort_streams() ends a stream in flight with operation_canceled", "[http_client]") {
+  scripted_server server([](int listen_fd) {
+    const int fd = ::accept(listen_fd, nullptr, nullptr);
+    if (fd < 0) return;
+    scripted_server::read_head(fd);
+    scripted_server::send_all(fd, chunked_head + chunk(": hello\n\n"));
+    char b;
+    while (::recv(fd, &b, 1, 0) > 0) {
+    }  // until the client closes
+    ::close(fd);
+  });
+  asio::io_context io;
+  http::client client(io.get_executor(), url_of(server.url()));
+  http::client::stream_handler handler;
+  handler.on_body = [&](std::string_view) {
+    asio::post(io, [&] { client.abort_streams(); });
+    return true;
+  };
+  const auto started = std::chrono::steady_clock::now();
+  auto res = run_coro(io, client.stream(get("/events"), std::move(handler)));
+  REQUIRE_FALSE(res);
+  CHECK(res.error() == std::make_error_code(std::errc::operation_canceled));
+  CHECK(std::chrono::steady_clock::now() - started < 2s);
 }

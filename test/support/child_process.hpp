@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <sys/types.h>
@@ -13,8 +14,10 @@ namespace stargazer::test {
 
 class child_process {
 public:
-  // Starts `argv` with extra environment entries ("NAME=value").
-  explicit child_process(std::vector<std::string> argv, std::vector<std::string> env = {});
+  // Starts `argv` with extra environment entries ("NAME=value"). With `pipe_stdin` the
+  // child's stdin is a pipe fed by write_stdin() and ended by close_stdin() (or by the
+  // destructor); otherwise the child inherits ours.
+  explicit child_process(std::vector<std::string> argv, std::vector<std::string> env = {}, bool pipe_stdin = false);
   ~child_process();
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
@@ -26,14 +29,23 @@ public:
   // Everything the process wrote to stdout and stderr so far.
   std::string output() const;
 
+  // Writes to the child's piped stdin; false when it cannot (never piped, closed, or the
+  // child closed its end: no SIGPIPE reaches the test). Blocks while the pipe is full.
+  bool write_stdin(std::string_view data);
+  // Ends the child's input: it reads end-of-file.
+  void close_stdin();
+
 private:
   pid_t pid_ = -1;
+  int stdin_fd_ = -1;
   std::string output_path_;
   std::optional<int> status_;
 };
 
-// Runs to completion and returns {status, output}.
+// Runs to completion and returns {status, output}. With `input` the child's stdin is a
+// pipe carrying it, then end-of-file.
 std::pair<int, std::string> run_process(std::vector<std::string> argv, std::vector<std::string> env = {},
-                                        std::chrono::milliseconds timeout = std::chrono::seconds(20));
+                                        std::chrono::milliseconds timeout = std::chrono::seconds(20),
+                                        std::optional<std::string> input = std::nullopt);
 
 }  // namespace stargazer::test

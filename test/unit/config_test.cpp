@@ -253,3 +253,92 @@ TEST_CASE("docs/operations.md documents every option --help lists, with its envi
     CHECK(docs.str().find("`" + name + "`") != std::string::npos);
   }
 }
+
+TEST_CASE("REST client subcommands parse into the command and its options", "[config][cli]") {
+  scoped_env admin("SG_ADMIN_API_KEY", "adm");
+
+  auto create = parse({"instance", "create", "--id", "bot1", "--name", "Bot One", "--url", "http://gw:9000/sg"});
+  REQUIRE(std::holds_alternative<parsed_command>(create.result));
+  const auto& c = std::get<parsed_command>(create.result);
+  CHECK(c.what == command::instance_create);
+  CHECK(c.client.instance == "bot1");
+  CHECK(c.client.name == "Bot One");
+  CHECK(c.client.url == "http://gw:9000/sg");
+  CHECK(c.cfg.admin_api_key == "adm");
+
+  auto del = parse({"instance", "delete", "bot1", "--json", "--admin-key", "other"});
+  REQUIRE(std::holds_alternative<parsed_command>(del.result));
+  const auto& d = std::get<parsed_command>(del.result);
+  CHECK(d.what == command::instance_delete);
+  CHECK(d.client.instance == "bot1");
+  CHECK(d.client.json);
+  CHECK(d.client.url == "http://127.0.0.1:8080");
+  CHECK(d.cfg.admin_api_key == "other");
+
+  auto add = parse({"user", "add", "--instance", "bot1", "ada"});
+  REQUIRE(std::holds_alternative<parsed_command>(add.result));
+  const auto& a = std::get<parsed_command>(add.result);
+  CHECK(a.what == command::user_add);
+  CHECK(a.client.user_id == "ada");
+  CHECK(a.client.name == "ada");  // the display name defaults to the id
+
+  CHECK(std::get<parsed_command>(parse({"instance", "list"}).result).what == command::instance_list);
+  CHECK(std::get<parsed_command>(parse({"user", "list", "--instance", "i"}).result).what == command::user_list);
+  CHECK(std::get<parsed_command>(parse({"user", "remove", "--instance", "i", "u"}).result).what ==
+        command::user_remove);
+}
+
+TEST_CASE("chat takes SG_URL, SG_INSTANCE and SG_INSTANCE_KEY; flags win over them", "[config][cli]") {
+  scoped_env url("SG_URL", "http://gw:1");
+  scoped_env instance("SG_INSTANCE", "from-env");
+  scoped_env key("SG_INSTANCE_KEY", "k-env");
+  const char* user = std::getenv("USER");
+  const std::string login = user != nullptr && *user != '\0' ? user : "terminal";
+
+  auto from_env = parse({"chat"});
+  REQUIRE(std::holds_alternative<parsed_command>(from_env.result));
+  const auto& e = std::get<parsed_command>(from_env.result);
+  CHECK(e.what == command::chat);
+  CHECK(e.client.url == "http://gw:1");
+  CHECK(e.client.instance == "from-env");
+  CHECK(e.client.key == "k-env");
+  CHECK(e.client.user_id == login);  // both default to $USER
+  CHECK(e.client.user_name == login);
+
+  auto flags = parse({"chat", "--url", "http://gw:2", "--instance", "i", "--key", "k", "--user-id", "u1",
+                      "--user-name", "Ada L"});
+  REQUIRE(std::holds_alternative<parsed_command>(flags.result));
+  const auto& f = std::get<parsed_command>(flags.result);
+  CHECK(f.client.url == "http://gw:2");
+  CHECK(f.client.instance == "i");
+  CHECK(f.client.key == "k");
+  CHECK(f.client.user_id == "u1");
+  CHECK(f.client.user_name == "Ada L");
+}
+
+TEST_CASE("REST client subcommands refuse bad usage with status 2 naming the flag", "[config][cli]") {
+  const auto refused = [](std::vector<std::string> args, const std::string& flag) {
+    auto o = parse(std::move(args));
+    INFO(o.err);
+    REQUIRE(std::holds_alternative<parse_exit>(o.result));
+    CHECK(status_of(o) == 2);
+    CHECK(o.err.find(flag) != std::string::npos);
+  };
+  {
+    scoped_env admin("SG_ADMIN_API_KEY", "adm");
+    refused({"chat", "--instance", "i", "--url", "ftp://x"}, "--url");
+    refused({"user", "add", "ada"}, "--instance");
+    refused({"user", "add", "--instance", "i"}, "USER_ID");
+    refused({"instance", "delete"}, "ID");
+    refused({"instance", "list", "--bogus"}, "--bogus");
+    refused({"instance"}, "subcommand");
+  }
+  refused({"instance", "list"}, "--admin-key");
+  refused({"chat", "--instance", "i"}, "--key");
+  {
+    // A bad SG_URL fails only the client commands, never a role.
+    scoped_env url("SG_URL", "not a url");
+    refused({"instance", "list", "--admin-key", "a"}, "--url");
+    CHECK(std::holds_alternative<parsed_command>(parse({"--role", "worker"}).result));
+  }
+}

@@ -97,7 +97,20 @@ struct config {
 };
 
 // What the command line asked for.
-enum class command { run, config_print, dlq_list, dlq_replay, dlq_purge };
+enum class command {
+  run,
+  config_print,
+  dlq_list,
+  dlq_replay,
+  dlq_purge,
+  chat,
+  instance_create,
+  instance_list,
+  instance_delete,
+  user_add,
+  user_list,
+  user_remove,
+};
 
 // Options of `stargazer dlq list|replay|purge` (operator commands, not configuration).
 struct dlq_options {
@@ -108,10 +121,25 @@ struct dlq_options {
   bool all = false;               // ... or every entry
 };
 
+// Options of the commands that call a gateway's REST API (docs/rest-api.md): the
+// terminal client `stargazer chat` and the operator commands `stargazer instance
+// create|list|delete` and `stargazer user add|list|remove` (docs/operations.md, "Operator
+// commands"). The admin key they use is config::admin_api_key.
+struct client_options {
+  std::string url = "http://127.0.0.1:8080";  // the gateway (--url, SG_URL); a path prefix is kept
+  std::string instance;   // chat, user: --instance (SG_INSTANCE); instance create: --id; instance delete: ID
+  std::string name;       // instance create, user add: --name (display name; user add: default USER_ID)
+  std::string user_id;    // user add/remove: USER_ID; chat: --user-id (default $USER)
+  std::string user_name;  // chat: --user-name (default $USER)
+  std::string key;        // chat: the instance's API key (--key, SG_INSTANCE_KEY; default: the admin key)
+  bool json = false;      // operator commands: the REST API's JSON response instead of a table
+};
+
 struct parsed_command {
   command what = command::run;
   config cfg;
   dlq_options dlq;
+  client_options client;
 };
 
 // Parsing ended without a command to run: help or version was printed (status 0), or

@@ -10,6 +10,10 @@ namespace stargazer {
 // Decodes %XX escapes; with `plus_is_space` also '+' (query strings). nullopt on a bad escape.
 std::optional<std::string> percent_decode(std::string_view in, bool plus_is_space = false);
 
+// Encodes every byte outside RFC 3986's unreserved set (A-Z a-z 0-9 - . _ ~) as %XX: a
+// safe URL path segment or query value.
+std::string percent_encode(std::string_view in);
+
 // Lower-cases ASCII letters (HTTP header names).
 std::string ascii_lower(std::string_view in);
 

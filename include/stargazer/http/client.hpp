@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -82,6 +83,34 @@ public:
   // reset, closed early) as an Asio/system/SSL error code. A request that fails on a pooled
   // connection before any response byte arrived is sent once more on a new connection.
   boost::asio::awaitable<result<response>> send(request req);
+
+  // Receives a streamed response (see stream()).
+  struct stream_handler {
+    // The status and headers as soon as they are in (body empty). False stops at once.
+    std::function<bool(const response& head)> on_head;
+    // Each piece of the body as it arrives. False stops reading.
+    std::function<bool(std::string_view piece)> on_body;
+  };
+
+  // Sends `req` and, for a 2xx status, hands the body to `handler` piece by piece as it
+  // arrives instead of collecting it: for Server-Sent Events and other long-lived
+  // responses. Any other status is read whole, as send() reads it, and returned without
+  // calling the handler. The stream gets its own connection, never pooled.
+  //
+  // Deadlines: connect_timeout as in send(); response_timeout up to the header, then as
+  // the longest silence between two pieces (a server that sends heartbeats stays open).
+  // No size limit applies to a streamed body.
+  //
+  // Returns the head (status and headers, empty body) when the body ended or a handler
+  // returned false; an error code when the exchange failed, also after the head (a
+  // connection closed before the end of the body; on_head tells whether the head had
+  // arrived), and std::errc::operation_canceled after abort_streams().
+  boost::asio::awaitable<result<response>> stream(request req, stream_handler handler);
+
+  // Ends every stream() in flight (closing their connections) and any that is still
+  // connecting: they return std::errc::operation_canceled. For a clean shutdown, since
+  // Asio 1.18 has no per-operation cancellation.
+  void abort_streams();
 
   // Closes the pooled idle connections.
   void close_idle();
