@@ -281,6 +281,7 @@ std::string encode(const inbound_envelope& e) {
   if (!e.member_roles.empty()) m.custom("member_roles", [&](auto& p) { pack_str_array(p, e.member_roles); });
   if (e.member_count != 0) m.integer("member_count", e.member_count);
   m.str_if("trace_id", e.trace_id).str_if("response_nonce", e.response_nonce);
+  if (e.cached) m.boolean("cached", true);
   if (!e.extra.empty()) {
     m.custom("extra", [&](auto& p) {
       p.pack_map(static_cast<std::uint32_t>(e.extra.size()));
@@ -320,6 +321,7 @@ decoded<inbound_envelope> decode_inbound(std::string_view bytes) {
     e.member_count = f.integer("member_count", 0);
     e.trace_id = f.str("trace_id");
     e.response_nonce = f.str("response_nonce");
+    e.cached = f.boolean("cached", false);
     if (const auto* extra = f.find("extra")) {
       if (extra->type != msgpack::type::MAP) fail("bad_field_type", "extra must be a map");
       const fields x(*extra);

@@ -84,6 +84,7 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
   asio::awaitable<void> read_loop() {
     auto self = shared_from_this();
     reader_done = false;
+    bool just_created_group = false;  // a second NOGROUP in a row pauses like any error
     while (running) {
       const auto free = settings.max_in_flight > busy() ? settings.max_in_flight - busy() : 0;
       if (free == 0) {
@@ -97,15 +98,23 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
                "BLOCK", settings.block.count(), "STREAMS", settings.stream, ">");
       auto r = co_await blocking->exec_one(std::move(req));
       if (!running) break;
-      if (!r || r->is_error()) {
-        log.warn("XREADGROUP failed: {}", r ? r->str() : r.error().message());
-        if (r && r->error_code() == "NOGROUP") {
-          // The group vanished (e.g. the stream was deleted): recreate it and go on.
-          co_await commands.command("XGROUP", "CREATE", settings.stream, settings.group, "0", "MKSTREAM");
+      if (r && r->is_error() && r->error_code() == "NOGROUP" && !std::exchange(just_created_group, true)) {
+        // Not created yet (we started before the stream set-up) or vanished (the stream was
+        // deleted): create it and read again at once. Pausing here would hold back every
+        // entry published meanwhile for error_pause.
+        auto created = co_await commands.command("XGROUP", "CREATE", settings.stream, settings.group, "0", "MKSTREAM");
+        if (created && (!created->is_error() || created->error_code() == "BUSYGROUP")) {
+          log.info("consumer group {} ready on {}", settings.group, settings.stream);
+          continue;
         }
+      }
+      if (!r || r->is_error()) {
+        just_created_group = false;
+        log.warn("XREADGROUP failed: {}", r ? r->str() : r.error().message());
         co_await pause(settings.error_pause);
         continue;
       }
+      just_created_group = false;
       for (auto& e : parse_xread(*r)) dispatch(std::move(e), delivery{0, false, this});
     }
     reader_done = true;

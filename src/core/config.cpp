@@ -242,6 +242,11 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name) {
           ->check(CLI::Range(1, 50))
           ->group(persona),
       "SG_MAX_TOOL_ROUNDS");
+  env(app.add_option("--typing-delay-ms", cfg.typing_delay_ms,
+                     "Show the typing indicator only when the reply takes longer than this (0: at once)")
+          ->check(CLI::Range(0, 60000))
+          ->group(persona),
+      "SG_TYPING_DELAY_MS");
   env(app.add_option("--presence-interval", cfg.presence_interval_seconds,
                      "Seconds between presence updates by the status leader (0: off)")
           ->check(CLI::Range(0.0, 86400.0))
@@ -604,6 +609,7 @@ std::string render_config(const config& cfg) {
   line("system-prompt-file", toml_string(cfg.system_prompt_file));
   line("history-messages", std::to_string(cfg.history_messages));
   line("max-tool-rounds", std::to_string(cfg.max_tool_rounds));
+  line("typing-delay-ms", std::to_string(cfg.typing_delay_ms));
   line("presence-interval", fmt::format("{}", cfg.presence_interval_seconds));
   line("tools-mode", toml_string(cfg.tools_mode));
   line("tool-permissions", toml_string(cfg.tool_permissions));

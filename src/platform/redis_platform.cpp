@@ -292,6 +292,8 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   e.reply_to = req.reply_to_id;
   e.trace_id = bus::random_hex_id();
   e.response_nonce = req.response_nonce;
+  // The worker stores a message with attachments itself: its copy describes them for the model.
+  e.cached = e.attachments.empty();
 
   // The user's message enters the history before the bot can answer it.
   redis::request cache;

@@ -442,6 +442,7 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     e.message_id = bus::random_hex_id();
     e.trace_id = bus::random_hex_id();
     e.response_nonce = bus::random_hex_id();  // names the turn: its turn_complete ends the typing indicator
+    e.cached = true;                          // stored below, with the room's fan-out
     const cached_message m{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, {}};
     const auto channel = webchat_room_channel(c->room);
 

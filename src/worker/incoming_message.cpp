@@ -29,6 +29,7 @@ incoming_message incoming_message_from(const bus::inbound_envelope& e, std::chro
   m.user_aliases = e.user_aliases;
   m.trace_id = e.trace_id;
   m.response_nonce = e.response_nonce;
+  m.cached = e.cached;
   return m;
 }
 

@@ -4,11 +4,19 @@
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/worker/prompt.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <exception>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -28,6 +36,7 @@ processor_settings processor_settings::from(const config& cfg) {
   }
   s.history_messages = static_cast<std::size_t>(std::max(0, cfg.history_messages));
   s.max_tool_rounds = std::max(1, cfg.max_tool_rounds);
+  s.typing_delay = std::chrono::milliseconds(std::max(0, cfg.typing_delay_ms));
   s.model = cfg.llm_model;
   s.temperature = cfg.llm_temperature;
   s.max_tokens = cfg.llm_max_tokens;
@@ -44,6 +53,70 @@ std::string describe_attachments(const std::vector<bus::attachment>& attachments
                        a.mimetype.empty() ? "unknown type" : a.mimetype, a.data.size());
   return out;
 }
+
+// The typing indicator of one turn, shown only once the turn has taken `delay`: most
+// replies come sooner, and then no typing envelopes are published at all (two fewer
+// ordered publishes and gateway deliveries per turn). end() must be awaited on every
+// path: after it the adapter is never touched again.
+class delayed_typing {
+public:
+  delayed_typing(asio::any_io_executor ex, platform::platform_adapter& adapter, std::string channel_id,
+                 std::chrono::milliseconds delay)
+      : state_(std::make_shared<state>(ex, adapter, std::move(channel_id), delay)) {}
+
+  asio::awaitable<void> begin() {
+    auto st = state_;
+    if (st->delay.count() == 0) {
+      st->shown = true;
+      co_await st->adapter.start_typing(st->channel_id);
+      co_return;
+    }
+    st->timer.expires_after(st->delay);
+    asio::co_spawn(st->timer.get_executor(), show_when_due(st), asio::detached);
+  }
+
+  asio::awaitable<void> end() {
+    auto st = state_;
+    st->ended = true;
+    st->timer.cancel();
+    while (st->starting) {  // a start in flight must land before its stop
+      st->started.expires_at(std::chrono::steady_clock::time_point::max());
+      boost::system::error_code ec;
+      co_await st->started.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (st->shown) co_await st->adapter.stop_typing(st->channel_id);
+  }
+
+private:
+  struct state {
+    state(asio::any_io_executor ex, platform::platform_adapter& a, std::string c, std::chrono::milliseconds d)
+        : adapter(a), channel_id(std::move(c)), delay(d), timer(ex), started(ex) {}
+    platform::platform_adapter& adapter;
+    std::string channel_id;
+    std::chrono::milliseconds delay;
+    asio::steady_timer timer;
+    asio::steady_timer started;
+    bool ended = false;
+    bool shown = false;
+    bool starting = false;
+  };
+
+  static asio::awaitable<void> show_when_due(std::shared_ptr<state> st) {
+    boost::system::error_code ec;
+    co_await st->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (st->ended) co_return;
+    st->shown = true;
+    st->starting = true;
+    try {
+      co_await st->adapter.start_typing(st->channel_id);
+    } catch (...) {  // best effort: a lost typing start only costs the indicator
+    }
+    st->starting = false;
+    st->started.cancel();
+  }
+
+  std::shared_ptr<state> state_;
+};
 
 }  // namespace
 
@@ -81,9 +154,11 @@ struct message_processor::impl {
 
     const platform::cached_message received{m.message_id, m.user_id,     m.user_name, m.text + describe_attachments(m.attachments),
                                             m.unix_time(), false, m.reply_to_id};
-    if (auto ec = co_await cache.store(m.platform, m.channel_id, received)) {
-      bump(retried);
-      co_return bus::outcome::retry("message cache: " + ec.message());
+    if (!m.cached) {
+      if (auto ec = co_await cache.store(m.platform, m.channel_id, received)) {
+        bump(retried);
+        co_return bus::outcome::retry("message cache: " + ec.message());
+      }
     }
     if (!m.is_addressed) {
       bump(unaddressed);
@@ -92,42 +167,24 @@ struct message_processor::impl {
 
     const auto history = co_await recent_history(m, *s);
     llm::request req = build_request(m, *s, history);
-    const bool offers_tools = !req.tools.empty();
-    co_await adapter.start_typing(m.channel_id);
+    const auto executor = co_await asio::this_coro::executor;
+    delayed_typing typing(executor, adapter, m.channel_id, s->typing_delay);
+    co_await typing.begin();
 
-    std::string reply;
-    bool failed = false;
-    for (int round = 0;; ++round) {
-      if (round == s->max_tool_rounds) req.tools.clear();  // the last call must answer in words
-      auto out = co_await llm_client->complete(req);
-      if (const auto* f = std::get_if<llm::failure>(&out)) {
-        log.log(log::level::error, {trace}, "model call failed for {}:{} ({}{}): {}", m.platform, m.channel_id,
-                llm::to_string(f->what), f->http_status != 0 ? fmt::format(" {}", f->http_status) : std::string(),
-                f->detail);
-        failed = true;
-        break;
-      }
-      auto& c = std::get<llm::completion>(out);
-      if (c.tool_calls.empty() || !offers_tools || tools == nullptr || req.tools.empty()) {
-        reply = std::move(c.content);
-        break;
-      }
-      llm::message call{llm::role::assistant, c.content, {}, c.tool_calls, {}};
-      req.messages.push_back(std::move(call));
-      const tool_context ctx{m, adapter};
-      for (const auto& tc : c.tool_calls) {
-        bump(tool_calls);
-        log.log(log::level::debug, {trace}, "tool call {} ({})", tc.name, tc.id);
-        auto result = co_await tools->run(tc, ctx);
-        llm::message answer{llm::role::tool, std::move(result), {}, {}, tc.id};
-        req.messages.push_back(std::move(answer));
-      }
+    std::optional<std::string> answer;  // nullopt: the model failed
+    std::exception_ptr thrown;
+    try {
+      answer = co_await converse(m, adapter, *s, *llm_client, req);
+    } catch (...) {
+      thrown = std::current_exception();
     }
-    co_await adapter.stop_typing(m.channel_id);
+    co_await typing.end();
+    if (thrown) std::rethrow_exception(thrown);
 
+    const bool failed = !answer;
+    std::string reply = failed ? std::string(apology_text) : std::move(*answer);
     if (failed) {
       bump(model_failed);
-      reply = apology_text;
     } else if (reply.empty()) {
       log.log(log::level::warn, {trace}, "the model gave an empty reply for {}:{}", m.platform, m.channel_id);
       bump(replied);
@@ -145,6 +202,38 @@ struct message_processor::impl {
     if (turn_seconds != nullptr)
       turn_seconds->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     co_return bus::outcome::ack();
+  }
+
+  // The model calls of one turn: tool calls run and their results handed back, at most
+  // max_tool_rounds rounds with tools and one without. nullopt when the model failed.
+  asio::awaitable<std::optional<std::string>> converse(const incoming_message& m, platform::platform_adapter& adapter,
+                                                       const processor_settings& s, llm::client& llm_client,
+                                                       llm::request& req) {
+    const bool offers_tools = !req.tools.empty();
+    const log::field trace{"trace_id", m.trace_id};
+    for (int round = 0;; ++round) {
+      if (round == s.max_tool_rounds) req.tools.clear();  // the last call must answer in words
+      auto out = co_await llm_client.complete(req);
+      if (const auto* f = std::get_if<llm::failure>(&out)) {
+        log.log(log::level::error, {trace}, "model call failed for {}:{} ({}{}): {}", m.platform, m.channel_id,
+                llm::to_string(f->what), f->http_status != 0 ? fmt::format(" {}", f->http_status) : std::string(),
+                f->detail);
+        co_return std::nullopt;
+      }
+      auto& c = std::get<llm::completion>(out);
+      if (c.tool_calls.empty() || !offers_tools || tools == nullptr || req.tools.empty())
+        co_return std::move(c.content);
+      llm::message call{llm::role::assistant, c.content, {}, c.tool_calls, {}};
+      req.messages.push_back(std::move(call));
+      const tool_context ctx{m, adapter};
+      for (const auto& tc : c.tool_calls) {
+        bump(tool_calls);
+        log.log(log::level::debug, {trace}, "tool call {} ({})", tc.name, tc.id);
+        auto result = co_await tools->run(tc, ctx);
+        llm::message answer{llm::role::tool, std::move(result), {}, {}, tc.id};
+        req.messages.push_back(std::move(answer));
+      }
+    }
   }
 
   // The channel's messages before this one, oldest first. A cache failure costs context,

@@ -92,6 +92,26 @@ TEST_CASE("ensure_streams creates the groups once and publishing adds ordered en
   CHECK(f.server.cli({"XINFO", "GROUPS", "sg:stream:tools"}).find("sg:tools") != std::string::npos);
 }
 
+TEST_CASE("a consumer started before its group exists creates it and reads without pausing", "[bus]") {
+  bus_fixture f;
+  std::vector<std::string> seen;
+  auto settings = f.consumer("early", "g", "c0");
+  settings.error_pause = 10s;  // a pause after NOGROUP would show as a missed deadline
+  stream_consumer consumer(f.conn, f.settings, settings,
+                           [&](const stream_entry& e, const delivery&) -> asio::awaitable<outcome> {
+                             seen.emplace_back(e.field("data"));
+                             co_return outcome::ack();
+                           });
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await consumer.start();
+    CHECK(co_await eventually([&] { return f.server.cli({"EXISTS", "early"}).rfind("1", 0) == 0; }, 2s));
+    co_await f.bus->publish("early", "first", "", "");
+    CHECK(co_await eventually([&] { return seen.size() == 1; }, 2s));
+    co_await consumer.stop(1s);
+  }(), 8s);
+  CHECK(seen == std::vector<std::string>{"first"});
+}
+
 TEST_CASE("three consumers share a group: every entry is processed exactly once", "[bus]") {
   bus_fixture f;
   std::map<std::string, int> seen;

@@ -231,6 +231,6 @@ TEST_CASE("a scripted model calls two tools in one turn, in-process and remote g
     CHECK(second.find("created n.txt (3 bytes)") != std::string::npos);
     // The file went to the channel before the reply, both with the turn's message keys.
     const auto stream = f.server.cli({"XLEN", "sg:stream:outbound:redis"});
-    CHECK(std::stoi(stream) >= 4);  // typing, file, typing stop, reply
+    CHECK(std::stoi(stream) >= 2);  // file and reply (and typing start/stop if the turn outlasted typing_delay)
   }
 }

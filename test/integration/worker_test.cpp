@@ -227,6 +227,32 @@ TEST_CASE("the processor answers with the model's reply and gives it the attribu
   CHECK(f.server.cli({"ZCARD", "channel_msgs:redis:room"}) == "2");
 }
 
+TEST_CASE("typing is shown only for a turn slower than the typing delay, and stops before the reply",
+          "[worker][processor]") {
+  processor_fixture f;
+  worker::processor_settings s;
+  s.typing_delay = 150ms;
+  worker::message_processor p(f.cache, f.model, s);
+  f.llm_server.push(fake_reply::reply("quick"));
+  auto slow = fake_reply::reply("slow");
+  slow.delay = 600ms;
+  f.llm_server.push(slow);
+  CHECK(f.turn(p, "fast one").what == bus::outcome::kind::ack);
+  CHECK(f.turn(p, "slow one").what == bus::outcome::kind::ack);
+  auto range = run_coro(f.io, [&]() -> asio::awaitable<result<redis::reply>> {
+    co_return co_await f.conn.command("XRANGE", "sg:stream:outbound:redis", "-", "+");
+  }());
+  REQUIRE(range);
+  std::vector<std::string> seen;
+  for (const auto& e : bus::parse_entries(*range)) {
+    auto d = bus::decode_outbound(e.field("data"));
+    REQUIRE(std::holds_alternative<bus::outbound_envelope>(d));
+    const auto& env = std::get<bus::outbound_envelope>(d);
+    seen.push_back(std::string(bus::to_string(env.type)) + (env.text.empty() ? "" : ":" + env.text));
+  }
+  CHECK(seen == std::vector<std::string>{"message:quick", "start_typing", "stop_typing", "message:slow"});
+}
+
 TEST_CASE("an unaddressed message is stored for context and gets no reply", "[worker][processor]") {
   processor_fixture f;
   worker::message_processor p(f.cache, f.model, worker::processor_settings{});

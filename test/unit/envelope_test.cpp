@@ -47,6 +47,11 @@ TEST_CASE("inbound envelopes round-trip every field", "[envelope]") {
   in.trace_id = "0123456789abcdef0123456789abcdef";
   in.response_nonce = "nonce";
   in.extra = {{"k", "v"}};
+  in.cached = true;
+  inbound_envelope plain;
+  plain.platform = "redis";
+  plain.channel_id = "c";
+  CHECK_FALSE(std::get<inbound_envelope>(decode_inbound(encode(plain))).cached);
   auto out = decode_inbound(encode(in));
   REQUIRE(std::holds_alternative<inbound_envelope>(out));
   const auto& e = std::get<inbound_envelope>(out);
@@ -65,6 +70,7 @@ TEST_CASE("inbound envelopes round-trip every field", "[envelope]") {
   CHECK(e.member_count == 42);
   CHECK(e.response_nonce == "nonce");
   CHECK(e.extra == in.extra);
+  CHECK(e.cached);
 }
 
 TEST_CASE("outbound envelopes of every type round-trip", "[envelope]") {

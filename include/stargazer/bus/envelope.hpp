@@ -47,6 +47,9 @@ struct inbound_envelope {
   std::string trace_id;
   std::string response_nonce;
   std::map<std::string, std::string> extra;  // caller-supplied string fields
+  // The gateway already wrote this message to the message cache exactly as the worker
+  // would (Stargazer extension; absent means false, so other producers are unaffected).
+  bool cached = false;
 };
 
 enum class outbound_type {

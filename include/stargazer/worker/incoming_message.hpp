@@ -44,6 +44,7 @@ struct incoming_message {
   std::vector<std::string> user_aliases;
   std::string trace_id;
   std::string response_nonce;  // echoed on the turn-complete signal (ends `wait=true`)
+  bool cached = false;         // the gateway stored it in the message cache already
 
   double unix_time() const { return std::chrono::duration<double>(timestamp.time_since_epoch()).count(); }
 };

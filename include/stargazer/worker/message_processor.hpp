@@ -14,6 +14,7 @@
 #include "stargazer/platform/platform_adapter.hpp"
 #include "stargazer/worker/incoming_message.hpp"
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +46,7 @@ struct processor_settings {
   std::string system_prompt = std::string();  // the template; empty: the built-in one
   std::size_t history_messages = 20;
   int max_tool_rounds = 5;
+  std::chrono::milliseconds typing_delay{250};  // 0: typing starts before the model call
   std::string model;  // empty: the provider's
   double temperature = 0.7;
   int max_tokens = 1024;
