@@ -14,6 +14,7 @@ int metrics(const args& a);
 int redis(const args& a);
 int rest(const args& a);
 int pipeline(const args& a);
+int processes(const args& a);
 
 // "--name value" lookup with a default.
 std::string option(const args& a, const std::string& name, const std::string& fallback);

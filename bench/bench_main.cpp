@@ -29,10 +29,14 @@ int main(int argc, char** argv) {
                               "adapter send; msg/s, p50/p95/p99, Redis commands/message [--messages 20000] "
                               "[--channels 200] [--workers 1] [--paced RATE] [--publishers 64] [--warmup 1000] "
                               "[--url redis://... | --unix]"}},
+      {"processes", {processes, "bus level through real processes: publish_inbound -> W worker processes (echo model) -> "
+                                "gateway process -> Redis platform events; msg/s, p50/p95/p99, CPU per 1,000 "
+                                "messages and RSS per process [--workers 1] [--messages 20000] [--channels 1000] "
+                                "[--delay-ms 0] [--paced RATE] [--publishers 64] [--warmup 500] [--tcp] [--binary PATH]"}},
   };
   const std::string which = argc > 1 ? argv[1] : "";
   if (auto it = benchmarks.find(which); it != benchmarks.end()) return it->second.first(args(argv + 2, argv + argc));
   fmt::print("usage: stargazer_bench <benchmark> [options]\n");
-  for (const auto& [name, entry] : benchmarks) fmt::print("  {:<8} {}\n", name, entry.second);
+  for (const auto& [name, entry] : benchmarks) fmt::print("  {:<10} {}\n", name, entry.second);
   return which.empty() || which == "--help" ? 0 : 2;
 }

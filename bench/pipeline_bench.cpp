@@ -10,6 +10,7 @@
 // and gateway together) is part of what is measured.
 
 #include "bench.hpp"
+#include "bench_support.hpp"
 
 #include "stargazer/bus/channel_sequencer.hpp"
 #include "stargazer/bus/event_bus.hpp"
@@ -138,68 +139,6 @@ struct worker_node {
   std::unique_ptr<bus::channel_sequencer> sequencer;
   std::unique_ptr<bus::stream_consumer> consumer;
 };
-
-// INFO commandstats + cpu, parsed.
-struct server_counters {
-  std::map<std::string, std::uint64_t> calls;  // per command
-  std::map<std::string, std::uint64_t> usec;   // per command (a script's includes its own calls)
-  double cpu_seconds = 0;                      // used_cpu_user + used_cpu_sys
-  std::uint64_t total() const {
-    std::uint64_t n = 0;
-    for (const auto& [name, c] : calls) n += c;
-    return n;
-  }
-};
-
-server_counters parse_info(const std::string& text) {
-  server_counters s;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.starts_with("cmdstat_")) {
-      const auto colon = line.find(':');
-      const auto calls = line.find("calls=", colon);
-      if (colon == std::string::npos || calls == std::string::npos) continue;
-      std::uint64_t n = 0;
-      std::from_chars(line.data() + calls + 6, line.data() + line.size(), n);
-      s.calls[line.substr(8, colon - 8)] = n;
-      if (const auto us = line.find("usec=", colon); us != std::string::npos) {
-        std::uint64_t u = 0;
-        std::from_chars(line.data() + us + 5, line.data() + line.size(), u);
-        s.usec[line.substr(8, colon - 8)] = u;
-      }
-    } else if (line.starts_with("used_cpu_user:") || line.starts_with("used_cpu_sys:")) {
-      s.cpu_seconds += std::stod(line.substr(line.find(':') + 1));
-    }
-  }
-  return s;
-}
-
-asio::awaitable<server_counters> read_counters(redis::connection& conn) {
-  auto r = co_await conn.command("INFO", "commandstats", "cpu");
-  if (!r || !r->is_bulk()) throw std::runtime_error("INFO failed");
-  co_return parse_info(r->str());
-}
-
-double process_cpu_seconds() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  const auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
-  return secs(ru.ru_utime) + secs(ru.ru_stime);
-}
-
-asio::awaitable<void> sleep_for(clock_type::duration d) {
-  asio::steady_timer t(co_await asio::this_coro::executor, d);
-  boost::system::error_code ec;
-  co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-}
-
-double percentile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
-  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
-}
 
 // Deletes the run's keys from a server the benchmark does not own.
 asio::awaitable<void> unlink_matching(redis::connection& conn, const std::string& pattern) {
@@ -360,7 +299,7 @@ int pipeline(const args& a) {
     co_await sleep_for(50ms);  // acks flushed
 
     const auto before = co_await read_counters(stats_conn);
-    const double cpu_before = process_cpu_seconds();
+    const double cpu_before = self_cpu_seconds();
     const auto started = clock_type::now();
     clock_type::time_point publish_done;
     std::size_t publishers_left = 0;
@@ -420,7 +359,7 @@ int pipeline(const args& a) {
     while (!all_idle() && clock_type::now() < until) co_await sleep_for(1ms);
     co_await sleep_for(50ms);  // acks flushed
     const auto after = co_await read_counters(stats_conn);
-    const double cpu_after = process_cpu_seconds();
+    const double cpu_after = self_cpu_seconds();
 
     // ---- figures ----------------------------------------------------------------------
     const auto end = state.delivered_count > 0 ? state.last_delivery : clock_type::now();

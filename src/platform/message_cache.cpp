@@ -1,5 +1,6 @@
 #include "stargazer/platform/message_cache.hpp"
 
+#include "stargazer/core/error.hpp"
 #include "stargazer/redis/connection.hpp"
 
 #include <fmt/format.h>
@@ -38,22 +39,37 @@ boost::asio::awaitable<std::error_code> message_cache::store(const std::string& 
   co_return r ? std::error_code{} : r.error();
 }
 
+namespace {
+
+// The newest `limit` hashes of a channel in one round trip (it ran on every turn as a
+// ZREVRANGEBYSCORE plus one HMGET per message). The hash keys come from the index, not
+// KEYS: fine on one Redis (or Sentinel), which is what Stargazer supports, not Cluster.
+const redis::script& recent_script() {
+  static const redis::script s(R"lua(
+local keys = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for i, k in ipairs(keys) do
+  out[i] = redis.call('HMGET', k, 'message_id', 'user_id', 'user_name', 'text', 'timestamp', 'is_bot', 'reply_to_id')
+end
+return out
+)lua");
+  return s;
+}
+
+}  // namespace
+
 boost::asio::awaitable<result<std::vector<cached_message>>> message_cache::recent(const std::string& platform,
                                                                                   const std::string& channel_id,
                                                                                   std::size_t limit,
                                                                                   std::optional<double> before) {
-  const auto max = before ? fmt::format("({:.3f}", *before) : std::string("+inf");
-  auto keys =
-      co_await conn_.command("ZREVRANGEBYSCORE", channel_key(platform, channel_id), max, "-inf", "LIMIT", 0, limit);
-  if (!keys) co_return keys.error();
-  std::vector<cached_message> out;
-  if (keys->elements().empty()) co_return out;
-  redis::request req;
-  for (const auto& k : keys->elements())
-    req.push("HMGET", k.str(), "message_id", "user_id", "user_name", "text", "timestamp", "is_bot", "reply_to_id");
-  auto rows = co_await conn_.exec(std::move(req));
+  const std::vector<std::string> keys{channel_key(platform, channel_id)};
+  const std::vector<std::string> args{before ? fmt::format("({:.3f}", *before) : std::string("+inf"),
+                                      std::to_string(limit)};
+  auto rows = co_await conn_.eval(recent_script(), keys, args);
   if (!rows) co_return rows.error();
-  for (auto& row : *rows) {
+  if (rows->is_error()) co_return make_error_code(errc::redis_error);
+  std::vector<cached_message> out;
+  for (auto& row : rows->elements()) {
     auto& f = row.elements();
     if (f.size() != 7 || f[3].is_nil()) continue;  // expired
     out.push_back(cached_message{f[0].str(), f[1].str(), f[2].str(), f[3].str(), std::atof(f[4].str().c_str()),
