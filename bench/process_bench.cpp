@@ -252,8 +252,17 @@ int processes(const args& a) {
         lat.push_back(std::chrono::duration<double, std::milli>(log.delivered[i] - log.published[i]).count());
     std::sort(lat.begin(), lat.end());
     std::uint64_t commands = 0;
-    for (const auto& [name, n] : counters_after.calls)
-      if (name != "info") commands += n - (counters_before.calls.contains(name) ? counters_before.calls.at(name) : 0);
+    std::vector<std::pair<std::uint64_t, std::string>> by_count;
+    for (const auto& [name, n] : counters_after.calls) {
+      const auto delta = n - (counters_before.calls.contains(name) ? counters_before.calls.at(name) : 0);
+      if (name == "info" || delta == 0) continue;
+      commands += delta;
+      by_count.emplace_back(delta, name);
+    }
+    std::sort(by_count.rbegin(), by_count.rend());
+    std::string breakdown;
+    for (const auto& [n, name] : by_count)
+      breakdown += fmt::format(" {} {:.2f}", name, static_cast<double>(n) / static_cast<double>(messages));
 
     fmt::print("processes: bus level -> {} worker process(es) (echo model, delay {} ms) -> gateway process -> "
                "Redis platform response events\n", workers, delay_ms);
@@ -273,6 +282,7 @@ int processes(const args& a) {
     fmt::print("  redis commands per message {:.1f}; redis-server CPU {:.3f} s per 1,000 messages\n",
                static_cast<double>(commands) / static_cast<double>(messages),
                (counters_after.cpu_seconds - counters_before.cpu_seconds) / thousands);
+    fmt::print("    per message (commands inside scripts included):{}\n", breakdown);
     for (const auto& r : roles)
       fmt::print("  {:<10} CPU {:.3f} s per 1,000 messages, RSS idle {:.1f} MB, peak {:.1f} MB\n", r.name,
                  (r.after.cpu_seconds - r.before.cpu_seconds) / thousands, r.idle.rss_mb, r.after.peak_rss_mb);

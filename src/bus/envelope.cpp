@@ -340,6 +340,7 @@ std::string encode(const outbound_envelope& e) {
   m.integer("v", envelope_version).str("type", to_string(e.type));
   m.str_if("channel_id", e.channel_id).str_if("message_key", e.message_key);
   m.str_if("trace_id", e.trace_id).str_if("response_nonce", e.response_nonce);
+  if (e.completes_turn) m.boolean("completes_turn", true);
   switch (e.type) {
     case outbound_type::message: m.str("text", e.text); break;
     case outbound_type::file:
@@ -385,6 +386,7 @@ decoded<outbound_envelope> decode_outbound(std::string_view bytes) {
     e.message_key = f.str("message_key");
     e.trace_id = f.str("trace_id");
     e.response_nonce = f.str("response_nonce");
+    e.completes_turn = f.boolean("completes_turn", false);
     const bool needs_channel = e.type != outbound_type::presence && e.type != outbound_type::rpc_request;
     if (needs_channel && e.channel_id.empty()) fail("missing_field", "channel_id");
     switch (e.type) {

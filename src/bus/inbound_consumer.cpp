@@ -60,7 +60,7 @@ struct inbound_consumer::impl {
       transition(errored, "ERRORED", t, result.reason);
       co_return result;
     }
-    if (!t.message.response_nonce.empty()) {
+    if (!t.message.response_nonce.empty() && !t.completion_published) {
       outbound_envelope complete;
       complete.type = outbound_type::turn_complete;
       complete.channel_id = t.message.channel_id;

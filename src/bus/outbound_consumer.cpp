@@ -124,6 +124,11 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
     return {buf.GetString(), buf.GetSize()};
   }
 
+  static bool completes_turn(const outbound_envelope& e) {
+    return e.completes_turn && !e.response_nonce.empty() &&
+           (e.type == outbound_type::message || e.type == outbound_type::file || e.type == outbound_type::buttons);
+  }
+
   asio::awaitable<outcome> deliver(const stream_entry& entry, const outbound_envelope& e) {
     const platform::send_context ctx{e.trace_id, e.response_nonce, e.message_key};
     const bool idempotent_send =
@@ -137,6 +142,10 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
       if (claim->str() != "claimed") {
         log.log(log::level::debug, {{"trace_id", e.trace_id}}, "{} already {}; not sent again", e.message_key,
                 claim->str() == "done" ? "delivered" : "being delivered");
+        // Delivered before, maybe by a gateway that died before signalling the end of the
+        // turn: signal it (again). A repeated turn_complete is harmless, a missing one
+        // leaves a `wait=true` caller waiting.
+        if (claim->str() == "done" && completes_turn(e)) co_await adapter.turn_complete(e.channel_id, e.response_nonce);
         co_return outcome::ack();
       }
     }
@@ -162,6 +171,7 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
       if (idempotent_send) co_await commands.command("DEL", claim_key(e.message_key));  // let a retry proceed
       co_return outcome::retry(fmt::format("{} to {} failed: {}", to_string(e.type), e.channel_id, sent.error().message()));
     }
+    if (completes_turn(e)) co_await adapter.turn_complete(e.channel_id, e.response_nonce);
     if (idempotent_send && !sent->empty()) {
       const std::vector<std::string> keys{e.message_key};
       const std::vector<std::string> args{*sent, std::to_string(settings.message_key_ttl.count())};

@@ -193,6 +193,7 @@ struct message_processor::impl {
     platform::send_context ctx;
     ctx.trace_id = m.trace_id;
     ctx.response_nonce = m.response_nonce;
+    ctx.completes_turn = true;  // nothing follows the reply
     auto sent = co_await adapter.send(m.channel_id, reply, ctx);
     if (!sent) {
       bump(retried);

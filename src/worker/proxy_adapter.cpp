@@ -31,8 +31,10 @@ task<result<std::string>> proxy_adapter::publish(bus::outbound_envelope e, const
                         e.type == bus::outbound_type::buttons;
   if (!ctx.message_key.empty()) e.message_key = ctx.message_key;
   else if (delivers && turn_ != nullptr) e.message_key = turn_->message_key(sends_++);
+  e.completes_turn = ctx.completes_turn && delivers && !e.response_nonce.empty();
   auto id = co_await bus_.publish_outbound(platform_, e);
   if (!id) co_return id.error();
+  if (e.completes_turn && turn_ != nullptr) turn_->completion_published = true;
   co_return e.message_key.empty() ? *id : e.message_key;
 }
 

@@ -260,6 +260,44 @@ TEST_CASE("the outbound consumer: dispatch by type, malformed to the DLQ, duplic
   CHECK(f.server.cli({"XPENDING", "sg:stream:outbound:redis", "sg:gateway:redis"}).rfind("0", 0) == 0);
 }
 
+TEST_CASE("a send that completes its turn: turn_complete follows its delivery, no separate entry", "[bus][inbound]") {
+  bus_fixture f;
+  recording_adapter adapter;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    const std::vector<std::string> platforms{"redis"};
+    co_await f.bus->ensure_streams(role::standalone, platforms);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter);
+    co_await gateway.start();
+    // The handler's last send carries the completion, as the proxy adapter does it.
+    auto handler = [&](const turn& t) -> asio::awaitable<outcome> {
+      outbound_envelope reply;
+      reply.channel_id = t.message.channel_id;
+      reply.text = "answer";
+      reply.message_key = t.message_key(0);
+      reply.response_nonce = t.message.response_nonce;
+      reply.completes_turn = true;
+      co_await f.bus->publish_outbound(t.message.platform, reply);
+      co_await f.bus->publish_outbound(t.message.platform, reply);  // a replayed send
+      t.completion_published = true;
+      co_return outcome::ack();
+    };
+    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", handler);
+    co_await worker.start();
+    auto in = f.inbound("inst-1", "hi");
+    in.response_nonce = "nonce-1";
+    co_await f.bus->publish_inbound(in);
+    CHECK(co_await eventually([&] { return adapter.count("turn_complete") == 2; }));
+    co_await sleep_for(100ms);
+    co_await worker.stop(1s);
+    co_await gateway.stop(1s);
+  }(), 20s);
+  CHECK(adapter.count("send") == 1);
+  REQUIRE(adapter.calls.size() == 3);
+  CHECK(adapter.calls[0].kind == "send");
+  CHECK(adapter.calls[1].kind == "turn_complete");  // after the delivery; again for the replay
+  CHECK(f.server.cli({"XLEN", "sg:stream:outbound:redis"}) == "2");  // the two sends, no turn_complete entry
+}
+
 TEST_CASE("a failed send releases its claim and is retried until delivered once", "[bus]") {
   bus_fixture f;
   recording_adapter adapter;

@@ -94,6 +94,9 @@ struct outbound_envelope {
   std::string reply_key;
   std::string request_id;
   double deadline = 0;  // unix seconds; 0: none
+  // message/file/buttons: the last send of its turn; the gateway signals turn_complete
+  // (with response_nonce) once it is delivered, instead of a separate turn_complete entry.
+  bool completes_turn = false;
 };
 
 // docs/protocol.md §3.5: a tool call delegated to the tools service.

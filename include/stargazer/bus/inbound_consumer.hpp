@@ -20,6 +20,9 @@ struct turn {
   std::string entry_id;  // the inbound stream entry; replies derive their message keys from it
   inbound_envelope message;
   delivery attempt;
+  // Set by the handler's adapter when the turn's last send carried the completion
+  // (completes_turn): then no separate turn_complete entry is published.
+  mutable bool completion_published = false;
 
   // The deterministic key of the n-th send of this turn (docs/protocol.md §4.5): a
   // replayed turn produces the same keys, so what was delivered is not sent again.

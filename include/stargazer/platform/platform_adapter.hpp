@@ -39,6 +39,8 @@ struct send_context {
   std::string trace_id;
   std::string response_nonce;
   std::string message_key;
+  // The turn's last send: its delivery also completes the turn (docs/protocol.md §3.4).
+  bool completes_turn = false;
 };
 
 class platform_adapter {
