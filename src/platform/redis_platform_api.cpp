@@ -418,11 +418,15 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   }
 
   // Idempotency-Key: the first result is stored; a retry gets it back and injects nothing.
+  // "pending" marks a request still running; it expires after the longest such a request
+  // can run, so a gateway that dies mid-request does not block the key for a day. The
+  // message itself is injected at most once per key whatever happens (`once_key`).
   std::string idem_key;
   if (const auto k = req.header("idempotency-key")) {
     if (k->empty() || k->size() > 128) co_return bad("bad_idempotency_key", "Idempotency-Key is 1-128 characters");
     idem_key = "redis_platform:idem:" + id + ":" + sha256_hex(*k);
-    auto claimed = co_await api.conn.command("SET", idem_key, "pending", "NX", "EX", api.settings.idempotency_ttl.count());
+    const auto pending_ttl = (wait ? timeout : std::chrono::seconds(0)) + api.settings.idempotency_pending_margin;
+    auto claimed = co_await api.conn.command("SET", idem_key, "pending", "NX", "EX", pending_ttl.count());
     if (!claimed) co_return internal(claimed.error());
     if (claimed->is_nil()) {
       auto stored = co_await api.conn.command("GET", idem_key);
@@ -438,6 +442,10 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   }
 
   in.response_nonce = bus::random_hex_id();
+  if (!idem_key.empty()) {
+    in.once_key = idem_key + ":injected";
+    in.once_ttl = api.settings.idempotency_ttl;
+  }
   std::shared_ptr<reply_hub::impl::waiter> waiter;
   if (wait) {
     waiter = std::make_shared<reply_hub::impl::waiter>(co_await asio::this_coro::executor);
@@ -454,6 +462,12 @@ asio::awaitable<response> inject(api_context& api, request& req) {
     out = response::error(403, "user_not_registered", "this instance has a closed roster; register the user first");
   } else if (r->refusal == inject_refusal::user_name_required) {
     out = bad("missing_field", "'user_name' is required on an instance without registered users");
+  } else if (r->injected_before) {
+    // An earlier request with this key injected it and died before storing its answer:
+    // its replies went to that request (and to the history and event stream).
+    out = response::json(202, fmt::format(R"({{"message_id":{},"complete":false,"responses":[]}})",
+                                          json::quoted(r->message_id)));
+    out.headers.emplace_back("Idempotent-Replayed", "true");
   } else {
     if (waiter) {
       const auto until = clock_type::now() + timeout;

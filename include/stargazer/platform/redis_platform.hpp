@@ -10,6 +10,7 @@
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,6 +49,10 @@ struct inject_request {
   std::string reply_to_id;
   std::vector<bus::attachment> attachments;
   std::string response_nonce;
+  // Set: the message is injected at most once per key (an Idempotency-Key's marker, kept
+  // for `once_ttl`); a second inject returns the first message id and publishes nothing.
+  std::string once_key;
+  std::chrono::seconds once_ttl{86400};
 };
 
 enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required };
@@ -55,6 +60,7 @@ enum class inject_refusal { none, unknown_instance, user_not_registered, user_na
 struct inject_result {
   inject_refusal refusal = inject_refusal::none;
   std::string message_id;
+  bool injected_before = false;  // once_key was already used: message_id is the first one's
 };
 
 struct stored_file {

@@ -30,6 +30,9 @@ struct redis_platform_api_settings {
   std::chrono::seconds default_wait{30};
   std::chrono::seconds max_wait{120};
   std::chrono::seconds idempotency_ttl{86400};
+  // A request's "pending" claim on its Idempotency-Key lasts its wait timeout plus this:
+  // longer than it can run, short enough that a gateway crash does not block the key.
+  std::chrono::seconds idempotency_pending_margin{60};
   std::chrono::seconds sse_heartbeat{15};
 };
 
