@@ -231,6 +231,7 @@ struct counters {
   std::atomic<int> unconfirmed{0};
   std::atomic<int> send_retries{0};
   std::atomic<int> conflicts{0};      // 409 request_in_progress answers
+  std::atomic<int> in_flight{0};      // requests between connect and answer
 };
 
 struct run_state {
@@ -255,7 +256,9 @@ send_state send_one(std::uint16_t port, int c, int m, counters& count, std::chro
   std::optional<clock_type::time_point> first_conflict;
   for (int attempt = 0;; ++attempt) {
     if (attempt > 0) count.send_retries++;
+    count.in_flight++;
     const auto r = http_request(port, "POST", target, body, headers);
+    count.in_flight--;
     if (r.status == 202) {
       if (r.headers.find("Idempotent-Replayed: true") != std::string::npos) count.replayed++;
       return send_state::acknowledged;
@@ -453,7 +456,7 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_until(next);
           next += send_interval;
           std::string problem;
-          const auto st = send_one(http_port, c, m, state.count, 30s, problem);
+          const auto st = send_one(http_port, c, m, state.count, 90s, problem);
           if (st == send_state::acknowledged) state.count.acknowledged++;
           else state.count.unconfirmed++;
           std::lock_guard lock(state.mutex);
@@ -520,9 +523,15 @@ int main(int argc, char** argv) {
       }
       if (!gateway_done && progress >= total / 3) {
         gateway_done = true;
-        // Down for a second, so that sends meet a closed port and retry.
+        // Preferably while a send is in flight (its answer is lost: the Idempotency-Key
+        // retry must not inject it twice); down for a second, so that sends meet a closed
+        // port and retry.
+        const auto spin_until = clock_type::now() + 2s;
+        while (state.count.in_flight == 0 && clock_type::now() < spin_until) std::this_thread::yield();
+        const int in_flight = state.count.in_flight;
         gateway.crash_and_restart(1s);
-        event(fmt::format("gateway SIGKILLed at {} of {} sends, restarted 1 s later", progress, total));
+        event(fmt::format("gateway SIGKILLed at {} of {} sends ({} in flight), restarted 1 s later", progress, total,
+                          in_flight));
       }
       if (!redis_done && progress >= total * 2 / 3) {
         redis_done = true;
