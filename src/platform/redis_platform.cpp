@@ -202,14 +202,27 @@ task<result<bool>> redis_platform::delete_instance(const std::string& instance_i
 }
 
 task<bool> redis_platform::validate_api_key(const std::string& instance_id, const std::string& api_key) {
-  auto r = co_await conn_.command("HGET", meta_key(instance_id), "api_key_sha256");
-  if (!r || !r->is_bulk()) co_return false;
-  co_return digest_equals(sha256_hex(api_key), r->str());
+  auto r = co_await api_key_opens(instance_id, api_key);
+  co_return r && *r;
 }
 
 task<bool> redis_platform::instance_exists(const std::string& instance_id) {
+  auto r = co_await instance_known(instance_id);
+  co_return r && *r;
+}
+
+task<result<bool>> redis_platform::api_key_opens(const std::string& instance_id, const std::string& api_key) {
+  auto r = co_await conn_.command("HGET", meta_key(instance_id), "api_key_sha256");
+  if (!r) co_return r.error();
+  if (r->is_error()) co_return make_error_code(errc::redis_error);
+  co_return r->is_bulk() && digest_equals(sha256_hex(api_key), r->str());
+}
+
+task<result<bool>> redis_platform::instance_known(const std::string& instance_id) {
   auto r = co_await conn_.command("SISMEMBER", instances_key, instance_id);
-  co_return r && r->is_integer() && r->integer() == 1;
+  if (!r) co_return r.error();
+  if (!r->is_integer()) co_return make_error_code(errc::redis_error);
+  co_return r->integer() == 1;
 }
 
 // ---- users -----------------------------------------------------------------------------
@@ -271,6 +284,8 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   if (!req.once_key.empty()) check.push("GET", req.once_key);
   auto pre = co_await conn_.exec(std::move(check));
   if (!pre) co_return pre.error();
+  for (const auto& reply : *pre)
+    if (reply.is_error()) co_return make_error_code(errc::redis_error);  // e.g. LOADING: not "unknown"
   if ((*pre)[0].integer() != 1) co_return inject_result{inject_refusal::unknown_instance, {}};
   // Injected before (its answer was lost): neither history nor stream get it twice.
   if (!req.once_key.empty() && (*pre)[3].is_bulk())

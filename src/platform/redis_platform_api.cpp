@@ -213,8 +213,10 @@ struct api_context : std::enable_shared_from_this<api_context> {
     if (key.empty()) co_return response::error(401, "unauthorized", "missing 'Authorization: Bearer <key>'");
     if (key.size() > 256) co_return response::error(401, "unauthorized", "invalid API key");
     if (is_admin(key)) {
-      if (!instance_id.empty() && !co_await platform.instance_exists(instance_id))
-        co_return response::error(404, "instance_not_found", "no instance '" + instance_id + "'");
+      if (instance_id.empty()) co_return std::nullopt;
+      auto known = co_await platform.instance_known(instance_id);
+      if (!known) co_return internal(known.error());
+      if (!*known) co_return response::error(404, "instance_not_found", "no instance '" + instance_id + "'");
       co_return std::nullopt;
     }
     if (instance_id.empty()) {
@@ -222,7 +224,10 @@ struct api_context : std::enable_shared_from_this<api_context> {
         co_return response::error(403, "forbidden", "the admin API is disabled: no admin key is configured");
       co_return response::error(403, "forbidden", "this route needs the admin key");
     }
-    if (co_await platform.validate_api_key(instance_id, std::string(key))) co_return std::nullopt;
+    const std::string presented(key);
+    auto opens = co_await platform.api_key_opens(instance_id, presented);
+    if (!opens) co_return internal(opens.error());
+    if (*opens) co_return std::nullopt;
     co_return response::error(403, "forbidden", "this key does not open instance '" + instance_id + "'");
   }
 

@@ -99,6 +99,10 @@ public:
   task<result<bool>> delete_instance(const std::string& instance_id);
   task<bool> validate_api_key(const std::string& instance_id, const std::string& api_key);
   task<bool> instance_exists(const std::string& instance_id);
+  // As the two above, but a Redis that cannot answer (down, or LOADING after a restart) is
+  // an error, not "no": the REST API must not tell a client its instance does not exist.
+  task<result<bool>> api_key_opens(const std::string& instance_id, const std::string& api_key);
+  task<result<bool>> instance_known(const std::string& instance_id);
 
   task<result<user_info>> register_user(const std::string& instance_id, const std::string& user_id,
                                         const std::string& display_name, const std::map<std::string, std::string>& metadata);
