@@ -55,6 +55,7 @@ struct options {
   int shutdown_timeout = 10;           // --shutdown-timeout of every process
   unsigned seed = 0;                   // 0: from the clock
   std::string log_dir;                 // empty: a temporary directory, removed when the run passes
+  std::string log_level = "info";      // of every process (debug logs each turn's states)
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -62,7 +63,8 @@ struct options {
                "stargazer_chaos: %s\n"
                "usage: stargazer_chaos [--binary PATH] [--mode restart|sentinel] [--redis-restart graceful|kill]\n"
                "  [--messages N] [--channels N] [--workers N] [--rate N] [--senders N] [--kill-interval-ms N]\n"
-               "  [--echo-delay-ms N] [--poison N] [--drain-seconds N] [--shutdown-timeout N] [--seed N] [--log-dir DIR]\n",
+               "  [--echo-delay-ms N] [--poison N] [--drain-seconds N] [--shutdown-timeout N] [--seed N] [--log-dir DIR]\n"
+               "  [--log-level LEVEL]\n",
                problem.c_str());
   std::exit(2);
 }
@@ -95,6 +97,7 @@ options parse(int argc, char** argv) {
     else if (flag == "--shutdown-timeout") o.shutdown_timeout = number();
     else if (flag == "--seed") o.seed = static_cast<unsigned>(number());
     else if (flag == "--log-dir") o.log_dir = value;
+    else if (flag == "--log-level") o.log_level = value;
     else usage("unknown flag " + flag);
   }
   if (o.mode != "restart" && o.mode != "sentinel") usage("--mode is restart or sentinel");
@@ -399,6 +402,7 @@ int main(int argc, char** argv) {
   const auto common = [&](std::vector<std::string> args) {
     for (const auto& a : redis.client_args()) args.push_back(a);
     args.push_back("--shutdown-timeout=" + std::to_string(o.shutdown_timeout));
+    args.push_back("--log-level=" + o.log_level);
     return args;
   };
   role_process gateway("gateway",
@@ -519,7 +523,9 @@ int main(int argc, char** argv) {
         w.crash_and_restart();
         ++worker_kills;
         note("chaos: {} SIGKILLed and restarted (run {})", w.name(), w.runs());
-        next_kill += std::chrono::milliseconds(o.kill_interval_ms);
+        // From now, not from the last due time: after a pause (the Redis restart) kills do
+        // not come in a burst.
+        next_kill = clock_type::now() + std::chrono::milliseconds(o.kill_interval_ms);
       }
       if (!gateway_done && progress >= total / 3) {
         gateway_done = true;
@@ -572,7 +578,9 @@ int main(int argc, char** argv) {
   int lost = 0, duplicated = 0, order_violations = 0, foreign = 0, answered = 0, unconfirmed_answered = 0,
       unsent_answered = 0;
   std::vector<std::string> details;
+  std::vector<int> troubled;  // channels whose Redis state is saved for the post-mortem
   for (int c = 0; c < o.channels; ++c) {
+    const int problems_before = lost + duplicated + order_violations + foreign;
     const auto log = replies_of(redis, c);
     foreign += log.foreign;
     std::vector<int> seen(per_channel, 0);
@@ -604,11 +612,36 @@ int main(int argc, char** argv) {
       if (st == send_state::unconfirmed && seen[m] > 0) ++unconfirmed_answered;
       if (st == send_state::unsent && seen[m] > 0) ++unsent_answered;
     }
+    if (lost + duplicated + order_violations + foreign > problems_before) troubled.push_back(c);
+  }
+  // Redis goes away with the run: keep what a post-mortem needs next to the process logs.
+  const auto save = [&](const std::string& file, const std::vector<std::vector<std::string>>& commands) {
+    std::FILE* out = std::fopen((o.log_dir + "/" + file).c_str(), "w");
+    if (out == nullptr) return;
+    for (const auto& command : commands) {
+      std::string line = ">";
+      for (const auto& a : command) line += " " + a;
+      std::fprintf(out, "%s\n%s\n", line.c_str(), redis.cli(command).c_str());
+    }
+    std::fclose(out);
+  };
+  if (!troubled.empty())
+    save("redis-streams.txt", {{"XRANGE", "sg:stream:inbound", "-", "+"}, {"XRANGE", "sg:stream:outbound:redis", "-", "+"}});
+  for (std::size_t i = 0; i < troubled.size() && i < 20; ++i) {
+    const auto name = channel_name(troubled[i]);
+    save("redis-" + name + ".txt", {{"XRANGE", "redis_platform:events:" + name, "-", "+"},
+                                    {"HGETALL", "sg:order:sg:stream:inbound:redis:" + name},
+                                    {"HGETALL", "sg:order:sg:stream:outbound:redis:" + name},
+                                    {"ZRANGE", "channel_msgs:redis:" + name, "0", "-1", "WITHSCORES"}});
   }
 
   const auto inbound_dlq = dead_letters_of(redis, "sg:stream:inbound:dlq");
   const auto outbound_dlq = dead_letters_of(redis, "sg:stream:outbound:redis:dlq");
   const auto tools_dlq = dead_letters_of(redis, "sg:stream:tools:dlq");
+  if (inbound_dlq.other + outbound_dlq.other + tools_dlq.other > 0)
+    save("redis-dlq.txt", {{"XRANGE", "sg:stream:inbound:dlq", "-", "+"},
+                           {"XRANGE", "sg:stream:outbound:redis:dlq", "-", "+"},
+                           {"XRANGE", "sg:stream:tools:dlq", "-", "+"}});
   const bool dlq_ok = inbound_dlq.poisoned == o.poison && inbound_dlq.other == 0 && outbound_dlq.poisoned == 0 &&
                       outbound_dlq.other == 0 && tools_dlq.poisoned == 0 && tools_dlq.other == 0;
 
