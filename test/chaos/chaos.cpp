@@ -460,7 +460,7 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_until(next);
           next += send_interval;
           std::string problem;
-          const auto st = send_one(http_port, c, m, state.count, 90s, problem);
+          const auto st = send_one(http_port, c, m, state.count, 30s, problem);
           if (st == send_state::acknowledged) state.count.acknowledged++;
           else state.count.unconfirmed++;
           std::lock_guard lock(state.mutex);
