@@ -33,6 +33,22 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
   return s;
 }
 
+// As publish_ordered_script, unless the marker KEYS[3] exists; then the marker is set to
+// ARGV[5] for ARGV[6] seconds with the append. Returns {entry id, ''} or {'', marker value}.
+const redis::script& publish_once_script() {
+  static const redis::script s(R"lua(
+local first = redis.call('GET', KEYS[3])
+if first then return {'', first} end
+local n = redis.call('HINCRBY', KEYS[2], 'next', 1)
+redis.call('EXPIRE', KEYS[2], 604800)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
+return {id, ''}
+)lua");
+  return s;
+}
+
 }  // namespace
 
 struct event_bus::impl : std::enable_shared_from_this<impl> {
@@ -115,6 +131,25 @@ asio::awaitable<result<std::string>> event_bus::publish_inbound(const inbound_en
   const auto& n = impl_->settings.names;
   impl_->maybe_check_backlog(n.inbound_stream, n.worker_group);
   co_return co_await publish(n.inbound_stream, encode(e), e.trace_id, e.platform + ":" + e.channel_id);
+}
+
+asio::awaitable<result<event_bus::once_result>> event_bus::publish_inbound_once(const inbound_envelope& e,
+                                                                              const std::string& marker_key,
+                                                                              std::chrono::seconds ttl) {
+  auto self = impl_;
+  const auto& n = self->settings.names;
+  self->maybe_check_backlog(n.inbound_stream, n.worker_group);
+  const auto okey = e.platform + ":" + e.channel_id;
+  const std::vector<std::string> keys{n.inbound_stream, order_key(n.inbound_stream, okey), marker_key};
+  const std::vector<std::string> args{self->maxlen_text, encode(e), e.trace_id, okey, e.message_id,
+                                      std::to_string(ttl.count())};
+  auto r = co_await self->conn.eval(publish_once_script(), keys, args);
+  if (!r) co_return r.error();
+  if (!r->is_array() || r->elements().size() != 2) {
+    bus_log().error("publish to {} failed: {}", n.inbound_stream, r->debug_string());
+    co_return make_error_code(errc::redis_error);
+  }
+  co_return once_result{r->elements()[0].str(), r->elements()[1].str()};
 }
 
 asio::awaitable<result<std::string>> event_bus::publish_outbound(const std::string& platform,

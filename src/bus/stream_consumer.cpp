@@ -273,30 +273,59 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
         forget.push_with({"HDEL", attempts_key(settings.stream)}, gone);
         co_await commands.exec(std::move(forget));
       }
-      // Our own entries still being processed are not retries: no attempt is counted.
-      std::erase_if(entries, [this](const stream_entry& e) { return active.contains(e.id); });
-      if (!entries.empty()) {
-        redis::request counts;
-        for (const auto& e : entries) counts.push("HINCRBY", attempts_key(settings.stream), e.id, 1);
-        auto attempts = co_await commands.exec(std::move(counts));
-        for (std::size_t i = 0; i < entries.size(); ++i) {
-          auto& e = entries[i];
-          if (active.contains(e.id)) continue;  // became active while the counts were written
-          const auto n = attempts ? static_cast<std::uint64_t>((*attempts)[i].integer()) : 1;
-          if (claimed != nullptr) claimed->inc();
-          if (e.fields.empty()) {
-            // Trimmed before it could be processed: nothing left to do but account for it.
-            co_await dead_letter(e, "missing_data: entry was trimmed while pending", n);
-          } else if (n > settings.max_attempts) {
-            co_await dead_letter(e, "max_attempts_exceeded: " + std::to_string(n) + " reclaims", n);
-            if (settings.after_dead_letter) co_await settings.after_dead_letter(e);
-          } else {
-            log.info("reclaimed {} (attempt {})", e.id, n + 1);
-            dispatch(std::move(e), delivery{n, true, this});
-          }
-        }
-      }
+      co_await take_over(std::move(entries));
       if (cursor == "0-0") break;
+    }
+  }
+
+  // Entries this consumer already holds in the group's pending list from an earlier run
+  // under the same name (a crash, or a drain cut short) are taken back at start instead
+  // of waiting for another consumer's sweep after autoclaim_min_idle. Nothing else can
+  // be processing them: they are delivered to this name, which this process now owns.
+  asio::awaitable<void> recover_own() {
+    std::string after = "0";
+    std::size_t recovered = 0;
+    for (int page = 0; page < 100 && running; ++page) {
+      auto r = co_await commands.command("XREADGROUP", "GROUP", settings.group, settings.consumer, "COUNT",
+                                         settings.read_count * 10, "STREAMS", settings.stream, after);
+      if (!r || r->is_error()) {
+        log.warn("reading this consumer's pending entries failed ({}); autoclaim will take them",
+                 r ? r->str() : r.error().message());
+        co_return;
+      }
+      auto entries = parse_xread(*r);
+      if (entries.empty()) break;
+      after = entries.back().id;
+      recovered += entries.size();
+      co_await take_over(std::move(entries));
+    }
+    if (recovered > 0) log.info("took back {} entries left pending by an earlier run of {}", recovered, settings.consumer);
+  }
+
+  // Processes entries taken over from the pending list (autoclaim or an earlier run): each
+  // counts as an attempt, and past max_attempts it is dead-lettered instead.
+  asio::awaitable<void> take_over(std::vector<stream_entry> entries) {
+    // Our own entries still being processed are not retries: no attempt is counted.
+    std::erase_if(entries, [this](const stream_entry& e) { return active.contains(e.id); });
+    if (entries.empty()) co_return;
+    redis::request counts;
+    for (const auto& e : entries) counts.push("HINCRBY", attempts_key(settings.stream), e.id, 1);
+    auto attempts = co_await commands.exec(std::move(counts));
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      auto& e = entries[i];
+      if (active.contains(e.id)) continue;  // became active while the counts were written
+      const auto n = attempts ? static_cast<std::uint64_t>((*attempts)[i].integer()) : 1;
+      if (claimed != nullptr) claimed->inc();
+      if (e.fields.empty()) {
+        // Trimmed before it could be processed: nothing left to do but account for it.
+        co_await dead_letter(e, "missing_data: entry was trimmed while pending", n);
+      } else if (n > settings.max_attempts) {
+        co_await dead_letter(e, "max_attempts_exceeded: " + std::to_string(n) + " reclaims", n);
+        if (settings.after_dead_letter) co_await settings.after_dead_letter(e);
+      } else {
+        log.info("reclaimed {} (attempt {})", e.id, n + 1);
+        dispatch(std::move(e), delivery{n, true, this});
+      }
     }
   }
 };
@@ -322,8 +351,9 @@ asio::awaitable<void> stream_consumer::start() {
   self->blocking->start();
   asio::co_spawn(self->executor, self->read_loop(), asio::detached);
   asio::co_spawn(self->executor, self->sweep_loop(), asio::detached);
-  // Entries left pending by a previous run of this consumer (or dead ones) are picked up
-  // at once rather than after the first interval.
+  // Entries left pending by a previous run of this consumer, and idle ones of dead
+  // consumers, are picked up at once rather than after the first interval.
+  asio::co_spawn(self->executor, self->recover_own(), asio::detached);
   asio::co_spawn(self->executor, self->sweep(), asio::detached);
   co_return;
 }

@@ -202,14 +202,27 @@ task<result<bool>> redis_platform::delete_instance(const std::string& instance_i
 }
 
 task<bool> redis_platform::validate_api_key(const std::string& instance_id, const std::string& api_key) {
-  auto r = co_await conn_.command("HGET", meta_key(instance_id), "api_key_sha256");
-  if (!r || !r->is_bulk()) co_return false;
-  co_return digest_equals(sha256_hex(api_key), r->str());
+  auto r = co_await api_key_opens(instance_id, api_key);
+  co_return r && *r;
 }
 
 task<bool> redis_platform::instance_exists(const std::string& instance_id) {
+  auto r = co_await instance_known(instance_id);
+  co_return r && *r;
+}
+
+task<result<bool>> redis_platform::api_key_opens(const std::string& instance_id, const std::string& api_key) {
+  auto r = co_await conn_.command("HGET", meta_key(instance_id), "api_key_sha256");
+  if (!r) co_return r.error();
+  if (r->is_error()) co_return make_error_code(errc::redis_error);
+  co_return r->is_bulk() && digest_equals(sha256_hex(api_key), r->str());
+}
+
+task<result<bool>> redis_platform::instance_known(const std::string& instance_id) {
   auto r = co_await conn_.command("SISMEMBER", instances_key, instance_id);
-  co_return r && r->is_integer() && r->integer() == 1;
+  if (!r) co_return r.error();
+  if (!r->is_integer()) co_return make_error_code(errc::redis_error);
+  co_return r->integer() == 1;
 }
 
 // ---- users -----------------------------------------------------------------------------
@@ -268,9 +281,15 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   redis::request check;
   check.push("SISMEMBER", instances_key, instance_id).push("HLEN", users_key(instance_id));
   check.push("HGET", users_key(instance_id), req.user_id);
+  if (!req.once_key.empty()) check.push("GET", req.once_key);
   auto pre = co_await conn_.exec(std::move(check));
   if (!pre) co_return pre.error();
+  for (const auto& reply : *pre)
+    if (reply.is_error()) co_return make_error_code(errc::redis_error);  // e.g. LOADING: not "unknown"
   if ((*pre)[0].integer() != 1) co_return inject_result{inject_refusal::unknown_instance, {}};
+  // Injected before (its answer was lost): neither history nor stream get it twice.
+  if (!req.once_key.empty() && (*pre)[3].is_bulk())
+    co_return inject_result{inject_refusal::none, (*pre)[3].str(), true};
   std::string user_name = req.user_name;
   if ((*pre)[1].integer() > 0) {
     const auto user = (*pre)[2].is_bulk() ? parse_user((*pre)[2].str()) : std::nullopt;
@@ -303,6 +322,15 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   auto cached = co_await conn_.exec(std::move(cache));
   if (!cached) co_return cached.error();
 
+  if (!req.once_key.empty()) {
+    // The marker is written by the script that appends the entry: a crash in between
+    // cannot leave a message injected without its marker.
+    auto published = co_await bus_.publish_inbound_once(e, req.once_key, req.once_ttl);
+    if (!published) co_return published.error();
+    if (!published->first_message_id.empty())
+      co_return inject_result{inject_refusal::none, published->first_message_id, true};
+    co_return inject_result{inject_refusal::none, e.message_id};
+  }
   auto published = co_await bus_.publish_inbound(e);
   if (!published) co_return published.error();
   co_return inject_result{inject_refusal::none, e.message_id};

@@ -213,8 +213,10 @@ struct api_context : std::enable_shared_from_this<api_context> {
     if (key.empty()) co_return response::error(401, "unauthorized", "missing 'Authorization: Bearer <key>'");
     if (key.size() > 256) co_return response::error(401, "unauthorized", "invalid API key");
     if (is_admin(key)) {
-      if (!instance_id.empty() && !co_await platform.instance_exists(instance_id))
-        co_return response::error(404, "instance_not_found", "no instance '" + instance_id + "'");
+      if (instance_id.empty()) co_return std::nullopt;
+      auto known = co_await platform.instance_known(instance_id);
+      if (!known) co_return internal(known.error());
+      if (!*known) co_return response::error(404, "instance_not_found", "no instance '" + instance_id + "'");
       co_return std::nullopt;
     }
     if (instance_id.empty()) {
@@ -222,7 +224,10 @@ struct api_context : std::enable_shared_from_this<api_context> {
         co_return response::error(403, "forbidden", "the admin API is disabled: no admin key is configured");
       co_return response::error(403, "forbidden", "this route needs the admin key");
     }
-    if (co_await platform.validate_api_key(instance_id, std::string(key))) co_return std::nullopt;
+    const std::string presented(key);
+    auto opens = co_await platform.api_key_opens(instance_id, presented);
+    if (!opens) co_return internal(opens.error());
+    if (*opens) co_return std::nullopt;
     co_return response::error(403, "forbidden", "this key does not open instance '" + instance_id + "'");
   }
 
@@ -418,11 +423,15 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   }
 
   // Idempotency-Key: the first result is stored; a retry gets it back and injects nothing.
+  // "pending" marks a request still running; it expires after the longest such a request
+  // can run, so a gateway that dies mid-request does not block the key for a day. The
+  // message itself is injected at most once per key whatever happens (`once_key`).
   std::string idem_key;
   if (const auto k = req.header("idempotency-key")) {
     if (k->empty() || k->size() > 128) co_return bad("bad_idempotency_key", "Idempotency-Key is 1-128 characters");
     idem_key = "redis_platform:idem:" + id + ":" + sha256_hex(*k);
-    auto claimed = co_await api.conn.command("SET", idem_key, "pending", "NX", "EX", api.settings.idempotency_ttl.count());
+    const auto pending_ttl = (wait ? timeout : std::chrono::seconds(0)) + api.settings.idempotency_pending_margin;
+    auto claimed = co_await api.conn.command("SET", idem_key, "pending", "NX", "EX", pending_ttl.count());
     if (!claimed) co_return internal(claimed.error());
     if (claimed->is_nil()) {
       auto stored = co_await api.conn.command("GET", idem_key);
@@ -438,6 +447,10 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   }
 
   in.response_nonce = bus::random_hex_id();
+  if (!idem_key.empty()) {
+    in.once_key = idem_key + ":injected";
+    in.once_ttl = api.settings.idempotency_ttl;
+  }
   std::shared_ptr<reply_hub::impl::waiter> waiter;
   if (wait) {
     waiter = std::make_shared<reply_hub::impl::waiter>(co_await asio::this_coro::executor);
@@ -454,6 +467,12 @@ asio::awaitable<response> inject(api_context& api, request& req) {
     out = response::error(403, "user_not_registered", "this instance has a closed roster; register the user first");
   } else if (r->refusal == inject_refusal::user_name_required) {
     out = bad("missing_field", "'user_name' is required on an instance without registered users");
+  } else if (r->injected_before) {
+    // An earlier request with this key injected it and died before storing its answer:
+    // its replies went to that request (and to the history and event stream).
+    out = response::json(202, fmt::format(R"({{"message_id":{},"complete":false,"responses":[]}})",
+                                          json::quoted(r->message_id)));
+    out.headers.emplace_back("Idempotent-Replayed", "true");
   } else {
     if (waiter) {
       const auto until = clock_type::now() + timeout;

@@ -176,6 +176,43 @@ TEST_CASE("an entry of a consumer that died mid-entry is reclaimed and processed
   CHECK(f.server.cli({"HLEN", "s:attempts"}) == "0");
 }
 
+TEST_CASE("a consumer restarted under the same name takes its pending entries back at once", "[bus]") {
+  bus_fixture f;
+  int first_runs = 0, second_runs = 0;
+  // No other consumer's sweep could take them: their idle time is far below the minimum.
+  auto settings = f.consumer("s", "g", "worker-1");
+  settings.autoclaim_min_idle = 1h;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    co_await f.bus->publish("s", "job", "", "");
+    {
+      stream_consumer crashed(f.conn, f.settings, settings,
+                              [&](const stream_entry&, const delivery&) -> asio::awaitable<outcome> {
+                                ++first_runs;
+                                co_await sleep_for(1h);  // killed before acking
+                                co_return outcome::ack();
+                              });
+      co_await crashed.start();
+      CHECK(co_await eventually([&] { return first_runs == 1; }));
+      co_await crashed.stop(0ms);
+    }
+    stream_consumer restarted(f.conn, f.settings, settings,
+                              [&](const stream_entry& e, const delivery& d) -> asio::awaitable<outcome> {
+                                ++second_runs;
+                                CHECK(d.reclaimed);
+                                CHECK(d.attempts == 1);  // a crash counts: a poison pill cannot loop forever
+                                CHECK(e.field("data") == "job");
+                                co_return outcome::ack();
+                              });
+    co_await restarted.start();
+    CHECK(co_await eventually([&] { return second_runs == 1; }, 2s));
+    co_await restarted.stop(1s);
+  }(), 20s);
+  CHECK(second_runs == 1);
+  CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+  CHECK(f.server.cli({"HLEN", "s:attempts"}) == "0");
+}
+
 TEST_CASE("a poison entry is dead-lettered after the attempt limit while the rest flows", "[bus]") {
   bus_fixture f;
   std::set<std::string> done;

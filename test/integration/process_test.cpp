@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <stdlib.h>
 #include <thread>
 
@@ -172,6 +173,59 @@ bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds tim
 }
 
 }  // namespace
+
+TEST_CASE("a gateway killed mid-request leaves its Idempotency-Key retryable and the retry injects nothing twice",
+          "[process][e2e][idempotency]") {
+  redis_server redis;
+  const auto port = free_port();
+  const std::vector<std::string> argv{STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
+                                      "--redis-url=" + redis.url(), "--instance-id=gw"};
+  auto gateway = std::make_unique<child_process>(argv, std::vector<std::string>{"SG_ADMIN_API_KEY=admin-key"});
+  REQUIRE(wait_ready(port));
+  const std::string admin = "Authorization: Bearer admin-key\r\n";
+  REQUIRE(http_request(port, "POST", "/redis-platform/instances", R"({"instance_id":"i1"})", admin).status == 201);
+  const auto target = "/redis-platform/instances/i1/messages?wait=true&timeout=5";
+  const auto body = std::string(R"({"text":"once","user_id":"u1","user_name":"Ada"})");
+  const auto headers = admin + "Idempotency-Key: order-1\r\n";
+  // No worker: the request waits for a reply while the gateway is killed.
+  auto first = std::async(std::launch::async, [&] { return http_request(port, "POST", target, body, headers); });
+  REQUIRE(wait_until([&] { return redis.cli({"XLEN", "sg:stream:inbound"}) == "1"; }, 5s));
+  gateway->signal(SIGKILL);
+  CHECK(first.get().status == 0);  // its answer is lost: the client must retry
+  gateway->wait(5s);
+  gateway = std::make_unique<child_process>(argv, std::vector<std::string>{"SG_ADMIN_API_KEY=admin-key"});
+  REQUIRE(wait_ready(port));
+
+  const auto claim = redis.cli({"--scan", "--pattern", "redis_platform:idem:i1:*"});
+  // The claim of the dead request expires after its wait timeout and a margin, not in a day.
+  std::string pending_key;
+  for (std::size_t at = 0; at < claim.size();) {
+    const auto end = std::min(claim.find('\n', at), claim.size());
+    const auto key = claim.substr(at, end - at);
+    if (key.find(":injected") == std::string::npos) pending_key = key;
+    at = end + 1;
+  }
+  REQUIRE_FALSE(pending_key.empty());
+  CHECK(redis.cli({"GET", pending_key}) == "pending");
+  const auto ttl = std::stoi(redis.cli({"TTL", pending_key}));
+  CHECK(ttl > 0);
+  CHECK(ttl <= 5 + 10);
+  CHECK(http_request(port, "POST", target, body, headers).status == 409);  // it might still be running
+
+  redis.cli({"DEL", pending_key});  // as its expiry does
+  auto retry = http_request(port, "POST", target, body, headers);
+  INFO(retry.raw);
+  CHECK(retry.status == 202);
+  CHECK(retry.headers.find("Idempotent-Replayed: true") != std::string::npos);
+  CHECK(retry.body.find("\"message_id\":\"") != std::string::npos);
+  CHECK(redis.cli({"XLEN", "sg:stream:inbound"}) == "1");  // injected once
+  auto again = http_request(port, "POST", target, body, headers);
+  CHECK(again.status == 202);
+  CHECK(again.body == retry.body);
+  CHECK(redis.cli({"XLEN", "sg:stream:inbound"}) == "1");
+  gateway->signal(SIGTERM);
+  CHECK(gateway->wait(5s) == 0);
+}
 
 TEST_CASE("a worker answers through an OpenAI-compatible API and reloads its configuration live",
           "[process][e2e][worker]") {

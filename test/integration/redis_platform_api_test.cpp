@@ -161,6 +161,31 @@ TEST_CASE("an Idempotency-Key retry returns the first result and injects nothing
   CHECK(g.redis.cli({"XLEN", "sg:stream:inbound"}) == "1");
 }
 
+TEST_CASE("an instance route answers 503 when Redis answers with an error, never 404 or 403", "[api]") {
+  gateway_fixture g;
+  auto inst = create_instance(g);
+  const auto target = "/redis-platform/instances/" + inst.id + "/messages";
+  const std::string body = R"({"text":"hi","user_id":"u1","user_name":"Ada"})";
+  // A Redis restarting answers -LOADING; a key of the wrong type gives the same kind of
+  // error reply (WRONGTYPE) on demand.
+  g.redis.cli({"RENAME", "redis_platform:instances", "kept-instances"});
+  g.redis.cli({"SET", "redis_platform:instances", "not a set"});
+  auto as_admin = call(g.port(), "POST", target, admin, body);
+  INFO(as_admin.raw);
+  CHECK(as_admin.status == 503);
+  g.redis.cli({"RENAME", "kept-instances", "redis_platform:instances"});
+
+  g.redis.cli({"RENAME", "redis_platform:meta:" + inst.id, "kept-meta"});
+  g.redis.cli({"SET", "redis_platform:meta:" + inst.id, "not a hash"});
+  auto with_key = call(g.port(), "POST", target, bearer(inst.key), body);
+  INFO(with_key.raw);
+  CHECK(with_key.status == 503);
+  g.redis.cli({"RENAME", "kept-meta", "redis_platform:meta:" + inst.id});
+
+  CHECK(call(g.port(), "POST", target, bearer(inst.key), body).status == 202);
+  CHECK(g.redis.cli({"XLEN", "sg:stream:inbound"}) == "1");
+}
+
 TEST_CASE("events stream over SSE and resume from Last-Event-ID", "[api]") {
   gateway_fixture g;
   auto inst = create_instance(g);

@@ -19,11 +19,14 @@ extern char** environ;
 
 namespace stargazer::test {
 
-child_process::child_process(std::vector<std::string> argv, std::vector<std::string> env, bool pipe_stdin) {
+child_process::child_process(std::vector<std::string> argv, std::vector<std::string> env, bool pipe_stdin,
+                             std::string output_path)
+    : output_path_(std::move(output_path)), keep_output_(!output_path_.empty()) {
   static int counter = 0;
-  output_path_ = (std::filesystem::temp_directory_path() /
-                  ("sg-child-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log"))
-                     .string();
+  if (output_path_.empty())
+    output_path_ = (std::filesystem::temp_directory_path() /
+                    ("sg-child-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".log"))
+                       .string();
   std::vector<std::string> envs;
   // Entries of `env` replace inherited ones of the same name (getenv finds the first).
   const auto overridden = [&](std::string_view entry) {
@@ -102,6 +105,7 @@ child_process::~child_process() {
     int st = 0;
     ::waitpid(pid_, &st, 0);
   }
+  if (keep_output_) return;
   std::error_code ec;
   std::filesystem::remove(output_path_, ec);
 }

@@ -16,8 +16,11 @@ class child_process {
 public:
   // Starts `argv` with extra environment entries ("NAME=value"). With `pipe_stdin` the
   // child's stdin is a pipe fed by write_stdin() and ended by close_stdin() (or by the
-  // destructor); otherwise the child inherits ours.
-  explicit child_process(std::vector<std::string> argv, std::vector<std::string> env = {}, bool pipe_stdin = false);
+  // destructor); otherwise the child inherits ours. With `output_path` the output goes to
+  // that file and is kept after the process (logs of a longer run); otherwise to a
+  // temporary file removed with this object.
+  explicit child_process(std::vector<std::string> argv, std::vector<std::string> env = {}, bool pipe_stdin = false,
+                         std::string output_path = {});
   ~child_process();
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
@@ -39,6 +42,7 @@ private:
   pid_t pid_ = -1;
   int stdin_fd_ = -1;
   std::string output_path_;
+  bool keep_output_ = false;
   std::optional<int> status_;
 };
 

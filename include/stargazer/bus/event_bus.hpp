@@ -57,6 +57,16 @@ public:
   // XADD with approximate MAXLEN; entries of a channel get an ordering key and sequence
   // number (docs/protocol.md §4.6). Return the entry id.
   boost::asio::awaitable<result<std::string>> publish_inbound(const inbound_envelope& e);
+  // publish_inbound at most once per `marker_key`: the same script that appends the entry
+  // sets the marker to e.message_id for `ttl`, so a crash cannot separate the two. When
+  // the marker exists nothing is published and `first_message_id` is its value.
+  struct once_result {
+    std::string entry_id;          // empty when published before
+    std::string first_message_id;  // set when published before
+  };
+  boost::asio::awaitable<result<once_result>> publish_inbound_once(const inbound_envelope& e,
+                                                                   const std::string& marker_key,
+                                                                   std::chrono::seconds ttl);
   boost::asio::awaitable<result<std::string>> publish_outbound(const std::string& platform, const outbound_envelope& e);
   // The general form: `okey` empty publishes without a sequence number.
   boost::asio::awaitable<result<std::string>> publish(const std::string& stream, const std::string& data,

@@ -10,6 +10,7 @@
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,6 +49,10 @@ struct inject_request {
   std::string reply_to_id;
   std::vector<bus::attachment> attachments;
   std::string response_nonce;
+  // Set: the message is injected at most once per key (an Idempotency-Key's marker, kept
+  // for `once_ttl`); a second inject returns the first message id and publishes nothing.
+  std::string once_key;
+  std::chrono::seconds once_ttl{86400};
 };
 
 enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required };
@@ -55,6 +60,7 @@ enum class inject_refusal { none, unknown_instance, user_not_registered, user_na
 struct inject_result {
   inject_refusal refusal = inject_refusal::none;
   std::string message_id;
+  bool injected_before = false;  // once_key was already used: message_id is the first one's
 };
 
 struct stored_file {
@@ -93,6 +99,10 @@ public:
   task<result<bool>> delete_instance(const std::string& instance_id);
   task<bool> validate_api_key(const std::string& instance_id, const std::string& api_key);
   task<bool> instance_exists(const std::string& instance_id);
+  // As the two above, but a Redis that cannot answer (down, or LOADING after a restart) is
+  // an error, not "no": the REST API must not tell a client its instance does not exist.
+  task<result<bool>> api_key_opens(const std::string& instance_id, const std::string& api_key);
+  task<result<bool>> instance_known(const std::string& instance_id);
 
   task<result<user_info>> register_user(const std::string& instance_id, const std::string& user_id,
                                         const std::string& display_name, const std::map<std::string, std::string>& metadata);

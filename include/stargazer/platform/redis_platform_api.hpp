@@ -30,6 +30,11 @@ struct redis_platform_api_settings {
   std::chrono::seconds default_wait{30};
   std::chrono::seconds max_wait{120};
   std::chrono::seconds idempotency_ttl{86400};
+  // A request's "pending" claim on its Idempotency-Key lasts its wait timeout plus this,
+  // so that a gateway crash (or a Redis failover that loses the claim's release) does not
+  // block the key. Overlapping requests past it are still safe: the inject marker is set
+  // atomically with the XADD, so the message goes in once and the other answers 202.
+  std::chrono::seconds idempotency_pending_margin{10};
   std::chrono::seconds sse_heartbeat{15};
 };
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The full chaos run by hand (docs/chaos.md): a release build, then 10,000 messages over
+# 200 channels with worker kills every 2 s, one gateway kill and, per variant, one Redis
+# restart or one Sentinel failover. Extra arguments go to both runs (e.g. --seed 42).
+#   test/chaos/run.sh                 # both variants
+#   SG_CHAOS_MODES=sentinel test/chaos/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true
+cmake --preset release >/dev/null
+# Other builds may share the machine: one build at a time.
+flock /tmp/sg-build.lock cmake --build --preset release --target stargazer stargazer_chaos
+status=0
+for mode in ${SG_CHAOS_MODES:-restart sentinel}; do
+  build/release/test/stargazer_chaos --mode "$mode" --messages 10000 --channels 200 --workers 3 \
+    --rate 100 --kill-interval-ms 2000 --drain-seconds 300 "$@" || status=1
+done
+exit $status
