@@ -135,6 +135,10 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     }
   };
 
+  asio::awaitable<void> count_attempt(const std::string& entry_id, int delta) {
+    co_await conn.command("HINCRBY", attempts_key(settings.stream), entry_id, delta);
+  }
+
   asio::awaitable<void> mark_done(const std::string& okey, std::uint64_t seq) {
     const std::vector<std::string> keys{order_key(settings.stream, okey)};
     const std::vector<std::string> args{std::to_string(seq)};
@@ -150,6 +154,13 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     const auto seq = parse_u64(e.field("seq"));
     const lane_key key{seq, arrivals++};
     const std::string trace_id(e.field("trace_id"));
+    // A reclaimed entry's attempt was counted when it was taken over. Only a run that
+    // starts is an attempt: while the entry waits for its turn the count is given back,
+    // so an entry whose workers die while it waits (again and again, e.g. behind a
+    // predecessor stuck on a Redis restart) is not dead-lettered as a poison pill, and
+    // the dead-lettering of one that did run cannot skip a pending predecessor.
+    const bool counted = d.reclaimed && d.attempts > 0;
+    if (counted) co_await count_attempt(e.id, -1);
     std::optional<parked_scope> parked(std::in_place, d.parking);
     co_await acquire_turn(okey, key);
     outcome result = outcome::retry("not run");
@@ -157,6 +168,7 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
       if (seq > 0) {
         co_await wait_for_predecessor(okey, key, trace_id);
         parked.reset();
+        if (counted) co_await count_attempt(e.id, 1);
         result = co_await body();
         if (result.what != outcome::kind::retry) co_await mark_done(okey, seq);
       } else {
@@ -165,6 +177,7 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
         if (!co_await lock.acquire(settings.lock_wait)) {
           result = outcome::retry("lock " + lock.key() + " not acquired");
         } else {
+          if (counted) co_await count_attempt(e.id, 1);
           result = co_await body();
           co_await lock.release();
         }

@@ -335,6 +335,34 @@ TEST_CASE("a send that completes its turn: turn_complete follows its delivery, n
   CHECK(f.server.cli({"XLEN", "sg:stream:outbound:redis"}) == "2");  // the two sends, no turn_complete entry
 }
 
+TEST_CASE("a reclaimed entry that only waits for its turn gives its attempt back until it runs", "[bus][order]") {
+  bus_fixture f;
+  channel_sequencer sequencer(f.conn, sequencer_settings{.stream = "s", .lock_prefix = "sg:lock:s:"});
+  const stream_entry entry{"5-0", {{"data", "x"}, {"okey", "c"}, {"seq", "2"}}};  // its predecessor never came
+  bool ran = false;
+  std::string attempts_while_waiting;
+  std::string attempts_when_running;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.conn.command("HSET", "s:attempts", "5-0", "3");  // taken over for the third time
+    const delivery reclaimed{3, true, nullptr};
+    asio::co_spawn(f.io, [&]() -> asio::awaitable<void> {
+      co_await sequencer.run_in_order(entry, reclaimed, [&]() -> asio::awaitable<outcome> {
+        ran = true;
+        attempts_when_running = f.server.cli({"HGET", "s:attempts", "5-0"});
+        co_return outcome::ack();
+      });
+    }, asio::detached);
+    CHECK(co_await eventually([&] { return f.server.cli({"HGET", "s:attempts", "5-0"}) == "2"; }, 2s));
+    co_await sleep_for(200ms);
+    attempts_while_waiting = f.server.cli({"HGET", "s:attempts", "5-0"});
+    CHECK_FALSE(ran);
+    co_await f.conn.command("HSET", order_key("s", "c"), "done", "1");  // the predecessor is done
+    CHECK(co_await eventually([&] { return ran; }, 2s));
+  }(), 10s);
+  CHECK(attempts_while_waiting == "2");  // a worker killed now leaves the count where it was
+  CHECK(attempts_when_running == "3");   // the run that starts is the attempt
+}
+
 TEST_CASE("a failed send releases its claim and is retried until delivered once", "[bus]") {
   bus_fixture f;
   recording_adapter adapter;
