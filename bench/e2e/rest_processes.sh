@@ -28,7 +28,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 redis-server --port 0 --unixsocket "$tmp/redis.sock" --save "" --appendonly no --dir "$tmp" --daemonize no \
-  --logfile "$tmp/redis.log" & pids+=($!)
+  --logfile "$tmp/redis.log" & redis=$!; pids+=($redis)
 for _ in $(seq 100); do redis-cli -s "$tmp/redis.sock" ping >/dev/null 2>&1 && break; sleep 0.05; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export SG_REDIS_URL="unix://$tmp/redis.sock" SG_ADMIN_API_KEY=bench-admin SG_LOG_LEVEL=warn
@@ -58,13 +58,13 @@ end
 LUA
 cpu() { awk '{print ($14+$15)/100}' "/proc/$1/stat"; }
 declare -A cpu_before
-for p in "$gateway" "${worker_pids[@]}"; do cpu_before[$p]=$(cpu "$p"); done
+for p in "$gateway" "${worker_pids[@]}" "$redis"; do cpu_before[$p]=$(cpu "$p"); done
 echo "gateway + $workers worker(s), $instances instances, $connections connections, ${seconds}s, model delay ${delay} ms"
 wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$tmp/post.lua" "http://127.0.0.1:$port/" | tee "$tmp/wrk.out" |
   grep -E "Requests/sec|50%|90%|99%|Non-2xx|Socket errors|requests in"
 requests=$(awk '/requests in/ {print $1}' "$tmp/wrk.out")
-for p in "$gateway" "${worker_pids[@]}"; do
-  name=$([ "$p" = "$gateway" ] && echo gateway || echo "worker(pid $p)")
+for p in "$gateway" "${worker_pids[@]}" "$redis"; do
+  name=$([ "$p" = "$gateway" ] && echo gateway || { [ "$p" = "$redis" ] && echo redis-server || echo "worker(pid $p)"; })
   used=$(awk -v a="$(cpu "$p")" -v b="${cpu_before[$p]}" 'BEGIN {print a - b}')
   peak=$(awk '/VmHWM/ {printf "%.1f MB", $2/1024}' "/proc/$p/status")
   printf '%-18s CPU %.2f s (%.3f s per 1,000 requests), peak RSS %s\n' "$name" "$used" \
