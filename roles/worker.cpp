@@ -26,6 +26,9 @@ namespace asio = boost::asio;
 namespace {
 
 constexpr const char* config_channel = "sg:pubsub:config";
+// Cached messages the worker remembers for history reads (a few MB at most; see
+// message_cache): about 500 busy channels' contexts of 20.
+constexpr std::size_t history_memo_capacity = 10'000;
 
 std::chrono::milliseconds seconds_to_ms(double s) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
@@ -37,7 +40,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
       : proc(p),
         cfg(p.cfg),
         rpc(p.bus, p.redis_config),
-        cache(p.redis),
+        cache(p.redis, history_memo_capacity),
         tool_registry(make_tool_registry(p.cfg, p.redis)),
         remote_tools(p.cfg.tools_mode == "remote"
                          ? std::make_shared<tools::remote_tool_client>(p.redis, p.redis_config, p.bus,

@@ -6,8 +6,43 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+#include <list>
+#include <unordered_map>
 
 namespace stargazer::platform {
+
+// Least recently used cached messages by hash key.
+struct message_cache::memo {
+  explicit memo(std::size_t c) : capacity(c) {}
+  std::size_t capacity;
+  std::list<std::pair<std::string, cached_message>> order;  // most recent first
+  std::unordered_map<std::string, decltype(order)::iterator> by_key;
+
+  const cached_message* find(const std::string& key) {
+    auto it = by_key.find(key);
+    if (it == by_key.end()) return nullptr;
+    order.splice(order.begin(), order, it->second);
+    return &it->second->second;
+  }
+  void put(const std::string& key, const cached_message& m) {
+    if (auto it = by_key.find(key); it != by_key.end()) {
+      it->second->second = m;
+      order.splice(order.begin(), order, it->second);
+      return;
+    }
+    order.emplace_front(key, m);
+    by_key.emplace(key, order.begin());
+    if (order.size() > capacity) {
+      by_key.erase(order.back().first);
+      order.pop_back();
+    }
+  }
+};
+
+message_cache::message_cache(redis::connection& conn, std::size_t memo_capacity)
+    : conn_(conn), memo_(memo_capacity > 0 ? std::make_unique<memo>(memo_capacity) : nullptr) {}
+
+message_cache::~message_cache() = default;
 
 std::string message_cache::channel_key(std::string_view platform, std::string_view channel_id) {
   return fmt::format("channel_msgs:{}:{}", platform, channel_id);
@@ -33,13 +68,24 @@ std::vector<std::vector<std::string>> message_cache::store_commands(std::string_
 boost::asio::awaitable<std::error_code> message_cache::store(const std::string& platform,
                                                              const std::string& channel_id, const cached_message& m,
                                                              std::string hash_key) {
+  if (hash_key.empty()) hash_key = message_key(platform, channel_id, m.message_id);
   redis::request req;
-  for (const auto& c : store_commands(platform, channel_id, m, std::move(hash_key))) req.push_range(c);
+  for (const auto& c : store_commands(platform, channel_id, m, hash_key)) req.push_range(c);
   auto r = co_await conn_.exec(std::move(req));
-  co_return r ? std::error_code{} : r.error();
+  if (!r) co_return r.error();
+  if (memo_) memo_->put(hash_key, m);
+  co_return std::error_code{};
 }
 
 namespace {
+
+// One HMGET row of the fields below; nullopt when the hash expired.
+std::optional<cached_message> from_row(const redis::reply& row) {
+  const auto& f = row.elements();
+  if (f.size() != 7 || f[3].is_nil()) return std::nullopt;
+  return cached_message{f[0].str(), f[1].str(), f[2].str(), f[3].str(), std::atof(f[4].str().c_str()),
+                        f[5].str() == "1", f[6].str()};
+}
 
 // The newest `limit` hashes of a channel in one round trip (it ran on every turn as a
 // ZREVRANGEBYSCORE plus one HMGET per message). The hash keys come from the index, not
@@ -62,19 +108,47 @@ boost::asio::awaitable<result<std::vector<cached_message>>> message_cache::recen
                                                                                   const std::string& channel_id,
                                                                                   std::size_t limit,
                                                                                   std::optional<double> before) {
+  const auto max_score = before ? fmt::format("({:.3f}", *before) : std::string("+inf");
+  if (memo_) co_return co_await recent_remembered(channel_key(platform, channel_id), limit, max_score);
   const std::vector<std::string> keys{channel_key(platform, channel_id)};
-  const std::vector<std::string> args{before ? fmt::format("({:.3f}", *before) : std::string("+inf"),
-                                      std::to_string(limit)};
+  const std::vector<std::string> args{max_score, std::to_string(limit)};
   auto rows = co_await conn_.eval(recent_script(), keys, args);
   if (!rows) co_return rows.error();
   if (rows->is_error()) co_return make_error_code(errc::redis_error);
   std::vector<cached_message> out;
-  for (auto& row : rows->elements()) {
-    auto& f = row.elements();
-    if (f.size() != 7 || f[3].is_nil()) continue;  // expired
-    out.push_back(cached_message{f[0].str(), f[1].str(), f[2].str(), f[3].str(), std::atof(f[4].str().c_str()),
-                                 f[5].str() == "1", f[6].str()});
+  for (auto& row : rows->elements())
+    if (auto m = from_row(row)) out.push_back(std::move(*m));
+  co_return out;
+}
+
+boost::asio::awaitable<result<std::vector<cached_message>>> message_cache::recent_remembered(
+    const std::string& index_key, std::size_t limit, const std::string& max_score) {
+  auto keys = co_await conn_.command("ZREVRANGEBYSCORE", index_key, max_score, "-inf", "LIMIT", 0, limit);
+  if (!keys) co_return keys.error();
+  if (keys->is_error()) co_return make_error_code(errc::redis_error);
+  // Copies, not pointers into the memo: storing the fetched ones may evict others.
+  const auto& index = keys->elements();
+  std::vector<std::optional<cached_message>> found(index.size());
+  std::vector<std::size_t> missing;
+  for (std::size_t i = 0; i < index.size(); ++i) {
+    if (const auto* m = memo_->find(index[i].str())) found[i] = *m;
+    else missing.push_back(i);
   }
+  if (!missing.empty()) {
+    redis::request req;
+    for (const auto i : missing)
+      req.push("HMGET", index[i].str(), "message_id", "user_id", "user_name", "text", "timestamp", "is_bot",
+               "reply_to_id");
+    auto rows = co_await conn_.exec(std::move(req));
+    if (!rows) co_return rows.error();
+    for (std::size_t j = 0; j < missing.size() && j < rows->size(); ++j) {
+      found[missing[j]] = from_row((*rows)[j]);
+      if (found[missing[j]]) memo_->put(index[missing[j]].str(), *found[missing[j]]);
+    }
+  }
+  std::vector<cached_message> out;
+  for (auto& m : found)
+    if (m) out.push_back(std::move(*m));  // absent: expired
   co_return out;
 }
 

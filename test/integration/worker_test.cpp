@@ -307,3 +307,48 @@ TEST_CASE("a failing model gives the user a short apology and the turn is not re
   CHECK(f.replies() == std::vector<std::string>{std::string(worker::apology_text)});
   CHECK(f.metrics.render().find(R"(stargazer_turns_total{outcome="model_failed"} 1)") != std::string::npos);
 }
+
+TEST_CASE("a remembering message cache reads what others wrote and returns what a plain one returns",
+          "[worker][cache]") {
+  redis_server server;
+  asio::io_context io;
+  redis::connection conn(io.get_executor(), redis::settings_from_url(server.url()));
+  conn.start();
+  platform::message_cache plain(conn);
+  platform::message_cache remembering(conn, 3);  // smaller than the history: eviction is exercised
+  const auto texts = [](const std::vector<platform::cached_message>& v) {
+    std::vector<std::string> out;
+    for (const auto& m : v) out.push_back(m.user_name + ":" + m.text);
+    return out;
+  };
+  run_coro(io, [&]() -> asio::awaitable<void> {
+    for (int i = 1; i <= 5; ++i) {
+      const platform::cached_message m{"m" + std::to_string(i), "u", i % 2 != 0 ? "Ada" : "Bob", "t" + std::to_string(i),
+                                       1700000000.0 + i, false, {}};
+      // Odd messages through the remembering cache, even ones written by someone else.
+      auto& writer = i % 2 != 0 ? remembering : plain;
+      CHECK_FALSE(co_await writer.store("redis", "room", m));
+    }
+    const std::vector<std::string> newest_first{"Bob:t4", "Ada:t3", "Bob:t2"};
+    for (int round = 0; round < 2; ++round) {  // cold, then from memory
+      auto a = co_await remembering.recent("redis", "room", 3, 1700000004.5);
+      auto b = co_await plain.recent("redis", "room", 3, 1700000004.5);
+      REQUIRE(a);
+      REQUIRE(b);
+      CHECK(texts(*a) == newest_first);
+      CHECK(texts(*b) == newest_first);
+    }
+    // More than it can remember: the evicted ones are fetched again.
+    auto all = co_await remembering.recent("redis", "room", 10);
+    auto reference = co_await plain.recent("redis", "room", 10);
+    REQUIRE(all);
+    REQUIRE(reference);
+    CHECK(all->size() == 5);
+    CHECK(texts(*all) == texts(*reference));
+    co_await conn.command("DEL", "sg:msg:redis:room:m1");  // expired: skipped unless remembered
+    auto fresh = co_await plain.recent("redis", "room", 10);
+    REQUIRE(fresh);
+    CHECK(fresh->size() == 4);
+  }(), 10s);
+  conn.stop();
+}

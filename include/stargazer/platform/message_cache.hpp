@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,7 +37,14 @@ class message_cache {
 public:
   static constexpr std::chrono::seconds ttl{7776000};  // 90 days
 
-  explicit message_cache(redis::connection& conn) : conn_(conn) {}
+  // With `memo_capacity` > 0 the messages this object has stored or read are remembered
+  // (least recently used dropped first): a turn's history read then fetches only the
+  // hashes it has not seen, usually the newest one or two, instead of every message of
+  // the context. Stored hashes are written once, so a remembered one stays true.
+  explicit message_cache(redis::connection& conn, std::size_t memo_capacity = 0);
+  ~message_cache();
+  message_cache(const message_cache&) = delete;
+  message_cache& operator=(const message_cache&) = delete;
 
   static std::string channel_key(std::string_view platform, std::string_view channel_id);
   static std::string message_key(std::string_view platform, std::string_view channel_id, std::string_view message_id);
@@ -56,7 +64,12 @@ public:
                                                                      std::optional<double> before = std::nullopt);
 
 private:
+  boost::asio::awaitable<result<std::vector<cached_message>>> recent_remembered(const std::string& index_key,
+                                                                                std::size_t limit,
+                                                                                const std::string& max_score);
+  struct memo;
   redis::connection& conn_;
+  std::unique_ptr<memo> memo_;
 };
 
 }  // namespace stargazer::platform
