@@ -3,6 +3,8 @@
 // and the fuzz build compile them alone.
 #include "stargazer/llm/openai_client.hpp"
 
+#include "stargazer/http/json_body.hpp"
+
 #include <fmt/format.h>
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
@@ -20,6 +22,9 @@ using json_writer = rapidjson::Writer<rapidjson::StringBuffer>;
 namespace {
 
 constexpr auto parse_flags = rapidjson::kParseIterativeFlag;  // no recursion on hostile nesting
+// Serialising a value (an error object, object-shaped arguments) recurses per level, so a
+// response nested deeper is refused; real ones nest about six levels.
+constexpr unsigned max_response_depth = 64;
 
 // Length of the valid UTF-8 sequence at the start of `s`, 0 when it is not one.
 std::size_t utf8_sequence(std::string_view s) {
@@ -189,6 +194,8 @@ std::string encode_request(const request& req, const openai_settings& defaults) 
 }
 
 outcome parse_response(std::string_view body) {
+  if (http::json_nesting_depth(body) > max_response_depth)
+    return bad(fmt::format("JSON nested deeper than {} levels", max_response_depth));
   rapidjson::Document doc;
   doc.Parse<parse_flags>(body.data(), body.size());
   if (doc.HasParseError())

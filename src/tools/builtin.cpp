@@ -181,8 +181,9 @@ void add_builtin_tools(registry& r, redis::connection& redis) {
           }
           file.mimetype = "text/csv";
         } else if (format == "json") {
+          // Only checked, never walked: iterative, so deep nesting cannot exhaust the stack.
           rapidjson::Document doc;
-          doc.Parse(content.c_str(), content.size());
+          doc.Parse<rapidjson::kParseIterativeFlag>(content.c_str(), content.size());
           if (doc.HasParseError()) throw tool_error("content: not valid JSON");
           file.data = content;
           file.mimetype = "application/json";

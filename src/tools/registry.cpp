@@ -13,6 +13,8 @@ namespace stargazer::tools {
 
 namespace asio = boost::asio;
 
+constexpr unsigned max_argument_depth = 32;
+
 std::map<std::string, std::string> call_context::to_map() const {
   return {{"platform", platform}, {"channel_id", channel_id}, {"user_id", user_id},
           {"user_name", user_name}, {"message_id", message_id}};
@@ -119,6 +121,10 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
   if (!permitted(name, ctx))
     co_return failed(fmt::format("permission denied: '{}' is not allowed here", name));
 
+  // The model writes the arguments: deep nesting would overflow the stack in RapidJSON's
+  // recursive parser (and in handlers that serialise values), so it is refused first.
+  if (http::json_nesting_depth(args_json) > max_argument_depth)
+    co_return failed(fmt::format("the arguments are nested deeper than {} levels", max_argument_depth));
   auto args = std::make_shared<rapidjson::Document>();
   args->Parse(args_json.empty() ? "{}" : args_json.c_str());
   if (args->HasParseError() || !args->IsObject())
