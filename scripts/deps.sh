@@ -9,6 +9,7 @@ STARGAZER_PACKAGES=(
   libhiredis-dev libssl-dev
   redis-server redis-sentinel redis-tools
   chromium  # the browser test (test/browser, driven by playwright-core from npm)
+  clang libclang-rt-14-dev  # the fuzz targets (test/fuzz); libFuzzer is only a Recommends of clang
 )
 # Node.js and npm for the browser test, unless the machine already has them (e.g. a
 # Node.js 20 from elsewhere, whose npm is not a Debian package).

@@ -59,8 +59,10 @@ void validate(config& cfg) {
   for (const auto& s : cfg.redis_sentinels) {
     const auto colon = s.rfind(':');
     unsigned port = 0;
-    if (colon == std::string::npos || colon == 0 ||
-        std::from_chars(s.data() + colon + 1, s.data() + s.size(), port).ec != std::errc{} ||
+    const auto parsed = colon == std::string::npos ? std::from_chars_result{}
+                                                   : std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
+    // The whole rest must be the port: "host:26379x" is refused, not read as port 26379.
+    if (colon == std::string::npos || colon == 0 || parsed.ec != std::errc{} || parsed.ptr != s.data() + s.size() ||
         port == 0 || port > 65535)
       throw bad_value(fmt::format("--redis-sentinels: '{}' is not host:port", s));
   }
@@ -481,10 +483,19 @@ role role_from(const std::string& name) {
   return role::standalone;
 }
 
-std::string toml_string(std::string_view s) {
+// render_config writes what CLI11 2.1's reader gives back unchanged (escaped values used
+// to gain a backslash per reload; found by test/fuzz/fuzz_config.cpp). That reader splits
+// a value holding a space or a comma, and every list item, into quoted words, turning \"
+// into "; any other value only loses its outer quotes (no escape sequences). So a value
+// holding '"' or '\\' goes in a TOML literal string ('...', no escapes) unless it holds a
+// single quote too; then '"' is escaped where the reader splits.
+std::string toml_string(std::string_view s, bool list_item = false) {
+  const bool plain = s.find_first_of("\"\\") == std::string_view::npos;
+  if (!plain && s.find('\'') == std::string_view::npos) return "'" + std::string(s) + "'";
+  const bool split = list_item || s.find_first_of(" ,") != std::string_view::npos;
   std::string out = "\"";
   for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
+    if (split && c == '"') out.push_back('\\');
     out.push_back(c);
   }
   return out + "\"";
@@ -572,7 +583,7 @@ std::variant<config, std::string> reload_config(const config& cfg) {
 std::string render_config(const config& cfg) {
   const auto secret = [](const std::string& v) { return v.empty() ? std::string("\"\"") : std::string("\"<redacted>\""); };
   std::string sentinels;
-  for (const auto& s : cfg.redis_sentinels) sentinels += (sentinels.empty() ? "" : ", ") + toml_string(s);
+  for (const auto& s : cfg.redis_sentinels) sentinels += (sentinels.empty() ? "" : ", ") + toml_string(s, true);
   std::string out;
   auto line = [&](std::string_view key, const std::string& value) { out += fmt::format("{} = {}\n", key, value); };
   line("role", toml_string(to_string(cfg.process_role)));
@@ -586,7 +597,7 @@ std::string render_config(const config& cfg) {
   line("http-max-body-bytes", std::to_string(cfg.http_max_body_bytes));
   line("health-port", std::to_string(cfg.health_port));
   std::string origins;
-  for (const auto& o : cfg.webchat_allowed_origins) origins += (origins.empty() ? "" : ", ") + toml_string(o);
+  for (const auto& o : cfg.webchat_allowed_origins) origins += (origins.empty() ? "" : ", ") + toml_string(o, true);
   line("webchat-enabled", cfg.webchat_enabled ? "true" : "false");
   line("webchat-allowed-origins", "[" + origins + "]");
   line("data-dir", toml_string(cfg.data_dir));

@@ -8,10 +8,7 @@
 #include <rapidjson/writer.h>
 
 namespace stargazer::http {
-namespace {
-
-// Measures nesting before the real parse; RapidJSON's recursive parser has no depth limit.
-unsigned nesting_depth(std::string_view text) {
+unsigned json_nesting_depth(std::string_view text) {
   unsigned depth = 0, deepest = 0;
   bool in_string = false, escaped = false;
   for (char c : text) {
@@ -30,8 +27,6 @@ unsigned nesting_depth(std::string_view text) {
   return deepest;
 }
 
-}  // namespace
-
 std::variant<rapidjson::Document, response> parse_json_object(const request& req, unsigned max_depth) {
   if (const auto type = req.header("content-type"); type) {
     const auto essence = ascii_lower(type->substr(0, type->find(';')));
@@ -39,7 +34,7 @@ std::variant<rapidjson::Document, response> parse_json_object(const request& req
       return response::error(415, "unsupported_media_type", "Content-Type must be application/json");
   }
   if (req.body.empty()) return response::error(400, "bad_json", "the request body is empty; a JSON object is required");
-  if (nesting_depth(req.body) > max_depth)
+  if (json_nesting_depth(req.body) > max_depth)
     return response::error(400, "bad_json", fmt::format("JSON nested deeper than {} levels", max_depth));
   rapidjson::Document doc;
   doc.Parse(req.body.data(), req.body.size());  // trailing non-whitespace is an error

@@ -44,8 +44,11 @@ std::string history_to_json(const std::vector<history_message>& messages) {
 }
 
 std::optional<std::vector<history_message>> history_from_json(std::string_view json) {
+  // Iterative: the text comes from another process. Not kParseFullPrecisionFlag, although
+  // the default may read a timestamp one ulp off: RapidJSON 1.1.0's full-precision path
+  // reads out of bounds on long exponents (test/fuzz/fuzz_history.cpp found both).
   rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
+  doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError() || !doc.IsArray()) return std::nullopt;
   std::vector<history_message> out;
   for (const auto& o : doc.GetArray()) {

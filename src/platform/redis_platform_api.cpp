@@ -5,13 +5,14 @@
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/strings.hpp"
-#include "stargazer/http/json_body.hpp"
 #include "stargazer/http/router.hpp"
+#include "stargazer/platform/redis_platform_api_bodies.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
 #include <boost/asio.hpp>
 #include <fmt/format.h>
+#include <rapidjson/document.h>
 
 #include <charconv>
 #include <cmath>
@@ -86,19 +87,6 @@ const log::logger& api_log() {
   return instance;
 }
 
-bool valid_id(std::string_view s, std::size_t max, std::string_view extra = {}) {
-  if (s.empty() || s.size() > max) return false;
-  // "." and ".." are dot-segments: clients and proxies normalise them out of URLs, so such
-  // an id could never be addressed (or would address another path).
-  if (s == "." || s == "..") return false;
-  for (char c : s) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                    c == '_' || c == '.' || extra.find(c) != std::string_view::npos;
-    if (!ok) return false;
-  }
-  return true;
-}
-
 response bad(std::string_view code, std::string message) { return response::error(400, code, message); }
 
 std::string instance_json(const instance_info& i) {
@@ -143,43 +131,6 @@ std::string message_json(const cached_message& m) {
 response internal(const std::error_code& ec) {
   api_log().error("redis failure: {}", ec.message());
   return response::error(503, "unavailable", "storage unavailable, retry later");
-}
-
-// Reads an optional string member, checking its type and length.
-std::optional<response> read_string(const rapidjson::Value& obj, const char* name, std::size_t max, std::string& out,
-                                    bool required) {
-  if (!obj.HasMember(name) || obj[name].IsNull()) {
-    if (required) return bad("missing_field", fmt::format("'{}' is required", name));
-    return std::nullopt;
-  }
-  const auto& v = obj[name];
-  if (!v.IsString()) return bad("bad_field_type", fmt::format("'{}' must be a string", name));
-  if (v.GetStringLength() > max)
-    return response::error(413, "field_too_long", fmt::format("'{}' is longer than {} bytes", name, max));
-  out.assign(v.GetString(), v.GetStringLength());
-  return std::nullopt;
-}
-
-std::optional<response> read_metadata(const rapidjson::Value& obj, const redis_platform_api_settings& s,
-                                      std::map<std::string, std::string>& out) {
-  if (!obj.HasMember("metadata") || obj["metadata"].IsNull()) return std::nullopt;
-  const auto& m = obj["metadata"];
-  if (!m.IsObject()) return bad("bad_field_type", "'metadata' must be an object of strings");
-  if (m.MemberCount() > s.max_metadata_fields)
-    return response::error(413, "too_many_fields", fmt::format("'metadata' has more than {} fields", s.max_metadata_fields));
-  for (const auto& kv : m.GetObject()) {
-    const std::string key(kv.name.GetString(), kv.name.GetStringLength());
-    if (!valid_id(key, 64)) return bad("bad_metadata_key", "metadata keys are 1-64 characters of [A-Za-z0-9._-]");
-    if (key == "display_name" || key == "created_at" || key == "api_key" || key == "api_key_sha256" ||
-        key == "instance_id")
-      return bad("reserved_metadata_key", "'" + key + "' is reserved");
-    if (!kv.value.IsString()) return bad("bad_field_type", "metadata values must be strings");
-    if (kv.value.GetStringLength() > s.max_metadata_value_bytes)
-      return response::error(413, "field_too_long",
-                             fmt::format("metadata values are at most {} bytes", s.max_metadata_value_bytes));
-    out.emplace(key, std::string(kv.value.GetString(), kv.value.GetStringLength()));
-  }
-  return std::nullopt;
 }
 
 struct api_context : std::enable_shared_from_this<api_context> {
@@ -231,10 +182,7 @@ struct api_context : std::enable_shared_from_this<api_context> {
     co_return response::error(403, "forbidden", "this key does not open instance '" + instance_id + "'");
   }
 
-  std::optional<response> check_instance_id(const std::string& id) const {
-    if (!valid_id(id, 64)) return bad("bad_instance_id", "instance ids are 1-64 characters of [A-Za-z0-9._-]");
-    return std::nullopt;
-  }
+  std::optional<response> check_instance_id(const std::string& id) const { return platform::check_instance_id(id); }
 };
 
 using handler_fn = asio::awaitable<response> (*)(api_context&, request&);
@@ -243,17 +191,11 @@ using handler_fn = asio::awaitable<response> (*)(api_context&, request&);
 
 asio::awaitable<response> create_instance(api_context& api, request& req) {
   if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
-  auto parsed = http::parse_json_object(req);
+  auto parsed = parse_create_instance_body(req, api.settings);
   if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
-  const auto& body = std::get<rapidjson::Document>(parsed);
-  std::string id, name;
-  std::map<std::string, std::string> metadata;
-  if (auto e = read_string(body, "instance_id", 64, id, false)) co_return std::move(*e);
-  if (!id.empty())
-    if (auto e = api.check_instance_id(id)) co_return std::move(*e);
-  if (auto e = read_string(body, "display_name", api.settings.max_name_bytes, name, false)) co_return std::move(*e);
-  if (auto e = read_metadata(body, api.settings, metadata)) co_return std::move(*e);
-  auto r = co_await api.platform.create_instance(id, name, std::move(metadata));
+  auto& body = std::get<create_instance_body>(parsed);
+  const auto& id = body.instance_id;
+  auto r = co_await api.platform.create_instance(id, body.display_name, std::move(body.metadata));
   if (!r && r.error() == make_error_code(errc::invalid_argument))
     co_return response::error(409, "instance_exists", "instance '" + id + "' already exists");
   if (!r) co_return internal(r.error());
@@ -284,17 +226,13 @@ asio::awaitable<response> update_instance(api_context& api, request& req) {
   const std::string id(req.path_param("instance_id"));
   if (auto e = api.check_instance_id(id)) co_return std::move(*e);
   if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
-  auto parsed = http::parse_json_object(req);
+  auto parsed = parse_update_instance_body(req, api.settings);
   if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
-  const auto& body = std::get<rapidjson::Document>(parsed);
-  std::string name;
-  std::map<std::string, std::string> metadata;
-  if (auto e = read_string(body, "display_name", api.settings.max_name_bytes, name, false)) co_return std::move(*e);
-  if (auto e = read_metadata(body, api.settings, metadata)) co_return std::move(*e);
+  const auto& body = std::get<update_instance_body>(parsed);
   // Named, not a conditional temporary: GCC 12 double-frees those when passed into a coroutine.
   std::optional<std::string> new_name;
-  if (!name.empty()) new_name = name;
-  auto r = co_await api.platform.update_instance(id, new_name, metadata);
+  if (!body.display_name.empty()) new_name = body.display_name;
+  auto r = co_await api.platform.update_instance(id, new_name, body.metadata);
   if (!r) co_return internal(r.error());
   if (!*r) co_return response::error(404, "instance_not_found", "no instance '" + id + "'");
   co_return co_await get_instance(api, req);
@@ -311,26 +249,14 @@ asio::awaitable<response> delete_instance(api_context& api, request& req) {
 
 // ---- users -----------------------------------------------------------------------------
 
-std::optional<response> check_user_id(const std::string& id) {
-  if (!valid_id(id, 128, ":@")) return bad("bad_user_id", "user ids are 1-128 characters of [A-Za-z0-9._:@-]");
-  return std::nullopt;
-}
-
 asio::awaitable<response> register_user(api_context& api, request& req) {
   const std::string id(req.path_param("instance_id"));
   if (auto e = api.check_instance_id(id)) co_return std::move(*e);
   if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
-  auto parsed = http::parse_json_object(req);
+  auto parsed = parse_register_user_body(req, api.settings);
   if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
-  const auto& body = std::get<rapidjson::Document>(parsed);
-  std::string user_id, name;
-  std::map<std::string, std::string> metadata;
-  if (auto e = read_string(body, "user_id", 128, user_id, true)) co_return std::move(*e);
-  if (auto e = check_user_id(user_id)) co_return std::move(*e);
-  if (auto e = read_string(body, "display_name", api.settings.max_name_bytes, name, true)) co_return std::move(*e);
-  if (name.empty()) co_return bad("missing_field", "'display_name' must not be empty");
-  if (auto e = read_metadata(body, api.settings, metadata)) co_return std::move(*e);
-  auto r = co_await api.platform.register_user(id, user_id, name, metadata);
+  const auto& body = std::get<register_user_body>(parsed);
+  auto r = co_await api.platform.register_user(id, body.user_id, body.display_name, body.metadata);
   if (!r) co_return internal(r.error());
   co_return response::json(201, user_json(*r));
 }
@@ -368,46 +294,13 @@ asio::awaitable<response> delete_user(api_context& api, request& req) {
 
 // ---- messages --------------------------------------------------------------------------
 
-std::optional<response> read_attachments(const rapidjson::Value& body, const redis_platform_api_settings& s,
-                                         std::vector<bus::attachment>& out) {
-  if (!body.HasMember("attachments") || body["attachments"].IsNull()) return std::nullopt;
-  const auto& list = body["attachments"];
-  if (!list.IsArray()) return bad("bad_field_type", "'attachments' must be an array");
-  if (list.Size() > s.max_attachments)
-    return response::error(413, "too_many_attachments", fmt::format("at most {} attachments", s.max_attachments));
-  for (const auto& a : list.GetArray()) {
-    if (!a.IsObject()) return bad("bad_field_type", "each attachment must be an object");
-    std::string data64, mimetype, filename;
-    if (auto e = read_string(a, "data", s.max_attachment_bytes * 4 / 3 + 4, data64, true)) return e;
-    if (auto e = read_string(a, "mimetype", 128, mimetype, false)) return e;
-    if (auto e = read_string(a, "filename", 255, filename, false)) return e;
-    if (filename.find_first_of(std::string_view("/\\\0\r\n", 5)) != std::string::npos)
-      return bad("bad_filename", "filenames may not contain path separators or control characters");
-    auto data = base64_decode(data64);
-    if (!data) return bad("bad_attachment", "attachment 'data' is not valid base64");
-    if (data->size() > s.max_attachment_bytes)
-      return response::error(413, "attachment_too_large",
-                             fmt::format("attachments are at most {} bytes", s.max_attachment_bytes));
-    out.push_back({std::move(*data), mimetype.empty() ? "application/octet-stream" : mimetype, filename, ""});
-  }
-  return std::nullopt;
-}
-
 asio::awaitable<response> inject(api_context& api, request& req) {
   const std::string id(req.path_param("instance_id"));
   if (auto e = api.check_instance_id(id)) co_return std::move(*e);
   if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
-  auto parsed = http::parse_json_object(req);
+  auto parsed = parse_inject_body(req, api.settings);
   if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
-  const auto& body = std::get<rapidjson::Document>(parsed);
-  inject_request in;
-  if (auto e = read_string(body, "text", api.settings.max_text_bytes, in.text, false)) co_return std::move(*e);
-  if (auto e = read_string(body, "user_id", 128, in.user_id, true)) co_return std::move(*e);
-  if (auto e = check_user_id(in.user_id)) co_return std::move(*e);
-  if (auto e = read_string(body, "user_name", api.settings.max_name_bytes, in.user_name, false)) co_return std::move(*e);
-  if (auto e = read_string(body, "reply_to_id", 128, in.reply_to_id, false)) co_return std::move(*e);
-  if (auto e = read_attachments(body, api.settings, in.attachments)) co_return std::move(*e);
-  if (in.text.empty() && in.attachments.empty()) co_return bad("empty_message", "'text' or 'attachments' is required");
+  auto& in = std::get<inject_request>(parsed);
 
   const auto wait_param = req.query_param("wait");
   const bool wait = wait_param && (*wait_param == "true" || *wait_param == "1");

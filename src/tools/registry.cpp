@@ -13,6 +13,8 @@ namespace stargazer::tools {
 
 namespace asio = boost::asio;
 
+constexpr unsigned max_argument_depth = 32;
+
 std::map<std::string, std::string> call_context::to_map() const {
   return {{"platform", platform}, {"channel_id", channel_id}, {"user_id", user_id},
           {"user_name", user_name}, {"message_id", message_id}};
@@ -30,35 +32,6 @@ call_context call_context::from_map(const std::map<std::string, std::string>& m)
   c.user_name = get("user_name");
   c.message_id = get("message_id");
   return c;
-}
-
-std::variant<std::map<std::string, permission>, std::string> parse_permissions(std::string_view json) {
-  std::map<std::string, permission> out;
-  if (json.empty()) return out;
-  rapidjson::Document doc;
-  doc.Parse(json.data(), json.size());
-  if (doc.HasParseError() || !doc.IsObject()) return std::string("--tool-permissions: not a JSON object");
-  for (const auto& entry : doc.GetObject()) {
-    const std::string tool(entry.name.GetString(), entry.name.GetStringLength());
-    if (!entry.value.IsObject()) return "--tool-permissions: '" + tool + "' must map to an object";
-    permission p;
-    const std::pair<const char*, std::vector<std::string>*> lists[] = {
-        {"allow_platforms", &p.allow_platforms}, {"deny_platforms", &p.deny_platforms},
-        {"allow_channels", &p.allow_channels},   {"deny_channels", &p.deny_channels},
-        {"allow_users", &p.allow_users},         {"deny_users", &p.deny_users}};
-    for (const auto& member : entry.value.GetObject()) {
-      const std::string_view key(member.name.GetString(), member.name.GetStringLength());
-      const auto it = std::find_if(std::begin(lists), std::end(lists), [&](const auto& l) { return key == l.first; });
-      if (it == std::end(lists)) return fmt::format("--tool-permissions: '{}' has unknown rule '{}'", tool, key);
-      if (!member.value.IsArray()) return fmt::format("--tool-permissions: '{}.{}' must be a list", tool, key);
-      for (const auto& v : member.value.GetArray()) {
-        if (!v.IsString()) return fmt::format("--tool-permissions: '{}.{}' must hold strings", tool, key);
-        it->second->emplace_back(v.GetString(), v.GetStringLength());
-      }
-    }
-    out.emplace(tool, std::move(p));
-  }
-  return out;
 }
 
 namespace {
@@ -148,6 +121,10 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
   if (!permitted(name, ctx))
     co_return failed(fmt::format("permission denied: '{}' is not allowed here", name));
 
+  // The model writes the arguments: deep nesting would overflow the stack in RapidJSON's
+  // recursive parser (and in handlers that serialise values), so it is refused first.
+  if (http::json_nesting_depth(args_json) > max_argument_depth)
+    co_return failed(fmt::format("the arguments are nested deeper than {} levels", max_argument_depth));
   auto args = std::make_shared<rapidjson::Document>();
   args->Parse(args_json.empty() ? "{}" : args_json.c_str());
   if (args->HasParseError() || !args->IsObject())

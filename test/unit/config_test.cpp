@@ -342,3 +342,23 @@ TEST_CASE("REST client subcommands refuse bad usage with status 2 naming the fla
     CHECK(std::holds_alternative<parsed_command>(parse({"--role", "worker"}).result));
   }
 }
+
+// Found by test/fuzz/fuzz_config.cpp: CLI11 2.1 reads quoted values verbatim, so the
+// backslash escapes render_config wrote grew by one level per reload; and a sentinel
+// port with trailing text passed validation.
+TEST_CASE("render_config output loads back to the same values, quotes and backslashes included", "[config][fuzz]") {
+  auto o = parse({"--bot-name", R"(Star "the" bot)", "--data-dir", R"(C:\data)", "--llm-model", R"(it's "x")"});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  const auto text = render_config(cfg_of(o));
+  CHECK(text.find(R"(bot-name = 'Star "the" bot')") != std::string::npos);
+  temp_file file(text);
+  auto again = parse({"--config", file.path});
+  REQUIRE(std::holds_alternative<parsed_command>(again.result));
+  CHECK(cfg_of(again).bot_name == R"(Star "the" bot)");
+  CHECK(cfg_of(again).data_dir == R"(C:\data)");
+  CHECK(cfg_of(again).llm_model == R"(it's "x")");
+  CHECK(render_config(cfg_of(again)) == text);
+
+  CHECK(status_of(parse({"--redis-sentinels", "127.0.0.1:26379x"})) == 2);
+  CHECK(std::holds_alternative<parsed_command>(parse({"--redis-sentinels", "127.0.0.1:26379"}).result));
+}

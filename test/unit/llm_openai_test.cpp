@@ -205,3 +205,19 @@ TEST_CASE("echo_completion: the last user message, word counts, never tools", "[
   CHECK(c.usage.completion_tokens == 3);
   CHECK(llm::echo_completion({}).content == "(no text)");
 }
+
+// Found while writing the fuzz target (test/fuzz/fuzz_llm_response.cpp): a 200 KB body
+// nesting an error object or object-shaped arguments 100000 levels deep overflowed the
+// stack when serialised. Such bodies are now refused before parsing.
+TEST_CASE("parse_response refuses deeply nested bodies instead of recursing", "[llm][fuzz]") {
+  const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  CHECK(failed(llm::parse_response(R"({"error":)" + deep + "}")).detail.find("nested deeper than 64") !=
+        std::string::npos);
+  CHECK(failed(llm::parse_response(R"({"choices":[{"message":{"tool_calls":[{"function":{"name":"f","arguments":)" +
+                                   deep + "}}]}}]}"))
+            .what == llm::failure::kind::bad_response);
+  // Nesting inside strings does not count: arguments are JSON text in a string.
+  auto c = ok(llm::parse_response(R"({"choices":[{"message":{"tool_calls":[{"function":{"name":"f","arguments":")" +
+                                  std::string(100, '[') + R"("}}]}}]})"));
+  CHECK(c.tool_calls.at(0).arguments_json == std::string(100, '['));
+}

@@ -4,6 +4,8 @@
 #include "stargazer/tools/json_schema.hpp"
 #include "stargazer/tools/registry.hpp"
 
+#include "run_coro.hpp"
+
 #include <catch2/catch.hpp>
 
 using namespace stargazer;
@@ -111,4 +113,21 @@ TEST_CASE("permission rules: deny wins, a non-empty allow list must name the cal
         std::string::npos);
   CHECK(std::get<std::string>(tools::parse_permissions(R"({"x":{"deny_users":"u"}})")).find("must be a list") !=
         std::string::npos);
+}
+
+// Model-written arguments nested deeper than the registry's limit are refused before
+// RapidJSON's recursive parser sees them (100000 levels overflowed the stack).
+TEST_CASE("the registry refuses deeply nested arguments", "[tools][fuzz]") {
+  boost::asio::io_context io;
+  tools::registry registry;
+  registry.add(tools::tool{"echo", "Echoes.", R"({"type":"object"})",
+                           [](const rapidjson::Value&, tools::call_context&) -> boost::asio::awaitable<tools::tool_output> {
+                             co_return tools::tool_output{"ran", {}};
+                           }});
+  const std::string deep = R"({"a":)" + std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  const tools::call_context ctx;  // named: GCC 12 mishandles prvalue arguments of coroutines
+  auto out = test::run_coro(io, registry.execute("echo", deep, ctx));
+  CHECK(out.text.find("nested deeper than 32 levels") != std::string::npos);
+  const std::string shallow = R"({"a":[[1]]})";
+  CHECK(test::run_coro(io, registry.execute("echo", shallow, ctx)).text == "ran");
 }

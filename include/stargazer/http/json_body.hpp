@@ -16,6 +16,12 @@ namespace stargazer::http {
 // nesting so hostile bodies cannot exhaust the stack.
 std::variant<rapidjson::Document, response> parse_json_object(const request& req, unsigned max_depth = 32);
 
+// How deeply `text` nests objects and arrays (brackets inside strings do not count); exact
+// for valid JSON and for the valid prefix RapidJSON reads before an error. RapidJSON's
+// default parser and every walk of a parsed value (to_json, Accept) recurse once per
+// level, so untrusted text is checked with this before either.
+unsigned json_nesting_depth(std::string_view text);
+
 // Serialises a RapidJSON value.
 std::string to_json(const rapidjson::Value& value);
 
