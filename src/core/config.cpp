@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdlib>
@@ -62,8 +63,12 @@ void validate(config& cfg) {
     const auto parsed = colon == std::string::npos ? std::from_chars_result{}
                                                    : std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
     // The whole rest must be the port: "host:26379x" is refused, not read as port 26379.
-    if (colon == std::string::npos || colon == 0 || parsed.ec != std::errc{} || parsed.ptr != s.data() + s.size() ||
-        port == 0 || port > 65535)
+    // A host is printable and without spaces (a control byte could not be a name, and would
+    // not survive `config print`).
+    const bool printable_host = std::all_of(s.begin(), s.begin() + (colon == std::string::npos ? 0 : colon),
+                                            [](unsigned char c) { return c > 0x20 && c < 0x7f; });
+    if (colon == std::string::npos || colon == 0 || !printable_host || parsed.ec != std::errc{} ||
+        parsed.ptr != s.data() + s.size() || port == 0 || port > 65535)
       throw bad_value(fmt::format("--redis-sentinels: '{}' is not host:port", s));
   }
   for (const auto& o : cfg.webchat_allowed_origins) {

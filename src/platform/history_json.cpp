@@ -1,5 +1,7 @@
 #include "stargazer/platform/history_json.hpp"
 
+#include <cmath>
+
 #include <rapidjson/document.h>
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
@@ -31,7 +33,7 @@ std::string history_to_json(const std::vector<history_message>& messages) {
     put(w, "user_name", m.user_name);
     put(w, "text", m.text);
     w.Key("timestamp");
-    w.Double(m.timestamp);
+    w.Double(std::isfinite(m.timestamp) ? m.timestamp : 0.0);  // JSON has no infinity; the writer would refuse it
     put(w, "message_id", m.message_id);
     w.Key("is_bot");
     w.Bool(m.is_bot);

@@ -360,5 +360,8 @@ TEST_CASE("render_config output loads back to the same values, quotes and backsl
   CHECK(render_config(cfg_of(again)) == text);
 
   CHECK(status_of(parse({"--redis-sentinels", "127.0.0.1:26379x"})) == 2);
+  // Found by fuzz_config: control bytes in a host loaded, then did not survive render_config.
+  CHECK(status_of(parse({"--redis-sentinels", std::string("ho\tst:26379")})) == 2);
+  CHECK(status_of(parse({"--redis-sentinels", std::string("ho\0st:26379", 11)})) == 2);
   CHECK(std::holds_alternative<parsed_command>(parse({"--redis-sentinels", "127.0.0.1:26379"}).result));
 }

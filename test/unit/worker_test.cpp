@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 using namespace stargazer;
 using namespace std::chrono_literals;
 
@@ -100,6 +102,22 @@ TEST_CASE("fetched history survives its JSON form, malformed JSON is refused", "
 TEST_CASE("history JSON with long-exponent numbers parses safely", "[worker][fuzz]") {
   const std::string input = std::string("\x5b\x7b\x22\x75\x5f\x6e\x61\x6d\x65\x22\x3a\x22\x41\x6e\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x68\x69\x22\x2c\x22\x6d\x65\x73\x74\x61\x6d\x70\x22\x3a\x31\x38\x34\x37\x36\x34\x34\x34\x30\x37\x33\x37\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x31\x38\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x2e\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x30\x39\x35\x35\x31\x36\x31\x36\x31\x32\x38\x33\x36\x30\x38\x33\x30\x65\x2d\x34\x30\x30\xff\xff\xff\xff\xff\xff\xff\x00\x34\x32\x2e\x32\x35\x2c\x0e\x6d\x65\x73\x73\x61\x67\x65\x5f\x5f\x62\x6f\x74\x22\x3a\x75\x74\x36\x37\x34\x34\x30\x37\x33\x37\x9a\x30\x72\x65\x39\x7d\x5d\x35\x3a", 198);
   CHECK_NOTHROW(platform::history_from_json(input));
+}
+
+// Found by test/fuzz/fuzz_history.cpp: a timestamp that overflows to infinity made
+// history_to_json write invalid JSON (RapidJSON's writer refuses non-finite numbers).
+TEST_CASE("history JSON stays valid for a timestamp that overflowed", "[worker][fuzz]") {
+  CHECK_NOTHROW(platform::history_from_json(R"([{"user_name":"Ann","text":"hi","timestamp":9133331e308}])"));
+  std::vector<platform::history_message> h(2);
+  h[0].text = "hi";
+  h[0].timestamp = std::numeric_limits<double>::infinity();
+  h[1].timestamp = std::numeric_limits<double>::quiet_NaN();
+  const auto back = platform::history_from_json(platform::history_to_json(h));
+  REQUIRE(back);
+  REQUIRE(back->size() == 2);
+  CHECK((*back)[0].text == "hi");
+  CHECK((*back)[0].timestamp == 0);
+  CHECK((*back)[1].timestamp == 0);
 }
 
 TEST_CASE("the leader lease follows the seed's ttl and checks often enough to take over", "[worker]") {
