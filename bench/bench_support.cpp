@@ -13,6 +13,22 @@
 
 namespace stargazer::bench {
 
+boost::asio::awaitable<bool> wait_for_count(const std::function<std::size_t()>& count, std::size_t total,
+                                            std::chrono::steady_clock::duration stall) {
+  std::size_t seen = 0;
+  auto last_progress = std::chrono::steady_clock::now();
+  while (count() < total) {
+    co_await sleep_for(std::chrono::milliseconds(5));
+    if (const auto now_count = count(); now_count != seen) {
+      seen = now_count;
+      last_progress = std::chrono::steady_clock::now();
+    } else if (std::chrono::steady_clock::now() - last_progress > stall) {
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
 double percentile(const std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
   const auto rank = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,6 +27,10 @@ inline boost::asio::awaitable<void> sleep_for(std::chrono::steady_clock::duratio
   boost::system::error_code ec;
   co_await t.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
 }
+
+// Waits until `count()` reaches `total`; false once it has not grown for `stall`.
+boost::asio::awaitable<bool> wait_for_count(const std::function<std::size_t()>& count, std::size_t total,
+                                            std::chrono::steady_clock::duration stall);
 
 // The q-quantile (0..1) of an ascending vector, nearest rank; 0 when empty.
 double percentile(const std::vector<double>& sorted, double q);

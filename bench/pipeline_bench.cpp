@@ -343,18 +343,8 @@ int pipeline(const args& a) {
     }
 
     // Wait for every message; give up after 30 s without progress.
-    std::size_t seen = 0;
-    auto last_progress = clock_type::now();
-    while (state.delivered_count < messages) {
-      co_await sleep_for(5ms);
-      if (state.delivered_count != seen) {
-        seen = state.delivered_count;
-        last_progress = clock_type::now();
-      } else if (clock_type::now() - last_progress > 30s) {
-        status = 1;
-        break;
-      }
-    }
+    const std::function<std::size_t()> delivered = [&] { return state.delivered_count; };
+    if (!co_await wait_for_count(delivered, messages, 30s)) status = 1;
     until = clock_type::now() + 10s;
     while (!all_idle() && clock_type::now() < until) co_await sleep_for(1ms);
     co_await sleep_for(50ms);  // acks flushed

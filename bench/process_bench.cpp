@@ -228,18 +228,8 @@ int processes(const args& a) {
       }
     }
 
-    std::size_t seen = 0;
-    auto last_progress = clock_type::now();
-    while (log.delivered_count < messages) {
-      co_await sleep_for(5ms);
-      if (log.delivered_count != seen) {
-        seen = log.delivered_count;
-        last_progress = clock_type::now();
-      } else if (clock_type::now() - last_progress > 30s) {
-        status = 1;
-        break;
-      }
-    }
+    const std::function<std::size_t()> delivered = [&] { return log.delivered_count; };
+    if (!co_await wait_for_count(delivered, messages, 30s)) status = 1;
     sample(&role_process::after);
     const auto counters_after = co_await read_counters(stats);
     co_await sleep_for(300ms);  // late duplicates would show now
