@@ -16,7 +16,7 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/config.hpp"
-#include "stargazer/platform/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 

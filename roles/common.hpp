@@ -5,7 +5,7 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/core/config.hpp"
 #include "stargazer/core/service.hpp"
-#include "stargazer/platform/redis_platform_api.hpp"
+#include "stargazer/platform/redis/redis_platform_api.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 #include "stargazer/tools/registry.hpp"

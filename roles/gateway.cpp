@@ -10,9 +10,9 @@
 #include "stargazer/http/observability.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
-#include "stargazer/platform/redis_platform.hpp"
-#include "stargazer/platform/redis_platform_api.hpp"
-#include "stargazer/platform/webchat_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform_api.hpp"
+#include "stargazer/platform/webchat/webchat_platform.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
 #include <rapidjson/document.h>

@@ -8,7 +8,7 @@
 #include "roles.hpp"
 
 #include "stargazer/core/log.hpp"
-#include "stargazer/platform/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/tools/remote.hpp"
 
 #include <fmt/format.h>

@@ -2,7 +2,7 @@
 
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/error.hpp"
-#include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 
 #include <boost/asio.hpp>
 
@@ -72,14 +72,12 @@ asio::awaitable<result<rpc_reply>> rpc_client::call(const std::string& platform,
   if (r->is_nil()) co_return make_error_code(errc::timeout);
   if (!r->is_array() || r->elements().size() != 2) co_return make_error_code(errc::unexpected_reply);
 
-  http::request body;
-  body.body = std::move(r->elements()[1].str());
-  auto parsed = http::parse_json_object(body);
-  if (std::holds_alternative<http::response>(parsed)) co_return make_error_code(errc::decode_error);
+  auto parsed = json::parse_object(r->elements()[1].str());
+  if (std::holds_alternative<std::string>(parsed)) co_return make_error_code(errc::decode_error);
   const auto& doc = std::get<rapidjson::Document>(parsed);
   rpc_reply reply;
   reply.ok = doc.HasMember("ok") && doc["ok"].IsBool() && doc["ok"].GetBool();
-  if (reply.ok && doc.HasMember("result")) reply.result_json = http::to_json(doc["result"]);
+  if (reply.ok && doc.HasMember("result")) reply.result_json = json::to_string(doc["result"]);
   if (doc.HasMember("error") && doc["error"].IsString()) reply.error = doc["error"].GetString();
   co_return reply;
 }

@@ -3,7 +3,7 @@
 // and the fuzz build compile them alone.
 #include "stargazer/llm/openai_client.hpp"
 
-#include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
@@ -194,7 +194,7 @@ std::string encode_request(const request& req, const openai_settings& defaults) 
 }
 
 outcome parse_response(std::string_view body) {
-  if (http::json_nesting_depth(body) > max_response_depth)
+  if (json::nesting_depth(body) > max_response_depth)
     return bad(fmt::format("JSON nested deeper than {} levels", max_response_depth));
   rapidjson::Document doc;
   doc.Parse<parse_flags>(body.data(), body.size());

@@ -1,7 +1,7 @@
 #include "stargazer/tools/builtin.hpp"
 
 #include "stargazer/bus/lock.hpp"
-#include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 #include "stargazer/redis/connection.hpp"
@@ -169,7 +169,7 @@ void add_builtin_tools(registry& r, redis::connection& redis) {
             for (const auto& cell : row.GetArray()) {
               std::string text = cell.IsString() ? std::string(cell.GetString(), cell.GetStringLength())
                                  : cell.IsNull() ? std::string()
-                                                 : http::to_json(cell);
+                                                 : json::to_string(cell);
               if (text.find_first_of(",\"\r\n") != std::string::npos) {  // RFC 4180 quoting
                 std::string quoted = "\"";
                 for (char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);

@@ -2,7 +2,7 @@
 
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
-#include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 #include "stargazer/tools/remote.hpp"
 
@@ -44,7 +44,7 @@ asio::awaitable<std::string> dispatcher::run(const llm::tool_call& call, const w
     ctx_json += "}";
     // The gateway validates the arguments again; what is sent must be a JSON object.
     // Nesting first: RapidJSON's default parser recurses once per level (model-written text).
-    if (http::json_nesting_depth(call.arguments_json) > 32) co_return error_text("the arguments are nested too deeply");
+    if (json::nesting_depth(call.arguments_json) > 32) co_return error_text("the arguments are nested too deeply");
     rapidjson::Document args;
     args.Parse(call.arguments_json.c_str(), call.arguments_json.size());
     if (args.HasParseError() || !args.IsObject()) co_return error_text("the arguments are not a JSON object");

@@ -1,6 +1,6 @@
 #include "stargazer/tools/json_schema.hpp"
 
-#include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 
 #include <fmt/format.h>
 
@@ -52,7 +52,7 @@ std::optional<std::string> check(const rapidjson::Value& schema, const rapidjson
     std::string allowed;
     for (const auto& option : e->value.GetArray()) {
       found = found || option == v;
-      allowed += (allowed.empty() ? "" : ", ") + http::to_json(option);
+      allowed += (allowed.empty() ? "" : ", ") + json::to_string(option);
     }
     if (!found) return fmt::format("{}: must be one of {}", where(path), allowed);
   }

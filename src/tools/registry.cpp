@@ -1,7 +1,7 @@
 #include "stargazer/tools/registry.hpp"
 
 #include "stargazer/core/log.hpp"
-#include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/tools/json_schema.hpp"
 
 #include <boost/asio.hpp>
@@ -123,7 +123,7 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
 
   // The model writes the arguments: deep nesting would overflow the stack in RapidJSON's
   // recursive parser (and in handlers that serialise values), so it is refused first.
-  if (http::json_nesting_depth(args_json) > max_argument_depth)
+  if (json::nesting_depth(args_json) > max_argument_depth)
     co_return failed(fmt::format("the arguments are nested deeper than {} levels", max_argument_depth));
   auto args = std::make_shared<rapidjson::Document>();
   args->Parse(args_json.empty() ? "{}" : args_json.c_str());

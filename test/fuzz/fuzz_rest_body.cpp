@@ -1,7 +1,7 @@
-// REST request bodies of the Redis platform API (platform/redis_platform_api_bodies.hpp):
+// REST request bodies of the Redis platform API (platform/redis/redis_platform_api_bodies.hpp):
 // any body gives the parsed values or a 4xx JSON error, never a crash.
 
-#include "stargazer/platform/redis_platform_api_bodies.hpp"
+#include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
 
 #include "fuzz_check.hpp"
 

@@ -7,7 +7,7 @@
 #include "raw_http.hpp"
 
 #include "stargazer/core/strings.hpp"
-#include "stargazer/platform/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
 
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>

@@ -5,8 +5,8 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/json.hpp"
-#include "stargazer/platform/redis_platform.hpp"
-#include "stargazer/platform/webchat_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
+#include "stargazer/platform/webchat/webchat_platform.hpp"
 
 #include "child_process.hpp"
 #include "fast_redis.hpp"

@@ -9,9 +9,9 @@
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
-#include "stargazer/platform/redis_platform.hpp"
-#include "stargazer/platform/redis_platform_api.hpp"
-#include "stargazer/platform/webchat_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform_api.hpp"
+#include "stargazer/platform/webchat/webchat_platform.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
 #include "redis_server.hpp"

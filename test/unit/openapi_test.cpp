@@ -7,8 +7,8 @@
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/observability.hpp"
 #include "stargazer/http/router.hpp"
-#include "stargazer/platform/redis_platform.hpp"
-#include "stargazer/platform/redis_platform_api.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform_api.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 

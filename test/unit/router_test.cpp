@@ -1,4 +1,5 @@
 #include "stargazer/http/json_body.hpp"
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/http/router.hpp"
 
 #include "run_coro.hpp"
@@ -38,7 +39,7 @@ router sample_router() {
   rt.add(method::post, "/echo", sync_handler([](request& r) {
            auto parsed = parse_json_object(r);
            if (auto* err = std::get_if<response>(&parsed)) return std::move(*err);
-           return response::json(200, to_json(std::get<rapidjson::Document>(parsed)));
+           return response::json(200, stargazer::json::to_string(std::get<rapidjson::Document>(parsed)));
          }));
   rt.add(method::get, "/boom", sync_handler([](request&) -> response { throw std::runtime_error("boom"); }));
   return rt;

@@ -1,6 +1,6 @@
 // The web chat's pure rules: room ids, user ids, display names, the origin policy.
 
-#include "stargazer/platform/webchat_platform.hpp"
+#include "stargazer/platform/webchat/webchat_platform.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,5 +1,6 @@
 #pragma once
-// Small JSON helpers shared by logging, metrics and HTTP (RapidJSON stays in .cpp files).
+// Small JSON helpers without RapidJSON (logging and metrics use them); the RapidJSON
+// ones are in json_value.hpp.
 
 #include <string>
 #include <string_view>
@@ -8,6 +9,12 @@ namespace stargazer::json {
 
 // Appends `text` to `out` as a quoted JSON string, escaping as RFC 8259 requires.
 void append_quoted(std::string& out, std::string_view text);
+
+// How deeply `text` nests objects and arrays (brackets inside strings do not count); exact
+// for valid JSON and for the valid prefix RapidJSON reads before an error. RapidJSON's
+// default parser and every walk of a parsed value (to_string, Accept) recurse once per
+// level, so untrusted text is checked with this before either.
+unsigned nesting_depth(std::string_view text);
 
 inline std::string quoted(std::string_view text) {
   std::string out;

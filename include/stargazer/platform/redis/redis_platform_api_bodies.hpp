@@ -4,7 +4,7 @@
 // them bytes. Each returns the body's values or the 4xx response to send instead.
 
 #include "stargazer/http/message.hpp"
-#include "stargazer/platform/redis_platform_api.hpp"
+#include "stargazer/platform/redis/redis_platform_api.hpp"
 
 #include <map>
 #include <optional>

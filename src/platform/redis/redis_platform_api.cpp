@@ -1,4 +1,4 @@
-#include "stargazer/platform/redis_platform_api.hpp"
+#include "stargazer/platform/redis/redis_platform_api.hpp"
 
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/error.hpp"
@@ -6,7 +6,7 @@
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/router.hpp"
-#include "stargazer/platform/redis_platform_api_bodies.hpp"
+#include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 

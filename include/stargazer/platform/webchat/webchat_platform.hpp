@@ -14,6 +14,7 @@
 // Threading: every member is called on the io_context's thread.
 
 #include "stargazer/platform/platform_adapter.hpp"
+#include "stargazer/platform/webchat/webchat_protocol.hpp"
 
 #include <chrono>
 #include <memory>
@@ -59,18 +60,6 @@ inline std::string webchat_room_channel(std::string_view room) {
 inline std::string webchat_file_key(std::string_view file_id) {
   return "webchat:file:" + std::string(file_id);
 }
-
-// 1..max characters of [a-z0-9_-], starting with a letter or digit.
-bool valid_room_id(std::string_view room, std::size_t max);
-// 8..64 characters of [A-Za-z0-9_-] (the page mints 32 hex digits and keeps them in localStorage).
-bool valid_webchat_user_id(std::string_view id);
-// Trimmed display name: nullopt when empty, too long or holding control characters.
-std::optional<std::string> normalized_display_name(std::string_view name, std::size_t max);
-// The WebSocket origin policy: no Origin header (not a browser) is allowed; otherwise the
-// origin must be the page's own (http:// or https:// + the Host header) or listed in
-// `allowed` ("*" allows any). Comparisons ignore ASCII case.
-bool webchat_origin_allowed(std::optional<std::string_view> origin, std::optional<std::string_view> host,
-                            const std::vector<std::string>& allowed);
 
 class webchat_platform final : public platform_adapter {
  public:

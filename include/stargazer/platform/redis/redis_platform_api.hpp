@@ -4,7 +4,7 @@
 // downloads. Every route checks the instance it touches; errors are
 // {"error": {"code", "message"}}.
 
-#include "stargazer/platform/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
 
 #include <chrono>
 #include <memory>

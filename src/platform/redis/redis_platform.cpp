@@ -1,4 +1,4 @@
-#include "stargazer/platform/redis_platform.hpp"
+#include "stargazer/platform/redis/redis_platform.hpp"
 
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/error.hpp"

@@ -1,4 +1,4 @@
-#include "stargazer/platform/redis_platform_api_bodies.hpp"
+#include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
 
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/json_body.hpp"
