@@ -16,6 +16,7 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/bus/outbound_consumer.hpp"
+#include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/bus/stream_consumer.hpp"
 #include "stargazer/core/config.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
@@ -258,8 +259,9 @@ int pipeline(const args& a) {
   bus::outbound_consumer_settings os;
   os.consumer.max_in_flight = 256;
   os.consumer.read_count = 100;
+  platform::outbound_dispatcher dispatch(adapter);
   bus::outbound_consumer gateway(gateway_conn, connection_settings("bench-gateway-blocking"), names, "bench-gateway",
-                                 adapter, os);
+                                 dispatch, os);
 
   const auto inbound = [&](std::size_t i, char tag) {
     bus::inbound_envelope e;

@@ -118,14 +118,14 @@ int processes(const args& a) {
   const std::vector<std::string> env{"SG_REDIS_URL=" + url, "SG_LOG_LEVEL=warn", "SG_ADMIN_API_KEY=bench-admin"};
   std::vector<role_process> roles;
   roles.push_back({"gateway", std::make_unique<test::child_process>(
-                                  std::vector<std::string>{binary, "--role=gateway", "--instance-id=bench-gateway",
+                                  std::vector<std::string>{binary, "--role=gateway", "--node-id=bench-gateway",
                                                            "--http-port=" + std::to_string(test::free_port()),
                                                            "--webchat-enabled=false"},
                                   env)});
   for (int w = 1; w <= workers; ++w)
     roles.push_back({fmt::format("worker {}", w),
                      std::make_unique<test::child_process>(
-                         std::vector<std::string>{binary, "--role=worker", fmt::format("--instance-id=bench-w{}", w),
+                         std::vector<std::string>{binary, "--role=worker", fmt::format("--node-id=bench-w{}", w),
                                                   "--llm-provider=echo",
                                                   fmt::format("--llm-echo-delay-ms={}", delay_ms)},
                          env)});

@@ -1,10 +1,12 @@
 #include "common.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/http/observability.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
 #include "stargazer/tools/builtin.hpp"
+#include "stargazer/worker/cache_history.hpp"
 
 #include <boost/asio.hpp>
 
@@ -27,7 +29,7 @@ std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::co
   s.default_deadline = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.tool_timeout_seconds * 1000));
   s.permissions = std::get<0>(tools::parse_permissions(cfg.tool_permissions));  // validated with the config
   auto r = std::make_unique<tools::registry>(std::move(s));
-  tools::add_builtin_tools(*r, redis);
+  tools::add_builtin_tools(*r, redis, worker::history_from_cache(redis));
   return r;
 }
 
@@ -114,7 +116,7 @@ stream_setup_component::stream_setup_component(bus::event_bus& bus, role r, std:
 
 asio::awaitable<void> stream_setup_component::start() {
   auto ex = co_await asio::this_coro::executor;
-  asio::co_spawn(ex, [s = state_]() -> asio::awaitable<void> {
+  spawn(ex, [s = state_]() -> asio::awaitable<void> {
     asio::steady_timer t(co_await asio::this_coro::executor);
     while (!s->stopped && !s->done) {
       try {
@@ -129,7 +131,7 @@ asio::awaitable<void> stream_setup_component::start() {
       boost::system::error_code ec;
       co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
-  }, asio::detached);
+  }, "streams");
   co_return;
 }
 

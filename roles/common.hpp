@@ -5,6 +5,7 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/core/config.hpp"
 #include "stargazer/core/service.hpp"
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
@@ -41,6 +42,7 @@ struct process {
   const config& cfg;
   boost::asio::io_context io{1};
   metrics::registry metrics;
+  metrics::callback_handle coroutine_failures_metric = expose_coroutine_failures(metrics);
   health_registry health;
   redis::connection_settings redis_config;
   redis::connection redis;

@@ -10,6 +10,7 @@
 #include "stargazer/http/observability.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
+#include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
 #include "stargazer/platform/webchat/webchat_platform.hpp"
@@ -27,21 +28,22 @@ struct gateway_parts {
         redis_platform(p.redis, p.bus),
         hub(replies),
         tool_registry(make_tool_registry(p.cfg, p.redis)),
-        outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(), p.cfg.instance_id,
-                                                          redis_platform, bus::outbound_consumer_settings{},
-                                                          &p.metrics, pinned_tools(redis_platform))),
+        redis_dispatch(redis_platform, pinned_tools(redis_platform)),
+        outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(), p.cfg.node_id,
+                                                          redis_dispatch, bus::outbound_consumer_settings{},
+                                                          &p.metrics)),
         rooms(p.io.get_executor(), pubsub_settings(p, "webchat-pubsub"), &p.metrics),
         webchat(p.redis, p.bus, rooms,
                 platform::webchat_settings{.bot_name = p.cfg.bot_name,
                                            .allowed_origins = p.cfg.webchat_allowed_origins}),
+        webchat_dispatch(webchat, pinned_tools(webchat)),
         webchat_outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(),
-                                                                  p.cfg.instance_id, webchat,
-                                                                  bus::outbound_consumer_settings{}, &p.metrics,
-                                                                  pinned_tools(webchat))) {
+                                                                  p.cfg.node_id, webchat_dispatch,
+                                                                  bus::outbound_consumer_settings{}, &p.metrics)) {
     http::add_observability_routes(routes, p.health, p.metrics);
     platform::redis_platform_api_settings api;
     if (!p.cfg.admin_api_key.empty()) api.admin_key_sha256 = platform::sha256_hex(p.cfg.admin_api_key);
-    platform::add_redis_platform_routes(routes, redis_platform, hub, p.redis, api);
+    platform::add_redis_platform_routes(routes, redis_platform, hub, api);
     http::server_settings hs;
     hs.host = p.cfg.http_host;
     hs.port = p.cfg.http_port;
@@ -51,7 +53,7 @@ struct gateway_parts {
   }
 
   // Gateway-pinned tools run here with the live adapter (the execute_tool RPC).
-  bus::gateway_tool_runner pinned_tools(platform::platform_adapter& adapter) {
+  platform::gateway_tool_runner pinned_tools(platform::platform_adapter& adapter) {
     return [this, &adapter](const std::string& name, const std::string& args_json,
                             const std::string& ctx_json) -> boost::asio::awaitable<result<std::string>> {
       std::map<std::string, std::string> fields;
@@ -77,9 +79,11 @@ struct gateway_parts {
   platform::redis_platform redis_platform;
   platform::reply_hub hub;
   std::unique_ptr<tools::registry> tool_registry;
+  platform::outbound_dispatcher redis_dispatch;
   std::shared_ptr<bus::outbound_consumer> outbound;
   redis::subscriber rooms;  // the web chat's room fan-out
   platform::webchat_platform webchat;
+  platform::outbound_dispatcher webchat_dispatch;
   std::shared_ptr<bus::outbound_consumer> webchat_outbound;
   http::router routes;
   std::shared_ptr<http::http_server> server;
@@ -100,7 +104,7 @@ gateway_handle add_gateway(process& p) {
 }
 
 int run_gateway(const config& cfg) {
-  process p(cfg, "stargazer-gateway-" + cfg.instance_id);
+  process p(cfg, "stargazer-gateway-" + cfg.node_id);
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
   p.host.add(std::make_shared<stream_setup_component>(p.bus, role::gateway, gateway_platforms(), p.health));
   auto gateway = add_gateway(p);

@@ -2,7 +2,7 @@
 
 #include "roles.hpp"
 
-#include "stargazer/core/config.hpp"
+#include "options.hpp"
 #include "stargazer/core/log.hpp"
 
 #include <cstdio>

@@ -2,7 +2,7 @@
 // Entry points of the four roles. Each role file is the only place that wires
 // components together for that role.
 
-#include "stargazer/core/config.hpp"
+#include "options.hpp"
 
 namespace stargazer::roles {
 

@@ -101,14 +101,14 @@ int run_standalone(const config& given) {
 
   int status = 0;
   {
-    process p(cfg, "stargazer-standalone-" + cfg.instance_id);
+    process p(cfg, "stargazer-standalone-" + cfg.node_id);
     p.host.add(std::make_shared<redis_component>(p.redis, p.health));
     p.host.add(std::make_shared<stream_setup_component>(p.bus, role::standalone, gateway_platforms(), p.health));
     std::unique_ptr<tools::registry> remote_registry;
     if (cfg.tools_mode == "remote") {  // the tools service runs here too
       remote_registry = make_tool_registry(cfg, p.redis);
       p.host.add(std::make_shared<tools::tool_service>(p.redis, p.redis_config, p.bus, *remote_registry,
-                                                       cfg.instance_id, tools::tool_service_settings{}, &p.metrics));
+                                                       cfg.node_id, tools::tool_service_settings{}, &p.metrics));
     }
     auto worker = add_worker(p);  // consumers first, then the gateway's HTTP server
     auto gateway = add_gateway(p);

@@ -1,4 +1,4 @@
-// The worker role (seed 004, inference_main): the inbound consumer hands each turn to the
+// The worker role: the inbound consumer hands each turn to the
 // message processor with a proxy adapter bound to the turn; the status leader lease lets
 // one worker drive presence; `sg:pubsub:config` reloads the configuration in place.
 
@@ -7,8 +7,9 @@
 
 #include "stargazer/bus/inbound_consumer.hpp"
 #include "stargazer/bus/rpc_client.hpp"
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
-#include "stargazer/llm/factory.hpp"
+#include "settings.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/tools/dispatcher.hpp"
 #include "stargazer/tools/remote.hpp"
@@ -44,15 +45,15 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
         tool_registry(make_tool_registry(p.cfg, p.redis)),
         remote_tools(p.cfg.tools_mode == "remote"
                          ? std::make_shared<tools::remote_tool_client>(p.redis, p.redis_config, p.bus,
-                                                                       p.cfg.instance_id, &p.metrics)
+                                                                       p.cfg.node_id, &p.metrics)
                          : nullptr),
         tool_dispatcher(*tool_registry,
                         remote_tools ? tools::execution_mode::remote : tools::execution_mode::in_process,
                         remote_tools.get()),
         processor(cache, llm::make_client(p.cfg, p.io.get_executor(), &p.metrics),
-                  worker::processor_settings::from(p.cfg), &tool_dispatcher, &p.metrics),
+                  worker::processor_settings_from(p.cfg), &tool_dispatcher, &p.metrics),
         lease(std::make_shared<worker::leader_lease>(
-            p.redis, p.cfg.instance_id,
+            p.redis, p.cfg.node_id,
             worker::leader_lease_settings::for_interval(seconds_to_ms(std::max(p.cfg.presence_interval_seconds, 1.0))),
             &p.metrics)),
         config_updates(p.io.get_executor(), config_subscriber_settings(p), &p.metrics),
@@ -104,7 +105,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
     }
   }
 
-  // Seed 004 _listen_config_updates: each {"event":"sys:config:updated"} re-reads the
+  // Config hot reload: each {"event":"sys:config:updated"} re-reads the
   // configuration; a bad file is logged and the running configuration kept.
   asio::awaitable<void> listen_for_config_updates() {
     auto self = shared_from_this();
@@ -131,7 +132,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
     }
     auto& next = std::get<config>(reloaded);
     try {
-      auto settings = worker::processor_settings::from(next);
+      auto settings = worker::processor_settings_from(next);
       processor.reconfigure(std::move(settings), llm::make_client(next, proc.io.get_executor(), &proc.metrics));
       tool_registry->set_permissions(std::get<0>(tools::parse_permissions(next.tool_permissions)));
     } catch (const std::exception& e) {
@@ -166,8 +167,8 @@ public:
     parts_->announce();
     parts_->config_updates.start();
     auto ex = co_await asio::this_coro::executor;
-    asio::co_spawn(ex, parts_->listen_for_config_updates(), asio::detached);
-    asio::co_spawn(ex, parts_->drive_presence(), asio::detached);
+    spawn(ex, parts_->listen_for_config_updates(), "config-reload");
+    spawn(ex, parts_->drive_presence(), "presence");
   }
   asio::awaitable<void> stop(std::chrono::milliseconds) override {
     parts_->stopped = true;
@@ -184,7 +185,7 @@ private:
 std::shared_ptr<void> add_worker(process& p) {
   auto parts = std::make_shared<worker_parts>(p);
   if (parts->remote_tools) p.host.add(parts->remote_tools);
-  auto consumer = std::make_shared<bus::inbound_consumer>(p.redis, p.redis_config, p.bus, p.cfg.instance_id,
+  auto consumer = std::make_shared<bus::inbound_consumer>(p.redis, p.redis_config, p.bus, p.cfg.node_id,
                                                           parts->handler(), bus::inbound_consumer_settings{},
                                                           &p.metrics);
   p.host.add(parts->lease);
@@ -195,7 +196,7 @@ std::shared_ptr<void> add_worker(process& p) {
 }
 
 int run_worker(const config& cfg) {
-  process p(cfg, "stargazer-worker-" + cfg.instance_id);
+  process p(cfg, "stargazer-worker-" + cfg.node_id);
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
   p.host.add(std::make_shared<stream_setup_component>(p.bus, role::worker, gateway_platforms(), p.health));
   auto worker = add_worker(p);

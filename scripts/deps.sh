@@ -4,10 +4,11 @@
 set -euo pipefail
 
 STARGAZER_PACKAGES=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git python3
   libboost-dev libmsgpack-cxx-dev rapidjson-dev libcli11-dev libfmt-dev catch2
-  libhiredis-dev libssl-dev
+  libhiredis-dev libssl-dev zlib1g-dev
   redis-server redis-sentinel redis-tools
+  python3-aiohttp python3-discord  # the Discord test server and its fidelity check (test/support/discord)
   chromium  # the browser test (test/browser, driven by playwright-core from npm)
   clang libclang-rt-14-dev  # the fuzz targets (test/fuzz); libFuzzer is only a Recommends of clang
 )

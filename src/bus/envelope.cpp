@@ -51,7 +51,7 @@ public:
     if (o == nullptr) return std::nullopt;
     return as_str(*o, key);
   }
-  // Raw bytes: bin as is, str as base64 (the seed's encoding).
+  // Raw bytes: bin as is, str decoded from base64 (what text-only writers send).
   std::string bytes(std::string_view key) const;
   bool boolean(std::string_view key, bool fallback) const {
     const auto* o = find(key);

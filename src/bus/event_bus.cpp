@@ -1,5 +1,6 @@
 #include "stargazer/bus/event_bus.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
@@ -64,13 +65,13 @@ struct event_bus::impl : std::enable_shared_from_this<impl> {
   std::string maxlen_text;
   std::map<std::string, clock_type::time_point, std::less<>> last_backlog_check;
 
-  // Runs the seed's backlog check at most once per interval per stream, off the publish path.
+  // Runs the backlog check at most once per interval per stream, off the publish path.
   void maybe_check_backlog(const std::string& stream, const std::string& group) {
     const auto now = clock_type::now();
     auto& last = last_backlog_check[stream];
     if (now - last < settings.backlog_check_interval) return;
     last = now;
-    asio::co_spawn(co_executor(), check_backlog(shared_from_this(), stream, group), asio::detached);
+    spawn(co_executor(), check_backlog(shared_from_this(), stream, group), "event-bus");
   }
 
   asio::any_io_executor co_executor();
@@ -196,7 +197,7 @@ asio::awaitable<result<stream_stats>> event_bus::impl::stats(const std::string& 
 
 asio::awaitable<void> event_bus::impl::check_backlog(std::shared_ptr<impl> self, std::string stream, std::string group) {
   auto s = co_await self->stats(stream, group);
-  if (!s) co_return;  // the seed ignores failures of the check
+  if (!s) co_return;  // a failed check only loses a warning; publishing goes on
   if (self->metrics != nullptr) {
     const metrics::label_set labels{{"stream", stream}, {"group", group}};
     self->metrics->make_gauge("stargazer_stream_length", "Entries in the stream (XLEN)", {{"stream", stream}})

@@ -1,6 +1,7 @@
 #include "stargazer/bus/lock.hpp"
 
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/core/spawn.hpp"
 
 #include <boost/asio.hpp>
 #include <openssl/rand.h>
@@ -90,7 +91,7 @@ asio::awaitable<bool> distributed_lock::try_acquire() {
   if (!r || !r->is_status()) co_return false;
   self->held = true;
   self->lost = false;
-  asio::co_spawn(self->conn.get_executor(), impl::renew_loop(self), asio::detached);
+  spawn(self->conn.get_executor(), impl::renew_loop(self), "lock");
   co_return true;
 }
 

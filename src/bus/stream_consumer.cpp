@@ -1,6 +1,7 @@
 #include "stargazer/bus/stream_consumer.hpp"
 
 #include "stargazer/bus/topology.hpp"
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
@@ -130,15 +131,7 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
   void dispatch(stream_entry e, delivery d) {
     if (active.contains(e.id)) return;  // already being processed here (reclaimed from ourselves)
     active.insert(e.id);
-    asio::co_spawn(executor, process(shared_from_this(), std::move(e), d), [self = shared_from_this()](std::exception_ptr ex) {
-      if (ex) {
-        try {
-          std::rethrow_exception(ex);
-        } catch (const std::exception& err) {
-          self->log.error("entry task failed: {}", err.what());
-        }
-      }
-    });
+    spawn(executor, process(shared_from_this(), std::move(e), d), log.component());
   }
 
   static asio::awaitable<void> process(std::shared_ptr<impl> self, stream_entry e, delivery d) {
@@ -179,7 +172,7 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
     if (had_attempts) attempts_to_clear.push_back(id);
     if (!ack_flush_scheduled) {
       ack_flush_scheduled = true;
-      asio::co_spawn(executor, flush_acks(shared_from_this()), asio::detached);
+      spawn(executor, flush_acks(shared_from_this()), log.component());
     }
   }
 
@@ -349,12 +342,12 @@ asio::awaitable<void> stream_consumer::start() {
   if (self->running) co_return;
   self->running = true;
   self->blocking->start();
-  asio::co_spawn(self->executor, self->read_loop(), asio::detached);
-  asio::co_spawn(self->executor, self->sweep_loop(), asio::detached);
+  spawn(self->executor, self->read_loop(), self->log.component());
+  spawn(self->executor, self->sweep_loop(), self->log.component());
   // Entries left pending by a previous run of this consumer, and idle ones of dead
   // consumers, are picked up at once rather than after the first interval.
-  asio::co_spawn(self->executor, self->recover_own(), asio::detached);
-  asio::co_spawn(self->executor, self->sweep(), asio::detached);
+  spawn(self->executor, self->recover_own(), self->log.component());
+  spawn(self->executor, self->sweep(), self->log.component());
   co_return;
 }
 

@@ -1,6 +1,6 @@
 // Base URLs of the HTTP client: pure parsing, kept out of client.cpp (Beast, coroutines)
 // so the fuzz build compiles it alone.
-#include "stargazer/http/client.hpp"
+#include "stargazer/http/base_url.hpp"
 
 #include "stargazer/core/strings.hpp"
 

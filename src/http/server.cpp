@@ -1,5 +1,6 @@
 #include "stargazer/http/server.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/core/strings.hpp"
@@ -86,7 +87,7 @@ public:
     queue_.push_back(std::move(text));
     if (!writing_) {
       writing_ = true;
-      asio::co_spawn(ws_.get_executor(), write_loop(shared_from_this()), asio::detached);
+      spawn(ws_.get_executor(), write_loop(shared_from_this()), "websocket");
     }
   }
 

@@ -3,13 +3,13 @@
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
+#include "request_queue.hpp"
 #include "transport.hpp"
 #include "../core/detail/net.hpp"
 
 #include <openssl/sha.h>
 
 #include <array>
-#include <deque>
 #include <random>
 #include <stdexcept>
 
@@ -24,13 +24,6 @@ namespace {
 const log::logger& redis_log() {
   static const log::logger instance("redis");
   return instance;
-}
-
-bool is_push_kind(const reply& r) {
-  if (!r.is_array() || r.elements().empty() || !r.elements()[0].is_bulk()) return false;
-  const auto& k = r.elements()[0].str();
-  return k == "message" || k == "pmessage" || k == "subscribe" || k == "psubscribe" || k == "unsubscribe" ||
-         k == "punsubscribe";
 }
 
 }  // namespace
@@ -73,23 +66,16 @@ request& request::push_with(std::initializer_list<std::string_view> head, const 
 // ---------------------------------------------------------------------------------------
 
 struct connection::impl : std::enable_shared_from_this<impl> {
-  // One request on its way: queued, written, answered.
-  struct entry {
-    explicit entry(asio::any_io_executor ex) : done_signal(ex, clock_type::time_point::max()) {}
-    std::string payload;
-    std::size_t expected = 0;  // replies to wait for; 0: complete once written
-    std::vector<reply> replies;
-    clock_type::time_point enqueued;
-    clock_type::time_point deadline;
-    bool retry_if_sent = false;
-    bool fail_if_disconnected = false;
-    bool setup = false;      // connection handshake, written before anything else
-    bool abandoned = false;  // completed (timeout, failure) while written: absorb its replies
+  // The waiting side of one request; its place in the queue (waiting, in flight,
+  // answered) is detail::request_queue's business, which reports the outcome here.
+  struct pending {
+    explicit pending(asio::any_io_executor ex) : done_signal(ex, clock_type::time_point::max()) {}
     bool completed = false;
     std::error_code outcome;
+    std::vector<reply> replies;
     asio::steady_timer done_signal;  // cancelled on completion: the waiting coroutine's condition variable
   };
-  using entry_ptr = std::shared_ptr<entry>;
+  using pending_ptr = std::shared_ptr<pending>;
 
   impl(asio::any_io_executor ex, connection_settings s, metrics::registry* m)
       : executor(ex),
@@ -112,8 +98,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   asio::steady_timer loops_done;     // wakes run() when reader, writer and health loops ended
   std::unique_ptr<resp_parser> parser;
   std::array<char, 64 * 1024> read_buffer{};
-  std::deque<entry_ptr> waiting;
-  std::deque<entry_ptr> in_flight;
+  detail::request_queue queue;  // also knows whether the link is up and the handshake done
   push_handler on_push;
   std::function<request()> on_connect;
   std::mt19937 rng;
@@ -121,7 +106,6 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   bool started = false;
   bool stopped = false;
   bool socket_up = false;  // transport connected, loops running
-  bool ready = false;      // handshake done: user requests may be written
   bool writer_idle = false;
   int loops_running = 0;
   std::uint64_t generation = 0;  // incremented per connect; loops of older ones exit
@@ -143,18 +127,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     latency = &m.make_histogram("stargazer_redis_command_duration_seconds",
                                 "Time from exec() to the last reply of a request", metrics::latency_buckets(), labels);
     in_flight_metric = m.make_gauge_callback("stargazer_redis_in_flight", "Requests queued or awaiting replies", labels,
-                                             [this] { return static_cast<double>(waiting.size() + in_flight.size()); });
-  }
-
-  // ---- completion ------------------------------------------------------------------
-
-  void complete(const entry_ptr& e, std::error_code ec) {
-    if (e->completed) return;
-    e->completed = true;
-    e->outcome = ec;
-    if (latency != nullptr && !ec && !e->setup)
-      latency->observe(std::chrono::duration<double>(clock_type::now() - e->enqueued).count());
-    e->done_signal.cancel();
+                                             [this] { return static_cast<double>(queue.waiting() + queue.in_flight()); });
   }
 
   void wake_writer() {
@@ -166,28 +139,37 @@ struct connection::impl : std::enable_shared_from_this<impl> {
 
   // ---- queueing ----------------------------------------------------------------------
 
-  entry_ptr enqueue(request&& req) {
-    auto e = std::make_shared<entry>(executor);
-    e->expected = req.expects_replies() ? req.commands() : 0;
-    e->payload = req.take_payload();
-    e->enqueued = clock_type::now();
-    e->deadline = e->enqueued + req.opts().timeout.value_or(settings.command_timeout);
-    e->retry_if_sent = req.opts().retry_if_sent;
-    e->fail_if_disconnected = req.opts().fail_if_disconnected;
-    if (stopped) {
-      complete(e, errc::shutting_down);
-    } else if (req.commands() == 0) {
-      complete(e, {});
-    } else if (!ready && e->fail_if_disconnected) {
-      complete(e, errc::not_connected);
-    } else {
-      waiting.push_back(e);
-      wake_writer();
-    }
-    return e;
+  // `ahead`: before everything waiting (connect-time commands).
+  pending_ptr enqueue(request&& req, bool ahead = false) {
+    detail::request_queue::item item;
+    item.expected = req.expects_replies() ? req.commands() : 0;
+    item.payload = req.take_payload();
+    const auto enqueued = clock_type::now();
+    item.deadline = enqueued + req.opts().timeout.value_or(settings.command_timeout);
+    item.retry_if_sent = req.opts().retry_if_sent;
+    item.fail_if_disconnected = req.opts().fail_if_disconnected;
+    item.ahead = ahead;
+    return submit(std::move(item), enqueued);
   }
 
-  asio::awaitable<result<std::vector<reply>>> wait_for(entry_ptr e) {
+  // Queues `item` (completed at once when stopped, empty or not connected) and returns
+  // what its caller waits on.
+  pending_ptr submit(detail::request_queue::item item, clock_type::time_point enqueued) {
+    auto p = std::make_shared<pending>(executor);
+    // Runs inside queue calls made by this object, never after it is gone.
+    item.on_complete = [this, p, enqueued, setup = item.setup](std::error_code ec, std::vector<reply> replies) {
+      p->completed = true;
+      p->outcome = ec;
+      p->replies = std::move(replies);
+      if (latency != nullptr && !ec && !setup)
+        latency->observe(std::chrono::duration<double>(clock_type::now() - enqueued).count());
+      p->done_signal.cancel();
+    };
+    if (queue.enqueue(std::move(item))) wake_writer();
+    return p;
+  }
+
+  asio::awaitable<result<std::vector<reply>>> wait_for(pending_ptr e) {
     if (!e->completed) {
       error_code ignored;
       co_await e->done_signal.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
@@ -241,8 +223,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
       }
       co_await sleep(backoff(attempt++));
     }
-    socket_up = false;
-    ready = false;
+    socket_up = false;  // the queue went down with the last link (or was never up)
   }
 
   bool ready_once_in_this_connection = false;
@@ -252,7 +233,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> serve_connection() {
     ++generation;
     socket_up = true;
-    ready = false;
+    queue.connected();  // not ready: only the handshake is written
     ready_once_in_this_connection = false;
     parser = std::make_unique<resp_parser>(settings.max_reply_bytes);
     queue_handshake();
@@ -276,8 +257,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     asio::co_spawn(executor, health_loop(gen), on_end);
     error_code ec;
     co_await loops_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    socket_up = false;
-    ready = false;
+    socket_up = false;  // fail_connection() took the queue down
     if (connected_gauge != nullptr) connected_gauge->set(0);
   }
 
@@ -295,14 +275,13 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     if (check_role) setup.push("ROLE");
     if (setup.commands() == 0) setup.push("PING");
 
-    auto e = std::make_shared<entry>(executor);
-    e->setup = true;
-    e->expected = setup.commands();
-    e->payload = setup.take_payload();
-    e->enqueued = clock_type::now();
-    e->deadline = e->enqueued + settings.connect_timeout + settings.command_timeout;
-    waiting.push_front(e);
-    wake_writer();
+    detail::request_queue::item item;
+    item.setup = true;
+    item.expected = setup.commands();
+    item.payload = setup.take_payload();
+    const auto enqueued = clock_type::now();
+    item.deadline = enqueued + settings.connect_timeout + settings.command_timeout;
+    auto e = submit(std::move(item), enqueued);  // first in the queue, wakes the writer
 
     auto self = shared_from_this();
     const auto gen = generation;
@@ -328,7 +307,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   }
 
   void on_handshake_done() {
-    ready = true;
+    queue.handshake_done();
     ready_once_in_this_connection = true;
     if (connects++ > 0 && reconnect_counter != nullptr) reconnect_counter->inc();
     if (connected_gauge != nullptr) connected_gauge->set(1);
@@ -336,14 +315,8 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     redis_log().info("connected to {} ({})", describe(current), settings.metrics_name);
     if (on_connect) {
       auto extra = on_connect();
-      if (extra.commands() > 0) {
-        auto e = enqueue(std::move(extra));
-        // Keep the connect-time commands ahead of user requests queued meanwhile.
-        if (!e->completed) {
-          waiting.pop_back();
-          waiting.push_front(e);
-        }
-      }
+      // Ahead of user requests queued meanwhile.
+      if (extra.commands() > 0) enqueue(std::move(extra), /*ahead=*/true);
     }
     wake_writer();
   }
@@ -353,24 +326,12 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> writer_loop(std::uint64_t gen) {
     auto self = shared_from_this();
     std::vector<asio::const_buffer> buffers;
-    std::vector<entry_ptr> batch;
+    detail::request_queue::write_batch batch;
     while (gen == generation && socket_up) {
-      batch.clear();
       buffers.clear();
-      // Take every writable request: only handshake entries until the handshake is done.
-      for (auto it = waiting.begin(); it != waiting.end() && batch.size() < 4096;) {
-        auto& e = *it;
-        if (e->completed) {
-          it = waiting.erase(it);
-          continue;
-        }
-        if (!ready && !e->setup) {
-          ++it;
-          continue;
-        }
-        batch.push_back(e);
-        it = waiting.erase(it);
-      }
+      // Every writable request (only the handshake until it is done), already in flight:
+      // replies may arrive before the write completes.
+      batch = queue.take_writable();
       if (batch.empty()) {
         writer_idle = true;
         writer_signal.expires_at(clock_type::time_point::max());
@@ -379,11 +340,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
         writer_idle = false;
         continue;
       }
-      // Replies may arrive before the write completes: register them as in flight first.
-      for (auto& e : batch) {
-        buffers.emplace_back(asio::buffer(e->payload));
-        if (e->expected > 0) in_flight.push_back(e);
-      }
+      for (std::size_t i = 0; i < batch.size(); ++i) buffers.emplace_back(asio::buffer(batch.payload(i)));
       std::error_code ec;
       co_await link.write(buffers, ec);
       if (gen != generation) break;
@@ -391,10 +348,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
         fail_connection(ec, "write: " + ec.message());
         break;
       }
-      for (auto& e : batch) {
-        if (e->expected == 0) complete(e, {});
-        else if (!e->retry_if_sent) std::string().swap(e->payload);  // never resent: free it
-      }
+      queue.written(std::move(batch));
     }
   }
 
@@ -421,20 +375,17 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   }
 
   void on_reply(reply&& r) {
-    if (on_push && is_push_kind(r)) {
-      on_push(std::move(r));
-      return;
-    }
-    if (in_flight.empty()) {
-      fail_connection(errc::protocol_error, "unsolicited reply " + r.debug_string());
-      return;
-    }
     const bool readonly = r.is_error() && r.error_code() == "READONLY";
-    auto e = in_flight.front();
-    e->replies.push_back(std::move(r));
-    if (e->replies.size() == e->expected) {
-      in_flight.pop_front();
-      if (!e->abandoned) complete(e, {});
+    switch (queue.on_reply(r)) {
+      case detail::request_queue::reply_disposition::push:  // only in push mode: on_push is set
+        on_push(std::move(r));
+        return;
+      case detail::request_queue::reply_disposition::unsolicited:
+        fail_connection(errc::protocol_error, "unsolicited reply " + r.debug_string());
+        return;
+      case detail::request_queue::reply_disposition::matched:
+      case detail::request_queue::reply_disposition::absorbed:
+        break;
     }
     // A replica answered a write: the master moved (failover). Rediscover it.
     if (readonly && !settings.sentinel.addresses.empty()) fail_connection(errc::redis_error, "READONLY: master moved");
@@ -468,8 +419,8 @@ struct connection::impl : std::enable_shared_from_this<impl> {
       error_code ec;
       co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (gen != generation || !socket_up) break;
-      if (ready) {
-        if (in_flight.empty() && waiting.empty()) {
+      if (queue.ready()) {
+        if (queue.in_flight() == 0 && queue.waiting() == 0) {
           request ping(request::options{.timeout = settings.health_check_interval, .fail_if_disconnected = true});
           ping.push("PING");
           auto e = enqueue(std::move(ping));
@@ -487,25 +438,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   // (its replies will still come and are discarded); an overdue head of the in-flight
   // queue means the server or the link is stuck, so the connection is dropped.
   void expire_deadlines() {
-    const auto now = clock_type::now();
-    for (auto it = waiting.begin(); it != waiting.end();) {
-      if ((*it)->deadline <= now && !(*it)->setup) {
-        complete(*it, errc::timeout);
-        it = waiting.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    bool head_overdue = false;
-    for (std::size_t i = 0; i < in_flight.size(); ++i) {
-      auto& e = in_flight[i];
-      if (e->deadline <= now && !e->abandoned) {
-        e->abandoned = true;
-        complete(e, errc::timeout);
-        if (i == 0) head_overdue = true;
-      }
-    }
-    if (head_overdue) fail_connection(errc::timeout, "request timed out; dropping the connection");
+    if (queue.expire(clock_type::now())) fail_connection(errc::timeout, "request timed out; dropping the connection");
   }
 
   // Tears the current connection down; run() reconnects. In-flight requests fail with
@@ -513,7 +446,6 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   void fail_connection(std::error_code ec, std::string why) {
     if (!socket_up) return;
     socket_up = false;
-    ready = false;
     ++generation;
     last_error = std::move(why);
     if (!stopped) redis_log().warn("connection to {} lost: {}", describe(current), last_error);
@@ -521,38 +453,20 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     writer_signal.cancel();
     if (health_timer) health_timer->cancel();
     if (connected_gauge != nullptr) connected_gauge->set(0);
-
-    std::deque<entry_ptr> resend;
-    for (auto& e : in_flight) {
-      if (e->abandoned || e->completed) continue;
-      if (e->setup) {
-        complete(e, ec);
-      } else if (e->retry_if_sent && !stopped) {
-        e->replies.clear();
-        resend.push_back(e);
-      } else {
-        complete(e, errc::connection_lost);
-      }
-    }
-    in_flight.clear();
-    for (auto& e : waiting) {
-      if (e->setup) complete(e, ec);
-      else if (e->fail_if_disconnected) complete(e, errc::not_connected);
-    }
-    std::erase_if(waiting, [](const entry_ptr& e) { return e->completed; });
-    waiting.insert(waiting.begin(), resend.begin(), resend.end());
+    // Not ready any more; fails the handshake with `ec` (a no-op after stop(), which
+    // already took the queue down).
+    queue.connection_lost(ec);
   }
 
   void stop() {
     if (stopped) return;
     stopped = true;
+    // Written requests fail with connection_lost (none is resent), the rest with
+    // shutting_down; new ones are refused.
+    queue.stop();
     if (socket_up) fail_connection(errc::shutting_down, "stopped");
     if (connected_gauge != nullptr) connected_gauge->set(0);
     link.close();
-    for (auto& e : waiting) complete(e, errc::shutting_down);
-    waiting.clear();
-    for (auto& e : in_flight) complete(e, errc::shutting_down);
-    in_flight.clear();
     writer_signal.cancel();
     loops_done.cancel();
     for (auto& t : sleepers) t->cancel();
@@ -757,25 +671,28 @@ asio::awaitable<bool> connection::wait_connected(std::chrono::milliseconds timeo
   auto self = impl_;
   const auto until = clock_type::now() + timeout;
   asio::steady_timer t(self->executor);
-  while (!self->ready && !self->stopped && clock_type::now() < until) {
+  while (!self->queue.ready() && !self->stopped && clock_type::now() < until) {
     t.expires_after(std::chrono::milliseconds(5));
     error_code ec;
     co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
-  co_return self->ready;
+  co_return self->queue.ready();
 }
 
-void connection::set_push_handler(push_handler h) { impl_->on_push = std::move(h); }
+void connection::set_push_handler(push_handler h) {
+  impl_->on_push = std::move(h);
+  impl_->queue.set_push_mode(static_cast<bool>(impl_->on_push));
+}
 void connection::set_on_connect(std::function<request()> make_setup) { impl_->on_connect = std::move(make_setup); }
 
 void connection::reconnect() { impl_->fail_connection(errc::connection_lost, "reconnect requested"); }
 
 connection_stats connection::stats() const {
   connection_stats s;
-  s.connected = impl_->ready;
+  s.connected = impl_->queue.ready();
   s.reconnects = impl_->connects > 0 ? impl_->connects - 1 : 0;
-  s.in_flight = impl_->in_flight.size();
-  s.waiting = impl_->waiting.size();
+  s.in_flight = impl_->queue.in_flight();
+  s.waiting = impl_->queue.waiting();
   s.last_error = impl_->last_error;
   s.endpoint = describe(impl_->current);
   return s;

@@ -2,7 +2,6 @@
 
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/json_value.hpp"
-#include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 #include "stargazer/redis/connection.hpp"
 
@@ -75,7 +74,7 @@ std::optional<std::string> describe_time(std::chrono::system_clock::time_point t
                      offset < 0 ? '-' : '+', std::labs(offset) / 3600, (std::labs(offset) % 3600) / 60, weekday);
 }
 
-void add_builtin_tools(registry& r, redis::connection& redis) {
+void add_builtin_tools(registry& r, redis::connection& redis, channel_history_reader history) {
   r.add(tool{
       "current_time",
       "The current date, time and weekday in a time zone.",
@@ -206,10 +205,9 @@ void add_builtin_tools(registry& r, redis::connection& redis) {
       "read_channel_history",
       "Reads this channel's most recent messages (oldest first), with who wrote them and when.",
       R"({"type":"object","properties":{"limit":{"type":"integer","minimum":1,"maximum":50}},"additionalProperties":false})",
-      [&redis](const rapidjson::Value& args, call_context& ctx) -> asio::awaitable<tool_output> {
-        platform::message_cache cache(redis);
+      [history](const rapidjson::Value& args, call_context& ctx) -> asio::awaitable<tool_output> {
         const auto limit = static_cast<std::size_t>(int_arg(args, "limit", 10));
-        auto recent = co_await cache.recent(ctx.platform, ctx.channel_id, limit);
+        auto recent = co_await history(ctx.platform, ctx.channel_id, limit);
         if (!recent) throw tool_error("history is unavailable: " + recent.error().message());
         std::string text;
         for (auto it = recent->rbegin(); it != recent->rend(); ++it) {

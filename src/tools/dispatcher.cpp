@@ -18,23 +18,13 @@ dispatcher::dispatcher(const registry& tools, execution_mode mode, remote_tool_c
     throw std::invalid_argument("remote tool execution needs a remote_tool_client");
 }
 
-call_context dispatcher::context_of(const worker::incoming_message& m) {
-  call_context c;
-  c.platform = m.platform;
-  c.channel_id = m.channel_id;
-  c.user_id = m.user_id;
-  c.user_name = m.user_name;
-  c.message_id = m.message_id;
-  c.trace_id = m.trace_id;
-  return c;
+std::vector<llm::tool_definition> dispatcher::offered(const call_context& ctx) const {
+  return tools_.definitions(ctx);
 }
 
-std::vector<llm::tool_definition> dispatcher::offered(const worker::incoming_message& m) const {
-  return tools_.definitions(context_of(m));
-}
-
-asio::awaitable<std::string> dispatcher::run(const llm::tool_call& call, const worker::tool_context& ctx) {
-  const auto context = context_of(ctx.message);
+asio::awaitable<std::string> dispatcher::run(const llm::tool_call& call, const call_context& ctx) {
+  auto context = ctx;
+  context.adapter = nullptr;  // a tool run here or on the tools service does not reach the live adapter
   const auto* t = tools_.find(call.name);
   tool_output out;
   if (t != nullptr && t->runs_on_gateway) {
@@ -48,7 +38,7 @@ asio::awaitable<std::string> dispatcher::run(const llm::tool_call& call, const w
     rapidjson::Document args;
     args.Parse(call.arguments_json.c_str(), call.arguments_json.size());
     if (args.HasParseError() || !args.IsObject()) co_return error_text("the arguments are not a JSON object");
-    auto r = co_await ctx.adapter.execute_tool(ctx.message.channel_id, call.name, call.arguments_json, ctx_json);
+    auto r = co_await ctx.adapter->execute_tool(ctx.channel_id, call.name, call.arguments_json, ctx_json);
     if (!r) co_return error_text("'" + call.name + "' could not run on the gateway: " + r.error().message());
     co_return *r;
   }
@@ -60,8 +50,8 @@ asio::awaitable<std::string> dispatcher::run(const llm::tool_call& call, const w
   }
   for (const auto& file : out.media) {
     platform::send_context send;
-    send.trace_id = ctx.message.trace_id;
-    auto sent = co_await ctx.adapter.send_file(ctx.message.channel_id, file.data, file.filename, file.mimetype, send);
+    send.trace_id = ctx.trace_id;
+    auto sent = co_await ctx.adapter->send_file(ctx.channel_id, file.data, file.filename, file.mimetype, send);
     if (!sent) out.text += fmt::format("\n[{} was not sent: {}]", file.filename, sent.error().message());
   }
   co_return out.text;

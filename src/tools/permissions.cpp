@@ -1,8 +1,9 @@
 // The --tool-permissions parser: pure, kept out of registry.cpp (coroutines) so the fuzz
 // build compiles it alone.
-#include "stargazer/tools/registry.hpp"
+#include "stargazer/tools/permissions.hpp"
 
 #include <fmt/format.h>
+#include <rapidjson/document.h>
 
 #include <algorithm>
 

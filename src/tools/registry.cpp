@@ -1,5 +1,6 @@
 #include "stargazer/tools/registry.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/json_value.hpp"
 #include "stargazer/tools/json_schema.hpp"
@@ -145,7 +146,7 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
   const auto deadline = it->second.definition.deadline.value_or(self->settings.default_deadline);
   state->timer.expires_after(deadline);
   auto context = std::make_shared<call_context>(std::move(ctx));
-  asio::co_spawn(
+  spawn(
       ex,
       [state, args, context, handler = it->second.definition.handler]() -> asio::awaitable<void> {
         try {
@@ -158,7 +159,7 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
         state->done = true;
         state->timer.cancel();
       },
-      asio::detached);
+      "tool:" + name);
   boost::system::error_code ec;
   co_await state->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   if (!state->done) {

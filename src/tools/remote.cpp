@@ -2,6 +2,7 @@
 
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/bus/stream_entry.hpp"
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 
@@ -115,7 +116,7 @@ asio::awaitable<void> remote_tool_client::start() {
   impl_->running = true;
   impl_->reader_done = false;
   impl_->blocking->start();
-  asio::co_spawn(impl_->commands.get_executor(), impl_->read_loop(), asio::detached);
+  spawn(impl_->commands.get_executor(), impl_->read_loop(), impl_->log.component());
   co_return;
 }
 

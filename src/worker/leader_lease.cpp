@@ -1,5 +1,6 @@
 #include "stargazer/worker/leader_lease.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/redis/connection.hpp"
@@ -92,7 +93,7 @@ leader_lease::~leader_lease() {
 }
 
 asio::awaitable<void> leader_lease::start() {
-  asio::co_spawn(impl_->conn.get_executor(), impl_->run(), asio::detached);
+  spawn(impl_->conn.get_executor(), impl_->run(), impl_->log.component());
   co_return;
 }
 

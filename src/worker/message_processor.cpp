@@ -1,5 +1,6 @@
 #include "stargazer/worker/message_processor.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/worker/prompt.hpp"
@@ -24,24 +25,16 @@ namespace stargazer::worker {
 
 namespace asio = boost::asio;
 
-processor_settings processor_settings::from(const config& cfg) {
-  processor_settings s;
-  s.bot_name = cfg.bot_name;
-  if (!cfg.system_prompt_file.empty()) {
-    std::ifstream in(cfg.system_prompt_file, std::ios::binary);
-    std::ostringstream text;
-    if (!in || !(text << in.rdbuf()))
-      throw std::runtime_error("--system-prompt-file: cannot read '" + cfg.system_prompt_file + "'");
-    s.system_prompt = text.str();
-  }
-  s.history_messages = static_cast<std::size_t>(std::max(0, cfg.history_messages));
-  s.max_tool_rounds = std::max(1, cfg.max_tool_rounds);
-  s.typing_delay = std::chrono::milliseconds(std::max(0, cfg.typing_delay_ms));
-  s.model = cfg.llm_model;
-  s.temperature = cfg.llm_temperature;
-  s.max_tokens = cfg.llm_max_tokens;
-  s.top_p = cfg.llm_top_p;
-  return s;
+tools::call_context tool_context_of(const incoming_message& m, platform::platform_adapter& adapter) {
+  tools::call_context c;
+  c.platform = m.platform;
+  c.channel_id = m.channel_id;
+  c.user_id = m.user_id;
+  c.user_name = m.user_name;
+  c.message_id = m.message_id;
+  c.trace_id = m.trace_id;
+  c.adapter = &adapter;
+  return c;
 }
 
 namespace {
@@ -72,7 +65,7 @@ public:
       co_return;
     }
     st->timer.expires_after(st->delay);
-    asio::co_spawn(st->timer.get_executor(), show_when_due(st), asio::detached);
+    spawn(st->timer.get_executor(), show_when_due(st), "typing");
   }
 
   asio::awaitable<void> end() {
@@ -121,7 +114,7 @@ private:
 }  // namespace
 
 struct message_processor::impl {
-  impl(platform::message_cache& c, std::shared_ptr<llm::client> m, processor_settings s, tool_runner* t,
+  impl(platform::message_cache& c, std::shared_ptr<llm::client> m, processor_settings s, tools::tool_runner* t,
        metrics::registry* reg)
       : cache(c),
         model(std::move(m)),
@@ -162,11 +155,11 @@ struct message_processor::impl {
     }
     if (!m.is_addressed) {
       bump(unaddressed);
-      co_return bus::outcome::ack();  // stored for context, not answered (seed)
+      co_return bus::outcome::ack();  // stored for context, not answered
     }
 
     const auto history = co_await recent_history(m, *s);
-    llm::request req = build_request(m, *s, history);
+    llm::request req = build_request(m, adapter, *s, history);
     const auto executor = co_await asio::this_coro::executor;
     delayed_typing typing(executor, adapter, m.channel_id, s->typing_delay);
     co_await typing.begin();
@@ -226,7 +219,7 @@ struct message_processor::impl {
         co_return std::move(c.content);
       llm::message call{llm::role::assistant, c.content, {}, c.tool_calls, {}};
       req.messages.push_back(std::move(call));
-      const tool_context ctx{m, adapter};
+      const auto ctx = tool_context_of(m, adapter);
       for (const auto& tc : c.tool_calls) {
         bump(tool_calls);
         log.log(log::level::debug, {trace}, "tool call {} ({})", tc.name, tc.id);
@@ -254,7 +247,8 @@ struct message_processor::impl {
     co_return out;
   }
 
-  llm::request build_request(const incoming_message& m, const processor_settings& s,
+  llm::request build_request(const incoming_message& m, platform::platform_adapter& adapter,
+                             const processor_settings& s,
                              const std::vector<platform::cached_message>& history) const {
     llm::request req;
     req.model = s.model;
@@ -262,7 +256,7 @@ struct message_processor::impl {
     req.max_tokens = s.max_tokens;
     req.top_p = s.top_p;
     req.trace_id = m.trace_id;
-    if (tools != nullptr) req.tools = tools->offered(m);
+    if (tools != nullptr) req.tools = tools->offered(tool_context_of(m, adapter));
 
     std::set<std::string> names;
     for (const auto& h : history)
@@ -293,7 +287,7 @@ struct message_processor::impl {
   platform::message_cache& cache;
   std::shared_ptr<llm::client> model;
   std::shared_ptr<const processor_settings> settings;
-  tool_runner* tools;
+  tools::tool_runner* tools;
   log::logger log;
   metrics::counter* replied = nullptr;
   metrics::counter* unaddressed = nullptr;
@@ -304,7 +298,7 @@ struct message_processor::impl {
 };
 
 message_processor::message_processor(platform::message_cache& cache, std::shared_ptr<llm::client> model,
-                                     processor_settings settings, tool_runner* tools, metrics::registry* metrics)
+                                     processor_settings settings, tools::tool_runner* tools, metrics::registry* metrics)
     : impl_(std::make_shared<impl>(cache, std::move(model), std::move(settings), tools, metrics)) {}
 
 message_processor::~message_processor() = default;

@@ -141,7 +141,7 @@ task<bool> proxy_adapter::is_channel_valid(const std::string& channel_id) {
 
 task<bool> proxy_adapter::should_skip_channel_heartbeat(const std::string& channel_id) {
   auto r = co_await rpc("should_skip_channel_heartbeat", "{}", channel_id);
-  co_return !(r && r->ok) || r->result_json == "true";  // unknown: skip (the seed's safe default)
+  co_return !(r && r->ok) || r->result_json == "true";  // unknown: skip; a missed heartbeat costs nothing
 }
 
 task<result<std::string>> proxy_adapter::execute_tool(const std::string& channel_id, const std::string& tool_name,

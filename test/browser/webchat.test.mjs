@@ -102,7 +102,7 @@ async function startStargazer(httpPort, redisPort) {
   const p = new child(
     'stargazer',
     [path.resolve(args.binary), '--role=standalone', `--redis-url=redis://127.0.0.1:${redisPort}`,
-      `--http-port=${httpPort}`, '--instance-id=browser-test'],
+      `--http-port=${httpPort}`, '--node-id=browser-test'],
     env,
     tmp,
   );

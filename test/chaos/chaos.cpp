@@ -406,16 +406,16 @@ int main(int argc, char** argv) {
     return args;
   };
   role_process gateway("gateway",
-                       common({o.binary, "--role=gateway", "--instance-id=chaos-gateway",
+                       common({o.binary, "--role=gateway", "--node-id=chaos-gateway",
                                "--http-port=" + std::to_string(http_port), "--webchat-enabled=false"}),
                        {std::string("SG_ADMIN_API_KEY=") + admin_key}, o.log_dir);
-  role_process tools("tools", common({o.binary, "--role=tools", "--instance-id=chaos-tools"}), {}, o.log_dir);
+  role_process tools("tools", common({o.binary, "--role=tools", "--node-id=chaos-tools"}), {}, o.log_dir);
   std::vector<std::unique_ptr<role_process>> workers;
   for (int i = 1; i <= o.workers; ++i) {
     const auto id = fmt::format("chaos-worker-{}", i);
     workers.push_back(std::make_unique<role_process>(
         "worker-" + std::to_string(i),
-        common({o.binary, "--role=worker", "--instance-id=" + id, "--llm-provider=echo",
+        common({o.binary, "--role=worker", "--node-id=" + id, "--llm-provider=echo",
                 "--llm-echo-delay-ms=" + std::to_string(o.echo_delay_ms), "--tools-mode=remote",
                 "--presence-interval=0"}),
         std::vector<std::string>{}, o.log_dir));

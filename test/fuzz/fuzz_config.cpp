@@ -2,7 +2,7 @@
 // Parsing ends in a configuration or a one-line error, never a crash; a configuration
 // that parses renders (render_config) to a file that parses to the same rendering.
 
-#include "stargazer/core/config.hpp"
+#include "roles/options.hpp"
 
 #include "fuzz_check.hpp"
 

@@ -5,6 +5,7 @@
 #include "stargazer/bus/inbound_consumer.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/bus/outbound_consumer.hpp"
+#include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/bus/rpc_client.hpp"
 #include "stargazer/bus/stream_consumer.hpp"
 #include "stargazer/core/error.hpp"
@@ -254,7 +255,8 @@ TEST_CASE("the outbound consumer: dispatch by type, malformed to the DLQ, duplic
   run_coro(f.io, [&]() -> asio::awaitable<void> {
     const std::vector<std::string> platforms{"redis"};
     co_await f.bus->ensure_streams(role::gateway, platforms);
-    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter, {}, &f.metrics);
+    platform::outbound_dispatcher dispatch(adapter);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", dispatch, {}, &f.metrics);
     co_await gateway.start();
 
     outbound_envelope m;
@@ -303,7 +305,8 @@ TEST_CASE("a send that completes its turn: turn_complete follows its delivery, n
   run_coro(f.io, [&]() -> asio::awaitable<void> {
     const std::vector<std::string> platforms{"redis"};
     co_await f.bus->ensure_streams(role::standalone, platforms);
-    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter);
+    platform::outbound_dispatcher dispatch(adapter);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", dispatch);
     co_await gateway.start();
     // The handler's last send carries the completion, as the proxy adapter does it.
     auto handler = [&](const turn& t) -> asio::awaitable<outcome> {
@@ -373,7 +376,8 @@ TEST_CASE("a failed send releases its claim and is retried until delivered once"
     outbound_consumer_settings s;
     s.consumer.autoclaim_interval = 50ms;
     s.consumer.autoclaim_min_idle = 0ms;
-    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter, s);
+    platform::outbound_dispatcher dispatch(adapter);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", dispatch, s);
     co_await gateway.start();
     outbound_envelope m;
     m.channel_id = "c";
@@ -440,7 +444,8 @@ TEST_CASE("RPC: a round trip to the gateway, an unknown method, and a timeout", 
   run_coro(f.io, [&]() -> asio::awaitable<void> {
     const std::vector<std::string> platforms{"redis"};
     co_await f.bus->ensure_streams(role::gateway, platforms);
-    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter);
+    platform::outbound_dispatcher dispatch(adapter);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", dispatch);
     co_await gateway.start();
     rpc_client rpc(*f.bus, f.settings, 3s);
     auto history = co_await rpc.call("redis", "fetch_channel_history", R"({"limit":5})", "c", "t");
@@ -508,7 +513,8 @@ TEST_CASE("exactly once as the user sees it: a worker dies mid-turn, the replay 
   run_coro(f.io, [&]() -> asio::awaitable<void> {
     const std::vector<std::string> platforms{"redis"};
     co_await f.bus->ensure_streams(role::standalone, platforms);
-    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter);
+    platform::outbound_dispatcher dispatch(adapter);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", dispatch);
     co_await gateway.start();
 
     // Each turn sends two replies; the first run dies after the first.
@@ -642,7 +648,8 @@ TEST_CASE("a redelivered entry whose first delivery died mid-send takes its clai
                             "sg:stream:outbound:redis", ">");
     outbound_consumer_settings s;
     s.consumer.autoclaim_min_idle = 0ms;
-    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", adapter, s);
+    platform::outbound_dispatcher dispatch(adapter);
+    outbound_consumer gateway(f.conn, f.settings, f.bus->names(), "gw", dispatch, s);
     co_await gateway.start();  // sweeps at start: reclaims it
     CHECK(co_await eventually([&] { return adapter.count("send") == 1; }));
     co_await gateway.stop(1s);

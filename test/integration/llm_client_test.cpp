@@ -5,7 +5,7 @@
 #include "stargazer/core/config.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/llm/echo_client.hpp"
-#include "stargazer/llm/factory.hpp"
+#include "roles/settings.hpp"
 #include "stargazer/llm/openai_client.hpp"
 
 #include "fake_llm_server.hpp"

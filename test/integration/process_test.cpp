@@ -137,7 +137,7 @@ TEST_CASE("gateway and worker as separate processes answer a REST message end to
   child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
                          "--redis-url=" + redis.url()},
                         {"SG_ADMIN_API_KEY=admin-key"});
-  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--instance-id=worker-1"});
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--node-id=worker-1"});
   REQUIRE(wait_ready(port));
   const auto body = inject_and_wait(port, "ping through two processes");
   CHECK(body.find("\"complete\":true") != std::string::npos);
@@ -179,7 +179,7 @@ TEST_CASE("a gateway killed mid-request leaves its Idempotency-Key retryable and
   redis_server redis;
   const auto port = free_port();
   const std::vector<std::string> argv{STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
-                                      "--redis-url=" + redis.url(), "--instance-id=gw"};
+                                      "--redis-url=" + redis.url(), "--node-id=gw"};
   auto gateway = std::make_unique<child_process>(argv, std::vector<std::string>{"SG_ADMIN_API_KEY=admin-key"});
   REQUIRE(wait_ready(port));
   const std::string admin = "Authorization: Bearer admin-key\r\n";
@@ -237,7 +237,7 @@ TEST_CASE("a worker answers through an OpenAI-compatible API and reloads its con
   child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
                          "--redis-url=" + redis.url()},
                         {"SG_ADMIN_API_KEY=admin-key"});
-  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--instance-id=worker-1",
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--node-id=worker-1",
                         "--config=" + config_path, "--llm-base-url=" + llm.base_url()},
                        {"SG_LLM_API_KEY=sk-test"});
   REQUIRE(wait_ready(port));
@@ -272,7 +272,7 @@ TEST_CASE("two workers: one holds the status lease, the other takes it when the 
   redis_server redis;
   const auto worker_args = [&](const std::string& id) {
     return std::vector<std::string>{STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(),
-                                    "--instance-id=" + id, "--presence-interval=0.2", "--llm-provider=echo"};
+                                    "--node-id=" + id, "--presence-interval=0.2", "--llm-provider=echo"};
   };
   const auto health_port = free_port();
   auto a_args = worker_args("worker-a");
@@ -304,8 +304,8 @@ TEST_CASE("tools role: a worker in remote mode has its tool calls run by a tools
   child_process gateway({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
                          "--redis-url=" + redis.url()},
                         {"SG_ADMIN_API_KEY=admin-key"});
-  child_process tools({STARGAZER_BINARY, "--role=tools", "--redis-url=" + redis.url(), "--instance-id=tools-1"});
-  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--instance-id=worker-1",
+  child_process tools({STARGAZER_BINARY, "--role=tools", "--redis-url=" + redis.url(), "--node-id=tools-1"});
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--node-id=worker-1",
                         "--tools-mode=remote", "--llm-provider=openai", "--llm-base-url=" + llm.base_url()});
   REQUIRE(wait_ready(port));
   llm.push(fake_reply::tool_calls({{"calculator", R"({"expression":"2^10"})"}}));

@@ -7,6 +7,7 @@
 #include "stargazer/llm/openai_client.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/tools/builtin.hpp"
+#include "stargazer/worker/cache_history.hpp"
 #include "stargazer/tools/dispatcher.hpp"
 #include "stargazer/tools/remote.hpp"
 #include "stargazer/worker/message_processor.hpp"
@@ -28,7 +29,7 @@ namespace {
 struct tools_fixture {
   tools_fixture() {
     conn.start();
-    tools::add_builtin_tools(registry, conn);
+    tools::add_builtin_tools(registry, conn, worker::history_from_cache(conn));
     ctx.platform = "redis";
     ctx.channel_id = "room";
     ctx.user_id = "u1";

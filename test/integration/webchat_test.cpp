@@ -433,9 +433,9 @@ TEST_CASE("two gateway processes: each reply and each user message reaches the r
   redis_server redis;
   const auto port1 = free_port(), port2 = free_port();
   child_process gw1({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port1),
-                     "--redis-url=" + redis.url(), "--instance-id=gw-1"});
+                     "--redis-url=" + redis.url(), "--node-id=gw-1"});
   child_process gw2({STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port2),
-                     "--redis-url=" + redis.url(), "--instance-id=gw-2"});
+                     "--redis-url=" + redis.url(), "--node-id=gw-2"});
   REQUIRE(wait_for_http(port1, 10s, "/readyz"));  // readiness includes the room subscription
   REQUIRE(wait_for_http(port2, 10s, "/readyz"));
   CHECK(http_get(port1, "/readyz").body.find(R"("webchat":{"ready":true)") != npos);

@@ -123,13 +123,13 @@ TEST_CASE("the proxy adapter publishes outbound envelopes with the turn's keys, 
 namespace {
 
 // A real tool for the tool-call loop: adds two integers given as {"a":..,"b":..}.
-class adding_tools final : public worker::tool_runner {
+class adding_tools final : public tools::tool_runner {
 public:
-  std::vector<llm::tool_definition> offered(const worker::incoming_message&) const override {
+  std::vector<llm::tool_definition> offered(const tools::call_context&) const override {
     return {{"add", "Adds two integers",
              R"({"type":"object","properties":{"a":{"type":"integer"},"b":{"type":"integer"}},"required":["a","b"]})"}};
   }
-  asio::awaitable<std::string> run(const llm::tool_call& call, const worker::tool_context&) override {
+  asio::awaitable<std::string> run(const llm::tool_call& call, const tools::call_context&) override {
     ++calls;
     const auto a_at = call.arguments_json.find("\"a\":");
     const auto b_at = call.arguments_json.find("\"b\":");

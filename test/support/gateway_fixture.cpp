@@ -14,10 +14,12 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
   bus = std::make_unique<bus::event_bus>(*conn, bus::event_bus_settings{}, &metrics);
   platform = std::make_unique<platform::redis_platform>(*conn, *bus);
   hub = std::make_unique<platform::reply_hub>(*sub);
-  outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *platform);
+  dispatch = std::make_unique<platform::outbound_dispatcher>(*platform);
+  outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *dispatch);
   rooms = std::make_unique<redis::subscriber>(io.get_executor(), settings);
   webchat = std::make_unique<platform::webchat_platform>(*conn, *bus, *rooms, std::move(webchat_settings));
-  webchat_outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *webchat);
+  webchat_dispatch = std::make_unique<platform::outbound_dispatcher>(*webchat);
+  webchat_outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *webchat_dispatch);
   if (with_worker) {
     auto* b = bus.get();
     worker = std::make_unique<bus::inbound_consumer>(
@@ -51,7 +53,7 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
   platform::redis_platform_api_settings api;
   api.admin_key_sha256 = platform::sha256_hex(admin_key);
   api.sse_heartbeat = std::chrono::seconds(1);
-  platform::add_redis_platform_routes(routes, *platform, *hub, *conn, api);
+  platform::add_redis_platform_routes(routes, *platform, *hub, api);
   http::server_settings hs;
   hs.port = 0;
   server = std::make_unique<http::http_server>(io, hs, routes, metrics);

@@ -9,6 +9,7 @@
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
+#include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
 #include "stargazer/platform/webchat/webchat_platform.hpp"
@@ -46,10 +47,12 @@ struct gateway_fixture {
   std::unique_ptr<bus::event_bus> bus;
   std::unique_ptr<platform::redis_platform> platform;
   std::unique_ptr<platform::reply_hub> hub;
+  std::unique_ptr<platform::outbound_dispatcher> dispatch;
   std::unique_ptr<bus::outbound_consumer> outbound;
   std::unique_ptr<bus::inbound_consumer> worker;
   std::unique_ptr<redis::subscriber> rooms;
   std::unique_ptr<platform::webchat_platform> webchat;
+  std::unique_ptr<platform::outbound_dispatcher> webchat_dispatch;
   std::unique_ptr<bus::outbound_consumer> webchat_outbound;
   http::router routes;
   std::unique_ptr<http::http_server> server;

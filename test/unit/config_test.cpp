@@ -1,4 +1,4 @@
-#include "stargazer/core/config.hpp"
+#include "roles/options.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -55,7 +55,7 @@ TEST_CASE("defaults apply when nothing is given", "[config]") {
   CHECK(c.stream_maxlen == 100000);
   CHECK(c.llm_provider == "auto");
   CHECK(c.effective_llm_provider() == "echo");
-  CHECK_FALSE(c.instance_id.empty());  // generated
+  CHECK_FALSE(c.node_id.empty());  // generated
 }
 
 TEST_CASE("precedence is flag > env > file > default", "[config]") {
@@ -156,7 +156,7 @@ TEST_CASE("--help lists roles and options with defaults, --version prints the ve
   REQUIRE(std::holds_alternative<parse_exit>(help.result));
   CHECK(status_of(help) == 0);
   for (const char* name : {"--role", "--redis-url", "--redis-sentinels", "--redis-sentinel-master", "--http-host",
-                           "--http-port", "--data-dir", "--log-level", "--log-format", "--instance-id",
+                           "--http-port", "--data-dir", "--log-level", "--log-format", "--node-id",
                            "--stream-maxlen", "--admin-api-key", "--llm-provider", "--llm-base-url", "--llm-model",
                            "--webchat-enabled", "--webchat-allowed-origins",
                            "SG_HTTP_PORT", "gateway", "standalone", "8080", "100000"}) {
@@ -364,4 +364,20 @@ TEST_CASE("render_config output loads back to the same values, quotes and backsl
   CHECK(status_of(parse({"--redis-sentinels", std::string("ho\tst:26379")})) == 2);
   CHECK(status_of(parse({"--redis-sentinels", std::string("ho\0st:26379", 11)})) == 2);
   CHECK(std::holds_alternative<parsed_command>(parse({"--redis-sentinels", "127.0.0.1:26379"}).result));
+}
+
+TEST_CASE("the process is named by --node-id, and --instance-id is its deprecated alias", "[config]") {
+  auto named = parse({"--node-id=worker-7"});
+  REQUIRE(std::holds_alternative<parsed_command>(named.result));
+  CHECK(std::get<parsed_command>(named.result).cfg.node_id == "worker-7");
+  CHECK(named.err.empty());
+
+  auto old = parse({"--instance-id=worker-8"});
+  REQUIRE(std::holds_alternative<parsed_command>(old.result));
+  CHECK(std::get<parsed_command>(old.result).cfg.node_id == "worker-8");
+  CHECK(old.err.find("--instance-id (SG_INSTANCE_ID) is deprecated; use --node-id") != std::string::npos);
+
+  auto both = parse({"--instance-id=old", "--node-id=new"});
+  REQUIRE(std::holds_alternative<parsed_command>(both.result));
+  CHECK(std::get<parsed_command>(both.result).cfg.node_id == "new");
 }

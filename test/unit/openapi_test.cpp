@@ -48,7 +48,7 @@ std::set<std::pair<std::string, std::string>> registered_routes() {
 
   http::router routes;
   http::add_observability_routes(routes, health, metrics);
-  platform::add_redis_platform_routes(routes, redis_platform, hub, conn, platform::redis_platform_api_settings{});
+  platform::add_redis_platform_routes(routes, redis_platform, hub, platform::redis_platform_api_settings{});
 
   std::set<std::pair<std::string, std::string>> out;
   for (const auto& [verb, pattern] : routes.routes()) out.emplace(pattern, ascii_lower(http::to_string(verb)));

@@ -3,7 +3,8 @@
 // key (`okey`, a channel) a sequence number; consumers, in any number of processes,
 // run entry n of a channel only after entry n-1 is done. Within a process, entries of
 // one channel run one at a time, lowest sequence first. Entries without a sequence
-// number (seed-shaped publishers) are serialised by the seed's distributed lock instead.
+// number (from publishers that do not number entries) are serialised by a per-channel
+// distributed lock instead.
 
 #include "stargazer/bus/stream_consumer.hpp"
 

@@ -1,5 +1,5 @@
 #pragma once
-// The event bus (seed 001): names, group creation per role, publishing with approximate
+// The event bus: names, group creation per role, publishing with approximate
 // MAXLEN trimming and per-channel sequence numbers, the sampled backlog warning, and
 // stream diagnostics.
 
@@ -30,8 +30,8 @@ namespace stargazer::bus {
 
 struct event_bus_settings {
   topology names = topology::from_environment();
-  std::uint64_t stream_maxlen = 100'000;  // floored at 1000, as the seed
-  std::chrono::milliseconds backlog_check_interval{1000};  // per stream; the seed checked on every publish
+  std::uint64_t stream_maxlen = 100'000;  // floored at 1000: a tiny cap would trim unread entries
+  std::chrono::milliseconds backlog_check_interval{1000};  // per stream, not on every publish
 };
 
 struct stream_stats {

@@ -1,5 +1,5 @@
 #pragma once
-// The worker's inbound consumer (seeds 003, 004): inbound envelopes decoded (malformed
+// The worker's inbound consumer: inbound envelopes decoded (malformed
 // ones dead-lettered), run in channel order, skipped when already done
 // (`sg:inbound:done:{entry_id}`), handed to the turn handler, followed by the
 // turn-complete signal, with the trace lifecycle (CLAIMED, COMPLETED, ERRORED) in logs

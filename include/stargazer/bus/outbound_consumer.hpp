@@ -1,15 +1,16 @@
 #pragma once
-// The gateway's outbound consumer for one platform (seed 002): answers RPC requests
-// from workers, then per channel in order: completion-marker check and SET NX EX claim
-// (idempotent delivery), dispatch by envelope type to the platform adapter, message-id
-// re-sync. Malformed envelopes are dead-lettered with their reason.
+// The gateway's outbound consumer for one platform: the transport half of delivery.
+// It decodes each entry (a malformed one is dead-lettered with its reason), hands RPC
+// requests from workers to the handler at once and writes the answer to the caller's
+// reply list, and runs everything else per channel in order: completion-marker check and
+// SET NX EX claim (idempotent delivery), the handler's delivery, message-id re-sync.
+// What a delivery means for a platform is the handler's business (platform/dispatcher.hpp).
 
 #include "stargazer/bus/channel_sequencer.hpp"
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/stream_consumer.hpp"
-#include "stargazer/platform/platform_adapter.hpp"
+#include "stargazer/bus/rpc_reply.hpp"
 
-#include <functional>
 #include <memory>
 
 namespace stargazer::bus {
@@ -17,22 +18,32 @@ namespace stargazer::bus {
 struct outbound_consumer_settings {
   consumer_settings consumer;  // stream/group filled from the platform when empty
   sequencer_settings order;    // stream/lock prefix filled likewise
-  std::chrono::seconds claim_ttl{300};      // seed: SET NX EX 300
-  std::chrono::seconds rpc_reply_ttl{60};   // seed: EXPIRE 60
-  std::chrono::seconds message_key_ttl{7776000};  // seed: 90 days on a new key
+  std::chrono::seconds claim_ttl{300};      // SET NX EX: long enough for any send to finish
+  std::chrono::seconds rpc_reply_ttl{60};   // EXPIRE on the reply list: an unread reply goes away
+  std::chrono::seconds message_key_ttl{7776000};  // 90 days, as cached messages, on a key the re-sync creates
 };
 
-// Runs a tool pinned to the gateway (the execute_tool RPC); returns the result text or an error.
-using gateway_tool_runner =
-    std::function<boost::asio::awaitable<result<std::string>>(const std::string& name, const std::string& args_json,
-                                                              const std::string& ctx_json)>;
+// What the consumer hands decoded envelopes to (one per platform).
+class outbound_handler {
+public:
+  virtual ~outbound_handler() = default;
+  // The platform whose stream this is.
+  virtual std::string_view platform() const = 0;
+  // Answers a worker's RPC (an rpc_request envelope). Exceptions become error replies.
+  virtual boost::asio::awaitable<rpc_reply> answer(const outbound_envelope& request) = 0;
+  // Delivers any other envelope; for sends, the platform's id of the sent message.
+  virtual boost::asio::awaitable<result<std::string>> deliver(const outbound_envelope& e) = 0;
+  // The last send of a turn was delivered (maybe before, by a gateway that died before
+  // saying so): a repeated call is harmless, a missing one leaves a `wait=true` caller waiting.
+  virtual boost::asio::awaitable<void> turn_complete(const std::string& channel_id,
+                                                      const std::string& response_nonce) = 0;
+};
 
 class outbound_consumer final : public component {
 public:
   outbound_consumer(redis::connection& commands, const redis::connection_settings& blocking, const topology& names,
-                    const std::string& consumer_name, platform::platform_adapter& adapter,
-                    outbound_consumer_settings settings = {}, metrics::registry* metrics = nullptr,
-                    gateway_tool_runner tools = {});
+                    const std::string& consumer_name, outbound_handler& handler,
+                    outbound_consumer_settings settings = {}, metrics::registry* metrics = nullptr);
   ~outbound_consumer() override;
 
   std::string_view name() const override;

@@ -1,10 +1,11 @@
 #pragma once
-// Worker-side RPC to the gateway (seed 002, docs/protocol.md §3.4): an rpc_request
+// Worker-side RPC to the gateway (docs/protocol.md §3.4): an rpc_request
 // envelope on the platform's outbound stream, the reply taken by BLPOP from
 // sg:rpc:reply:{request_id} with a deadline. Each call in flight uses its own pooled
 // blocking connection, so calls do not queue behind each other.
 
 #include "stargazer/bus/event_bus.hpp"
+#include "stargazer/bus/rpc_reply.hpp"
 #include "stargazer/redis/connection.hpp"
 
 #include <chrono>
@@ -12,12 +13,6 @@
 #include <string>
 
 namespace stargazer::bus {
-
-struct rpc_reply {
-  bool ok = false;
-  std::string result_json;  // when ok
-  std::string error;        // when not ok
-};
 
 class rpc_client {
 public:

@@ -1,6 +1,6 @@
 #pragma once
 // The consumer-group engine shared by the worker's inbound consumer, the gateway's
-// outbound consumers and the tools service (seeds 002, 003): XREADGROUP on a dedicated
+// outbound consumers and the tools service: XREADGROUP on a dedicated
 // blocking connection with bounded concurrency, batched XACK, an XAUTOCLAIM sweep
 // that follows its cursor and counts attempts in `{stream}:attempts`, dead-lettering to
 // `{stream}:dlq` (original fields + reason, attempts, consumer) in one MULTI with the
@@ -58,14 +58,14 @@ struct consumer_settings {
   std::string group;
   std::string consumer;                                 // this process' instance id
   std::size_t max_in_flight = 64;                       // entries processed at once
-  std::size_t read_count = 10;                          // XREADGROUP COUNT (seed: 10)
-  std::chrono::milliseconds block{5000};                // XREADGROUP BLOCK (seed: 5000)
-  std::chrono::milliseconds autoclaim_interval{30000};  // seed: 30 s
-  std::chrono::milliseconds autoclaim_min_idle{60000};  // seed: 60000 ms
-  std::size_t autoclaim_count = 10;                     // seed: COUNT 10
-  std::uint64_t max_attempts = 3;                       // reclaims before dead-lettering (seed: > 3)
+  std::size_t read_count = 10;                          // XREADGROUP COUNT, capped by free slots
+  std::chrono::milliseconds block{5000};                // XREADGROUP BLOCK
+  std::chrono::milliseconds autoclaim_interval{30000};  // between XAUTOCLAIM sweeps
+  std::chrono::milliseconds autoclaim_min_idle{60000};  // idle time before an entry is reclaimed
+  std::size_t autoclaim_count = 10;                     // XAUTOCLAIM COUNT per page
+  std::uint64_t max_attempts = 3;                       // reclaims that still run; the next dead-letters
   std::uint64_t dlq_maxlen = 100'000;
-  std::chrono::milliseconds error_pause{2000};          // after a failed read (seed: 2 s)
+  std::chrono::milliseconds error_pause{2000};          // after a failed read
   std::size_t max_parked_factor = 4;                    // parked entries beyond max_in_flight x this count as active
   // Runs after the autoclaim sweep dead-letters an entry (e.g. to mark its sequence done).
   std::function<boost::asio::awaitable<void>(const stream_entry&)> after_dead_letter;

@@ -1,6 +1,6 @@
 #pragma once
 // Stream and group names (docs/protocol.md §1), overridable by environment variables
-// exactly as the seed: SG_INBOUND_STREAM, SG_OUTBOUND_STREAM_PREFIX, SG_WORKER_GROUP,
+// shared by every role: SG_INBOUND_STREAM, SG_OUTBOUND_STREAM_PREFIX, SG_WORKER_GROUP,
 // SG_GATEWAY_GROUP_PREFIX, SG_TOOLS_STREAM, SG_TOOLS_GROUP, SG_TOOLS_REPLY_STREAM_PREFIX.
 
 #include <string>

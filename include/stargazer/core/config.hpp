@@ -1,13 +1,11 @@
 #pragma once
-// The one configuration struct of the process, filled from (highest precedence first)
-// command-line flags, SG_* environment variables, the TOML file named by --config /
-// SG_CONFIG, and the defaults written here. Validated before any I/O.
+// The one configuration struct of the process and its defaults. roles/options.hpp fills
+// it from (highest precedence first) command-line flags, SG_* environment variables and
+// the TOML file named by --config / SG_CONFIG, and validates it before any I/O.
 
 #include <chrono>
 #include <cstdint>
-#include <iosfwd>
 #include <string>
-#include <variant>
 #include <vector>
 
 namespace stargazer {
@@ -45,7 +43,9 @@ struct config {
   std::string data_dir = "./stargazer-data";
   std::string log_level = "info";
   std::string log_format = "text";
-  std::string instance_id;  // generated (host-random) when empty
+  // This process's name: its consumer name in every group, the leader lease holder, the
+  // tools worker id. Generated (<hostname>-<random>) when empty.
+  std::string node_id;
   double shutdown_timeout_seconds = 10.0;
 
   // Event bus.
@@ -96,68 +96,5 @@ struct config {
     return std::chrono::milliseconds(static_cast<std::int64_t>(shutdown_timeout_seconds * 1000));
   }
 };
-
-// What the command line asked for.
-enum class command {
-  run,
-  config_print,
-  dlq_list,
-  dlq_replay,
-  dlq_purge,
-  chat,
-  instance_create,
-  instance_list,
-  instance_delete,
-  user_add,
-  user_list,
-  user_remove,
-};
-
-// Options of `stargazer dlq list|replay|purge` (operator commands, not configuration).
-struct dlq_options {
-  std::string stream;             // the source stream; empty: the inbound stream
-  std::size_t count = 20;         // list: at most this many entries
-  bool json = false;              // list: JSON lines instead of text
-  std::vector<std::string> ids;   // replay/purge: these DLQ entry ids ...
-  bool all = false;               // ... or every entry
-};
-
-// Options of the commands that call a gateway's REST API (docs/rest-api.md): the
-// terminal client `stargazer chat` and the operator commands `stargazer instance
-// create|list|delete` and `stargazer user add|list|remove` (docs/operations.md, "Operator
-// commands"). The admin key they use is config::admin_api_key.
-struct client_options {
-  std::string url = "http://127.0.0.1:8080";  // the gateway (--url, SG_URL); a path prefix is kept
-  std::string instance;   // chat, user: --instance (SG_INSTANCE); instance create: --id; instance delete: ID
-  std::string name;       // instance create, user add: --name (display name; user add: default USER_ID)
-  std::string user_id;    // user add/remove: USER_ID; chat: --user-id (default $USER)
-  std::string user_name;  // chat: --user-name (default $USER)
-  std::string key;        // chat: the instance's API key (--key, SG_INSTANCE_KEY; default: the admin key)
-  bool json = false;      // operator commands: the REST API's JSON response instead of a table
-};
-
-struct parsed_command {
-  command what = command::run;
-  config cfg;
-  dlq_options dlq;
-  client_options client;
-};
-
-// Parsing ended without a command to run: help or version was printed (status 0), or
-// the input was bad (status 2, one line naming the option was printed to stderr).
-struct parse_exit {
-  int status = 0;
-};
-
-// Parses argv and the environment. Writes help/version to `out`, errors to `err`.
-std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char* const* argv,
-                                                            std::ostream& out, std::ostream& err);
-
-// Parses `cfg.command_line` again (re-reading the config file): the reloaded
-// configuration, or the one-line error.
-std::variant<config, std::string> reload_config(const config& cfg);
-
-// The effective configuration as TOML, secrets redacted; loadable again with --config.
-std::string render_config(const config& cfg);
 
 }  // namespace stargazer

@@ -1,5 +1,5 @@
 #pragma once
-// Service lifecycle (the seed's StargazerService): components start in dependency
+// Service lifecycle: components start in dependency
 // order, the process runs until SIGINT/SIGTERM, then components stop in reverse order,
 // draining in-flight work up to a deadline. A second signal exits at once (status 130).
 

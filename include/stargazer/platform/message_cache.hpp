@@ -1,5 +1,5 @@
 #pragma once
-// The message cache (seed 004's MessageCache, docs/protocol.md §5.6): every inbound and
+// The message cache (docs/protocol.md §5.5): every inbound and
 // outbound message of a channel, as a hash `sg:msg:{platform}:{channel}:{message_id}`
 // (or the outbound message key) with a 90-day expiry, indexed by timestamp in the sorted
 // set `channel_msgs:{platform}:{channel_id}`. Gateways write it as they deliver, the

@@ -1,5 +1,5 @@
 #pragma once
-// The interface every chat platform implements (seed 000's abstract methods). The
+// The interface every chat platform implements. The
 // gateway's outbound consumer dispatches envelopes to it; the worker's proxy adapter
 // implements it by publishing onto the bus.
 

@@ -4,9 +4,11 @@
 // text, CSV or JSON file sent to the channel), read_channel_history (the message
 // cache), and channel_info (pinned to the gateway: it asks the live adapter).
 
+#include "stargazer/core/result.hpp"
 #include "stargazer/tools/registry.hpp"
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -16,8 +18,21 @@ class connection;
 
 namespace stargazer::tools {
 
+// A message of a channel as read_channel_history tells it to the model.
+struct history_line {
+  std::string user_id;
+  std::string user_name;
+  std::string text;
+  double timestamp = 0;  // unix seconds
+  bool is_bot = false;
+};
+
+// Reads a channel's most recent messages, newest first (the message cache, wired by roles/).
+using channel_history_reader = std::function<boost::asio::awaitable<result<std::vector<history_line>>>(
+    const std::string& platform, const std::string& channel_id, std::size_t limit)>;
+
 // `redis` must outlive the registry.
-void add_builtin_tools(registry& r, redis::connection& redis);
+void add_builtin_tools(registry& r, redis::connection& redis, channel_history_reader history);
 
 // The calculator's evaluator: + - * / % ^, parentheses, unary minus, constants pi and e,
 // functions sqrt abs sin cos tan asin acos atan ln log log10 log2 exp floor ceil round

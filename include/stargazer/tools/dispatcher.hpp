@@ -5,7 +5,7 @@
 // identical results. Files a tool produces are sent to the channel through the adapter.
 
 #include "stargazer/tools/registry.hpp"
-#include "stargazer/worker/message_processor.hpp"
+#include "stargazer/tools/runner.hpp"
 
 namespace stargazer::tools {
 
@@ -13,15 +13,14 @@ class remote_tool_client;
 
 enum class execution_mode { in_process, remote };
 
-class dispatcher final : public worker::tool_runner {
+class dispatcher final : public tool_runner {
 public:
   // `remote` is required in remote mode.
   dispatcher(const registry& tools, execution_mode mode, remote_tool_client* remote = nullptr);
 
-  std::vector<llm::tool_definition> offered(const worker::incoming_message& m) const override;
-  boost::asio::awaitable<std::string> run(const llm::tool_call& call, const worker::tool_context& ctx) override;
+  std::vector<llm::tool_definition> offered(const call_context& ctx) const override;
+  boost::asio::awaitable<std::string> run(const llm::tool_call& call, const call_context& ctx) override;
 
-  static call_context context_of(const worker::incoming_message& m);
 
 private:
   const registry& tools_;

@@ -1,5 +1,5 @@
 #pragma once
-// The tool registry (seed 004's ToolRegistry): a tool is a name, a description, a
+// The tool registry: a tool is a name, a description, a
 // JSON-Schema of its parameters and a coroutine handler. execute() checks the caller's
 // permission (allow/deny by platform, channel and user, from the configuration), parses
 // and validates the model's arguments against the schema, runs the handler under a
@@ -7,6 +7,8 @@
 // text starting with "error:" for the model to read; nothing throws out of execute().
 
 #include "stargazer/bus/envelope.hpp"
+#include "stargazer/tools/call_context.hpp"
+#include "stargazer/tools/permissions.hpp"
 #include "stargazer/llm/chat.hpp"
 
 #include <utility>
@@ -21,26 +23,8 @@
 #include <string>
 #include <vector>
 
-namespace stargazer::platform {
-class platform_adapter;
-}
 
 namespace stargazer::tools {
-
-// Who calls, where: what permissions are checked against and what tools act on.
-struct call_context {
-  std::string platform;
-  std::string channel_id;
-  std::string user_id;
-  std::string user_name;
-  std::string message_id;
-  std::string trace_id;
-  // The live adapter (gateway) or a proxy adapter; null where there is none.
-  platform::platform_adapter* adapter = nullptr;
-
-  std::map<std::string, std::string> to_map() const;
-  static call_context from_map(const std::map<std::string, std::string>& m);
-};
 
 // A handler's answer: text for the model, and files to send to the channel.
 struct tool_output {
@@ -64,17 +48,6 @@ struct tool {
   bool runs_on_gateway = false;
   std::optional<std::chrono::milliseconds> deadline;  // unset: the registry's default
 };
-
-// Per-tool rules; an empty allow list allows everyone, deny wins over allow.
-struct permission {
-  std::vector<std::string> allow_platforms, deny_platforms;
-  std::vector<std::string> allow_channels, deny_channels;
-  std::vector<std::string> allow_users, deny_users;
-};
-
-// Parses the --tool-permissions JSON: {"tool": {"allow_platforms": [...], ...}, "*": {...}}
-// ("*" applies to every tool). The error names the bad entry.
-std::variant<std::map<std::string, permission>, std::string> parse_permissions(std::string_view json);
 
 struct registry_settings {
   std::chrono::milliseconds default_deadline{10'000};

@@ -1,5 +1,5 @@
 #pragma once
-// Remote tool execution over the tools stream (seed 001/004, docs/protocol.md §3.5-3.6).
+// Remote tool execution over the tools stream (docs/protocol.md §3.5-3.6).
 // Worker side, `remote_tool_client`: publishes a tool_request on `sg:stream:tools` naming
 // its reply stream `sg:tools:reply:{worker_id}`, and a demultiplexer reading that stream
 // resolves waiters by request id; a waiter gives up at the request's deadline, and a

@@ -1,6 +1,6 @@
 #pragma once
 // The message the processor answers: an inbound envelope with its types restored, the
-// inverse of the gateway's codec (seed 004, _incoming_message_from_envelope). Attachment
+// inverse of the gateway's codec. Attachment
 // data arrive as raw bytes (or base64 from the Python gateway, decoded by the envelope
 // codec), the unix timestamp becomes a time point (now when absent), and the
 // platform-specific envelope fields move into `extra` as the adapters build it.

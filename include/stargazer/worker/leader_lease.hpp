@@ -1,5 +1,5 @@
 #pragma once
-// The status leader lease (seed 004, _status_leader_guard): one worker at a time drives
+// The status leader lease: one worker at a time drives
 // periodic work such as presence, so several workers do not each call the model and
 // fight over the bot's status. The lease is `sg:leader:status` = the holder's instance
 // id, SET NX EX ttl; the holder renews it every check, others take it once it expires;
@@ -26,7 +26,7 @@ struct leader_lease_settings {
   std::chrono::seconds ttl{180};
   std::chrono::milliseconds check_interval{20'000};
 
-  // The seed's lease: max(60 s, 3 × the periodic interval); checked every
+  // Lease: max(60 s, 3 × the periodic interval), outliving missed renewals; checked every
   // min(interval, ttl / 3) so a released lease is taken over within one interval.
   static leader_lease_settings for_interval(std::chrono::milliseconds interval);
 };

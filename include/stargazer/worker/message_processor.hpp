@@ -1,5 +1,5 @@
 #pragma once
-// The message processor (seed 004's MessageProcessor.handle_message): stores what it
+// The message processor: stores what it
 // receives in the message cache, answers only addressed messages, gives the model the
 // channel's recent conversation with user attribution and a system prompt, runs the
 // tool-call loop (bounded rounds) with a typing indicator, and sends the reply through
@@ -8,10 +8,10 @@
 // message key).
 
 #include "stargazer/bus/stream_consumer.hpp"
-#include "stargazer/core/config.hpp"
 #include "stargazer/llm/chat.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
+#include "stargazer/tools/runner.hpp"
 #include "stargazer/worker/incoming_message.hpp"
 
 #include <chrono>
@@ -25,21 +25,8 @@ class registry;
 
 namespace stargazer::worker {
 
-// What a tool sees of the turn it runs in.
-struct tool_context {
-  const incoming_message& message;
-  platform::platform_adapter& adapter;
-};
-
-// The tools offered to the model and their execution (the tool registry implements it).
-class tool_runner {
-public:
-  virtual ~tool_runner() = default;
-  virtual std::vector<llm::tool_definition> offered(const incoming_message& m) const = 0;
-  // The result text handed back to the model; failures are results too ("error: ..."),
-  // so the model can recover, and never throw.
-  virtual boost::asio::awaitable<std::string> run(const llm::tool_call& call, const tool_context& ctx) = 0;
-};
+// What a tool run in this turn is told of it (tools/runner.hpp).
+tools::call_context tool_context_of(const incoming_message& m, platform::platform_adapter& adapter);
 
 struct processor_settings {
   std::string bot_name = "Star";
@@ -51,9 +38,6 @@ struct processor_settings {
   double temperature = 0.7;
   int max_tokens = 1024;
   double top_p = 1.0;
-
-  // From the configuration; reads the prompt file (throws std::runtime_error naming it).
-  static processor_settings from(const config& cfg);
 };
 
 inline constexpr std::string_view apology_text =
@@ -62,7 +46,7 @@ inline constexpr std::string_view apology_text =
 class message_processor {
 public:
   message_processor(platform::message_cache& cache, std::shared_ptr<llm::client> model, processor_settings settings,
-                    tool_runner* tools = nullptr, metrics::registry* metrics = nullptr);
+                    tools::tool_runner* tools = nullptr, metrics::registry* metrics = nullptr);
   ~message_processor();
 
   // Takes effect from the next turn; turns in flight finish with what they started with.

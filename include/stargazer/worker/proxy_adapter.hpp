@@ -1,5 +1,5 @@
 #pragma once
-// The worker's platform adapter (seed 004's ProxyPlatformAdapter): it holds no platform
+// The worker's platform adapter: it holds no platform
 // connection. Sends, typing, reactions and presence become outbound envelopes on
 // `sg:stream:outbound:{platform}` for the gateway to deliver; history, channel checks and
 // gateway-pinned tools are RPCs answered by the gateway (docs/protocol.md §3.3-3.4).

@@ -178,7 +178,7 @@ task<result<bool>> redis_platform::update_instance(const std::string& instance_i
     fields.push_back(k);
     fields.push_back(v);
   }
-  if (fields.empty()) co_return true;  // the seed skips a no-op write
+  if (fields.empty()) co_return true;  // nothing to change: skip the write
   redis::request req;
   req.push_with({"HSET", meta_key(instance_id)}, fields);
   auto r = co_await conn_.exec(std::move(req));
@@ -347,6 +347,54 @@ task<result<std::optional<stored_file>>> redis_platform::get_file(const std::str
   auto& f = r->elements();
   if (f.size() != 4 || f[0].is_nil()) co_return std::optional<stored_file>{};
   co_return std::optional<stored_file>(stored_file{f[0].str(), f[1].str(), f[2].str(), f[3].str()});
+}
+
+// ---- REST API state --------------------------------------------------------------------
+
+std::string redis_platform::new_response_nonce() { return bus::random_hex_id(); }
+
+std::string redis_platform::idempotency_key(const std::string& instance_id, std::string_view client_key) {
+  return "redis_platform:idem:" + instance_id + ":" + sha256_hex(client_key);
+}
+
+task<result<idempotency_claim>> redis_platform::claim_idempotency_key(const std::string& key,
+                                                                       std::chrono::seconds pending_ttl) {
+  auto claimed = co_await conn_.command("SET", key, "pending", "NX", "EX", pending_ttl.count());
+  if (!claimed) co_return claimed.error();
+  if (!claimed->is_nil()) co_return idempotency_claim{};
+  auto stored = co_await conn_.command("GET", key);
+  if (!stored) co_return stored.error();
+  const auto& v = stored->str();
+  const auto newline = v.find('\n');
+  if (v == "pending" || newline == std::string::npos)
+    co_return idempotency_claim{.what = idempotency_claim::state::in_progress};
+  co_return idempotency_claim{.what = idempotency_claim::state::replay,
+                              .status = static_cast<unsigned>(std::atoi(v.substr(0, newline).c_str())),
+                              .body = v.substr(newline + 1)};
+}
+
+task<void> redis_platform::finish_idempotency_key(const std::string& key, unsigned status, const std::string& body,
+                                                  std::chrono::seconds ttl) {
+  if (status < 300) co_await conn_.command("SET", key, std::to_string(status) + "\n" + body, "EX", ttl.count());
+  else co_await conn_.command("DEL", key);
+}
+
+task<result<std::string>> redis_platform::newest_event_id(const std::string& instance_id) {
+  auto newest = co_await conn_.command("XREVRANGE", events_stream(instance_id), "+", "-", "COUNT", 1);
+  if (!newest) co_return newest.error();
+  co_return newest->elements().empty() ? std::string("0-0") : newest->elements()[0].elements()[0].str();
+}
+
+task<result<std::vector<platform_event>>> redis_platform::events_after(const std::string& instance_id,
+                                                                       const std::string& last_id, std::size_t count) {
+  auto r = co_await conn_.command("XRANGE", events_stream(instance_id), "(" + last_id, "+", "COUNT", count);
+  if (!r) co_return r.error();
+  std::vector<platform_event> events;
+  for (auto& e : r->elements()) {
+    auto& fields = e.elements()[1].elements();
+    events.push_back({e.elements()[0].str(), fields.size() >= 2 ? fields[1].str() : "{}"});
+  }
+  co_return events;
 }
 
 // ---- sending ---------------------------------------------------------------------------

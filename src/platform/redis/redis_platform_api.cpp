@@ -1,13 +1,11 @@
 #include "stargazer/platform/redis/redis_platform_api.hpp"
 
-#include "stargazer/bus/lock.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
-#include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
 #include <boost/asio.hpp>
@@ -15,7 +13,6 @@
 #include <rapidjson/document.h>
 
 #include <charconv>
-#include <cmath>
 #include <cmath>
 #include <cstdint>
 #include <set>
@@ -45,6 +42,32 @@ struct reply_hub::impl {
   redis::subscriber& sub;
   std::unordered_map<std::string, std::shared_ptr<waiter>> waiters;  // by response nonce
   std::unordered_map<std::string, std::set<std::shared_ptr<asio::steady_timer>>> listeners;  // by instance
+
+  // Collects the replies of one turn; call before injecting, so no reply can be missed.
+  std::shared_ptr<waiter> expect(const std::string& nonce, asio::any_io_executor ex) {
+    auto w = std::make_shared<waiter>(std::move(ex));
+    waiters.emplace(nonce, w);
+    return w;
+  }
+  void forget(const std::string& nonce) { waiters.erase(nonce); }
+  // Until the turn completes or `until` passes.
+  static asio::awaitable<void> wait(waiter& w, clock_type::time_point until) {
+    while (!w.complete && clock_type::now() < until) {
+      w.signal.expires_at(until);
+      boost::system::error_code ec;
+      co_await w.signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+  // `wake` is cancelled whenever the instance publishes an event.
+  void watch(const std::string& instance, std::shared_ptr<asio::steady_timer> wake) {
+    listeners[instance].insert(std::move(wake));
+  }
+  void unwatch(const std::string& instance, const std::shared_ptr<asio::steady_timer>& wake) {
+    auto it = listeners.find(instance);
+    if (it == listeners.end()) return;
+    it->second.erase(wake);
+    if (it->second.empty()) listeners.erase(it);
+  }
 
   void on_message(redis::pubsub_message&& m) {
     const std::string_view prefix = "stargazer:redis_platform:response:";
@@ -134,12 +157,11 @@ response internal(const std::error_code& ec) {
 }
 
 struct api_context : std::enable_shared_from_this<api_context> {
-  api_context(redis_platform& p, std::shared_ptr<reply_hub::impl> h, redis::connection& c, redis_platform_api_settings s)
-      : platform(p), hub(std::move(h)), conn(c), settings(std::move(s)) {}
+  api_context(redis_platform& p, std::shared_ptr<reply_hub::impl> h, redis_platform_api_settings s)
+      : platform(p), hub(std::move(h)), settings(std::move(s)) {}
 
   redis_platform& platform;
   std::shared_ptr<reply_hub::impl> hub;  // shared: event streams may outlive the hub object at shutdown
-  redis::connection& conn;
   redis_platform_api_settings settings;
 
   static std::string_view bearer(const request& req) {
@@ -322,32 +344,27 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   std::string idem_key;
   if (const auto k = req.header("idempotency-key")) {
     if (k->empty() || k->size() > 128) co_return bad("bad_idempotency_key", "Idempotency-Key is 1-128 characters");
-    idem_key = "redis_platform:idem:" + id + ":" + sha256_hex(*k);
+    idem_key = redis_platform::idempotency_key(id, *k);
     const auto pending_ttl = (wait ? timeout : std::chrono::seconds(0)) + api.settings.idempotency_pending_margin;
-    auto claimed = co_await api.conn.command("SET", idem_key, "pending", "NX", "EX", pending_ttl.count());
-    if (!claimed) co_return internal(claimed.error());
-    if (claimed->is_nil()) {
-      auto stored = co_await api.conn.command("GET", idem_key);
-      if (!stored) co_return internal(stored.error());
-      const auto& v = stored->str();
-      const auto newline = v.find('\n');
-      if (v == "pending" || newline == std::string::npos)
-        co_return response::error(409, "request_in_progress", "a request with this Idempotency-Key is still running");
-      auto replay = response::json(static_cast<unsigned>(std::atoi(v.substr(0, newline).c_str())), v.substr(newline + 1));
+    auto claim = co_await api.platform.claim_idempotency_key(idem_key, pending_ttl);
+    if (!claim) co_return internal(claim.error());
+    if (claim->what == idempotency_claim::state::in_progress)
+      co_return response::error(409, "request_in_progress", "a request with this Idempotency-Key is still running");
+    if (claim->what == idempotency_claim::state::replay) {
+      auto replay = response::json(claim->status, std::move(claim->body));
       replay.headers.emplace_back("Idempotent-Replayed", "true");
       co_return replay;
     }
   }
 
-  in.response_nonce = bus::random_hex_id();
+  in.response_nonce = redis_platform::new_response_nonce();
   if (!idem_key.empty()) {
     in.once_key = idem_key + ":injected";
     in.once_ttl = api.settings.idempotency_ttl;
   }
   std::shared_ptr<reply_hub::impl::waiter> waiter;
   if (wait) {
-    waiter = std::make_shared<reply_hub::impl::waiter>(co_await asio::this_coro::executor);
-    api.hub->waiters.emplace(in.response_nonce, waiter);  // before injecting: no reply can be missed
+    waiter = api.hub->expect(in.response_nonce, co_await asio::this_coro::executor);
   }
   const auto nonce = in.response_nonce;
   auto r = co_await api.platform.inject_message(id, std::move(in));
@@ -367,14 +384,7 @@ asio::awaitable<response> inject(api_context& api, request& req) {
                                           json::quoted(r->message_id)));
     out.headers.emplace_back("Idempotent-Replayed", "true");
   } else {
-    if (waiter) {
-      const auto until = clock_type::now() + timeout;
-      while (!waiter->complete && clock_type::now() < until) {
-        waiter->signal.expires_at(until);
-        boost::system::error_code ec;
-        co_await waiter->signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      }
-    }
+    if (waiter) co_await reply_hub::impl::wait(*waiter, clock_type::now() + timeout);
     std::string responses = "[";
     if (waiter)
       for (const auto& e : waiter->events) {
@@ -388,12 +398,9 @@ asio::awaitable<response> inject(api_context& api, request& req) {
                          fmt::format(R"({{"message_id":{},"complete":{},"responses":{}}})", json::quoted(r->message_id),
                                      complete ? "true" : "false", responses));
   }
-  if (waiter) api.hub->waiters.erase(nonce);
-  if (!idem_key.empty()) {
-    if (out.status < 300) co_await api.conn.command("SET", idem_key, std::to_string(out.status) + "\n" + out.body, "EX",
-                                                    api.settings.idempotency_ttl.count());
-    else co_await api.conn.command("DEL", idem_key);  // a failed attempt may be retried
-  }
+  if (waiter) api.hub->forget(nonce);
+  if (!idem_key.empty())
+    co_await api.platform.finish_idempotency_key(idem_key, out.status, out.body, api.settings.idempotency_ttl);
   co_return out;
 }
 
@@ -445,9 +452,9 @@ asio::awaitable<response> events(api_context& api, request& req) {
     co_return bad("bad_last_event_id", "Last-Event-ID must be an event id such as 1700000000000-0");
   if (last_id.empty()) {
     // Without a resume point the stream starts now.
-    auto newest = co_await api.conn.command("XREVRANGE", events_stream(id), "+", "-", "COUNT", 1);
+    auto newest = co_await api.platform.newest_event_id(id);
     if (!newest) co_return internal(newest.error());
-    last_id = newest->elements().empty() ? "0-0" : newest->elements()[0].elements()[0].str();
+    last_id = std::move(*newest);
   }
 
   struct stream_state {
@@ -456,20 +463,14 @@ asio::awaitable<response> events(api_context& api, request& req) {
     std::string last_id;
     std::shared_ptr<asio::steady_timer> wake;
     bool started = false;
-    ~stream_state() {
-      auto it = api->hub->listeners.find(instance);
-      if (it != api->hub->listeners.end()) {
-        it->second.erase(wake);
-        if (it->second.empty()) api->hub->listeners.erase(it);
-      }
-    }
+    ~stream_state() { api->hub->unwatch(instance, wake); }
   };
   auto state = std::make_shared<stream_state>();
   state->api = api.shared_from_this();
   state->instance = id;
   state->last_id = last_id;
   state->wake = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
-  api.hub->listeners[id].insert(state->wake);
+  api.hub->watch(id, state->wake);
 
   response res;
   res.status = 200;
@@ -485,12 +486,11 @@ asio::awaitable<response> events(api_context& api, request& req) {
     for (;;) {
       // Arm the wake-up before reading, so an event published in between is not missed.
       state->wake->expires_after(api.settings.sse_heartbeat);
-      auto r = co_await api.conn.command("XRANGE", events_stream(state->instance), "(" + state->last_id, "+", "COUNT", 100);
+      auto r = co_await api.platform.events_after(state->instance, state->last_id, 100);
       if (!r) co_return false;
-      for (auto& e : r->elements()) {
-        auto& fields = e.elements()[1].elements();
-        state->last_id = e.elements()[0].str();
-        const std::string data = fields.size() >= 2 ? fields[1].str() : "{}";
+      for (const auto& e : *r) {
+        state->last_id = e.id;
+        const std::string& data = e.data;
         rapidjson::Document d;
         d.Parse(data.c_str(), data.size());
         const std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
@@ -529,9 +529,9 @@ asio::awaitable<response> download(api_context& api, request& req) {
 
 }  // namespace
 
-void add_redis_platform_routes(http::router& routes, redis_platform& platform, reply_hub& hub, redis::connection& conn,
+void add_redis_platform_routes(http::router& routes, redis_platform& platform, reply_hub& hub,
                                redis_platform_api_settings settings) {
-  auto api = std::make_shared<api_context>(platform, hub.impl_, conn, std::move(settings));
+  auto api = std::make_shared<api_context>(platform, hub.impl_, std::move(settings));
   const auto add = [&](method m, const char* pattern, handler_fn fn) {
     routes.add(m, pattern, http::handler([api, fn](request& req) { return fn(*api, req); }));
   };

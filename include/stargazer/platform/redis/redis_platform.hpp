@@ -1,5 +1,5 @@
 #pragma once
-// The Redis platform (seed 000): applications embed the bot through instances, each a
+// The Redis platform: applications embed the bot through instances, each a
 // channel with its own API key and an optional closed user roster. Injected messages go
 // onto the inbound stream; replies are published on
 // `stargazer:redis_platform:response:{instance_id}` (for `?wait=true`), appended to the
@@ -63,6 +63,19 @@ struct inject_result {
   bool injected_before = false;  // once_key was already used: message_id is the first one's
 };
 
+// An Idempotency-Key's state when a request claims it (docs/rest-api.md).
+struct idempotency_claim {
+  enum class state { claimed, in_progress, replay } what = state::claimed;
+  unsigned status = 0;  // replay: the first request's answer
+  std::string body;
+};
+
+// One entry of an instance's event stream (the REST API's Server-Sent Events).
+struct platform_event {
+  std::string id;    // the stream entry id, "1700000000000-0"
+  std::string data;  // a JSON object
+};
+
 struct stored_file {
   std::string data;
   std::string filename;
@@ -89,7 +102,7 @@ class redis_platform final : public platform_adapter {
 public:
   redis_platform(redis::connection& conn, bus::event_bus& bus);
 
-  // Registry (seed 000).
+  // Registry (docs/protocol.md §5.3).
   task<result<created_instance>> create_instance(std::string instance_id, std::string display_name,
                                                  std::map<std::string, std::string> metadata);
   task<result<std::vector<instance_info>>> list_instances();
@@ -119,6 +132,24 @@ public:
                                                     std::optional<double> before);
   task<result<std::optional<stored_file>>> get_file(const std::string& file_id);
 
+  // Idempotency-Key (REST inject). The key's record: "pending" while a request runs (for
+  // `pending_ttl`, so a gateway that dies mid-request does not block the key), then the
+  // first answer, kept for `ttl`. A failed answer (status >= 300) releases the key so the
+  // attempt may be retried.
+  // A fresh response nonce: the caller registers its wait under it before injecting.
+  static std::string new_response_nonce();
+
+  static std::string idempotency_key(const std::string& instance_id, std::string_view client_key);
+  task<result<idempotency_claim>> claim_idempotency_key(const std::string& key, std::chrono::seconds pending_ttl);
+  task<void> finish_idempotency_key(const std::string& key, unsigned status, const std::string& body,
+                                    std::chrono::seconds ttl);
+
+  // The instance's event stream: the newest entry's id ("0-0" when empty), and up to
+  // `count` entries after `last_id`.
+  task<result<std::string>> newest_event_id(const std::string& instance_id);
+  task<result<std::vector<platform_event>>> events_after(const std::string& instance_id, const std::string& last_id,
+                                                         std::size_t count);
+
   // platform_adapter
   std::string_view name() const override { return "redis"; }
   task<void> start() override { co_return; }
@@ -137,7 +168,7 @@ public:
   task<bool> add_reaction(const std::string&, const std::string&, const std::string&) override { co_return false; }
   task<void> set_presence(const std::string&, const std::string&) override { co_return; }
   task<std::vector<history_message>> fetch_history(const std::string&, int) override {
-    co_return std::vector<history_message>{};  // the message cache is the history (seed)
+    co_return std::vector<history_message>{};  // the message cache is the history
   }
   task<bool> is_channel_valid(const std::string& channel_id) override { return instance_exists(channel_id); }
   task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }

@@ -52,11 +52,10 @@ public:
 
 private:
   std::shared_ptr<impl> impl_;
-  friend void add_redis_platform_routes(http::router&, redis_platform&, reply_hub&, redis::connection&,
-                                        redis_platform_api_settings);
+  friend void add_redis_platform_routes(http::router&, redis_platform&, reply_hub&, redis_platform_api_settings);
 };
 
 void add_redis_platform_routes(http::router& routes, redis_platform& platform, reply_hub& hub,
-                               redis::connection& conn, redis_platform_api_settings settings);
+                               redis_platform_api_settings settings);
 
 }  // namespace stargazer::platform

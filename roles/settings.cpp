@@ -1,8 +1,10 @@
-#include "stargazer/llm/factory.hpp"
+#include "settings.hpp"
 
-#include "stargazer/core/config.hpp"
 #include "stargazer/llm/echo_client.hpp"
 
+#include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace stargazer::llm {
@@ -41,3 +43,27 @@ std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_execu
 }
 
 }  // namespace stargazer::llm
+
+namespace stargazer::worker {
+
+processor_settings processor_settings_from(const config& cfg) {
+  processor_settings s;
+  s.bot_name = cfg.bot_name;
+  if (!cfg.system_prompt_file.empty()) {
+    std::ifstream in(cfg.system_prompt_file, std::ios::binary);
+    std::ostringstream text;
+    if (!in || !(text << in.rdbuf()))
+      throw std::runtime_error("--system-prompt-file: cannot read '" + cfg.system_prompt_file + "'");
+    s.system_prompt = text.str();
+  }
+  s.history_messages = static_cast<std::size_t>(std::max(0, cfg.history_messages));
+  s.max_tool_rounds = std::max(1, cfg.max_tool_rounds);
+  s.typing_delay = std::chrono::milliseconds(std::max(0, cfg.typing_delay_ms));
+  s.model = cfg.llm_model;
+  s.temperature = cfg.llm_temperature;
+  s.max_tokens = cfg.llm_max_tokens;
+  s.top_p = cfg.llm_top_p;
+  return s;
+}
+
+}  // namespace stargazer::worker

@@ -1,19 +1,19 @@
 #pragma once
-// Builds the configured LLM provider: cfg.effective_llm_provider() is "openai" (any
-// OpenAI-compatible API, openai_client) or "echo" (offline, echo_client). Only roles/
-// should call it; tests build providers directly.
+// The configuration mapped onto the settings of the components roles/ builds: the LLM
+// provider (cfg.effective_llm_provider() is "openai": any OpenAI-compatible API,
+// openai_client; or "echo": offline, echo_client) and the message processor. Components
+// never see `config`; tests build their settings directly.
 
+#include "stargazer/core/config.hpp"
 #include "stargazer/llm/chat.hpp"
 #include "stargazer/llm/openai_client.hpp"
+#include "stargazer/worker/message_processor.hpp"
 
 #include <utility>
 #include <boost/asio/any_io_executor.hpp>
 
 #include <memory>
 
-namespace stargazer {
-struct config;
-}
 namespace stargazer::metrics {
 class registry;
 }
@@ -29,3 +29,10 @@ openai_settings openai_settings_from(const config& cfg);
 std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_executor ex, metrics::registry* metrics);
 
 }  // namespace stargazer::llm
+
+namespace stargazer::worker {
+
+// Reads the prompt file (throws std::runtime_error naming it).
+processor_settings processor_settings_from(const config& cfg);
+
+}  // namespace stargazer::worker
