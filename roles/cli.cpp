@@ -25,6 +25,7 @@
 
 #include "roles.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/strings.hpp"
@@ -528,14 +529,7 @@ public:
 
   asio::awaitable<int> run() {
     auto ex = co_await asio::this_coro::executor;
-    asio::co_spawn(ex, listen(), [this](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::logger("chat").error("event stream: {}", ex.what());
-      }
-    });
+    spawn(ex, listen(), "chat");
     while (stream_ == stream_state::connecting) co_await wait();
     if (stream_ == stream_state::failed) throw failure(stream_error_);
     if (term_.interactive())

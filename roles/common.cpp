@@ -72,7 +72,10 @@ asio::awaitable<void> subscriber_component::start() {
   sub_.start();
   // The pattern is recorded at once and (re)subscribed on every connect, so startup
   // does not wait for Redis.
-  asio::co_spawn(co_await asio::this_coro::executor, hub_.start(), asio::detached);
+  const auto executor = co_await asio::this_coro::executor;  // not in the call: see webchat_platform::start
+  spawn(executor, [&hub = hub_]() -> asio::awaitable<void> {
+    if (const auto ec = co_await hub.start()) log::logger("replies").debug("subscription not confirmed yet: {}", ec.message());
+  }, "replies");
 }
 
 asio::awaitable<void> subscriber_component::stop(std::chrono::milliseconds) {

@@ -213,16 +213,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       const auto id = next_id++;
       connections.emplace(id, conn);
       connections_gauge.set(static_cast<double>(connections.size()));
-      asio::co_spawn(io, session(conn, id), [self, id](std::exception_ptr e) {
+      asio::co_spawn(io, session(conn, id), [self, id, exit = spawn_exit{"http-server"}](std::exception_ptr e) {
         self->connections.erase(id);
         self->connections_gauge.set(static_cast<double>(self->connections.size()));
-        if (e) {
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& ex) {
-            server_log().error("connection failed: {}", ex.what());
-          }
-        }
+        exit(e);
       });
     }
   }
@@ -397,15 +391,7 @@ void http_server::listen() {
   acceptor.bind(endpoint, ec);
   if (ec) throw std::system_error(ec, "cannot bind HTTP server to " + s.host + ":" + std::to_string(s.port));
   acceptor.listen(asio::socket_base::max_listen_connections);
-  asio::co_spawn(impl_->io, impl_->accept_loop(), [](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        server_log().error("accept loop failed: {}", ex.what());
-      }
-    }
-  });
+  spawn(impl_->io.get_executor(), impl_->accept_loop(), "http-server");
   server_log().info("listening on http://{}:{}", s.host, port());
 }
 

@@ -1,5 +1,6 @@
 #include "stargazer/redis/connection.hpp"
 
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
@@ -241,13 +242,9 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     loops_done.expires_at(clock_type::time_point::max());
     auto self = shared_from_this();
     const auto gen = generation;
-    const auto on_end = [self](std::exception_ptr e) {
+    const auto on_end = [self, exit = spawn_exit{"redis"}](std::exception_ptr e) {
       if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          redis_log().error("connection loop failed: {}", ex.what());
-        }
+        exit(e);
         self->fail_connection(errc::protocol_error, "internal error");
       }
       if (--self->loops_running == 0) self->loops_done.cancel();
@@ -285,7 +282,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
 
     auto self = shared_from_this();
     const auto gen = generation;
-    asio::co_spawn(executor, [self, e, gen, check_role]() -> asio::awaitable<void> {
+    spawn(executor, [self, e, gen, check_role]() -> asio::awaitable<void> {
       auto replies = co_await self->wait_for(e);
       if (gen != self->generation || self->stopped) co_return;
       if (!replies) co_return;  // the connection failed; run() reconnects
@@ -303,7 +300,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
         }
       }
       self->on_handshake_done();
-    }, asio::detached);
+    }, "redis");
   }
 
   void on_handshake_done() {
@@ -424,11 +421,11 @@ struct connection::impl : std::enable_shared_from_this<impl> {
           request ping(request::options{.timeout = settings.health_check_interval, .fail_if_disconnected = true});
           ping.push("PING");
           auto e = enqueue(std::move(ping));
-          asio::co_spawn(executor, [self, e, gen]() -> asio::awaitable<void> {
+          spawn(executor, [self, e, gen]() -> asio::awaitable<void> {
             auto r = co_await self->wait_for(e);
             if (!r && r.error() == make_error_code(errc::timeout) && gen == self->generation)
               self->fail_connection(errc::timeout, "health check PING timed out");
-          }, asio::detached);
+          }, "redis");
         }
       }
     }
@@ -569,7 +566,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   void ensure_sentinel_watch() {
     if (watching || stopped) return;
     watching = true;
-    asio::co_spawn(executor, sentinel_watch(shared_from_this()), asio::detached);
+    spawn(executor, sentinel_watch(shared_from_this()), "redis:sentinel");
   }
 
   static asio::awaitable<void> sentinel_watch(std::shared_ptr<impl> self) {
@@ -624,16 +621,8 @@ connection::~connection() { impl_->stop(); }
 void connection::start() {
   if (impl_->started) return;
   impl_->started = true;
-  asio::co_spawn(impl_->executor, impl_->deadline_loop(), asio::detached);
-  asio::co_spawn(impl_->executor, impl_->run(), [](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        redis_log().error("run loop failed: {}", ex.what());
-      }
-    }
-  });
+  spawn(impl_->executor, impl_->deadline_loop(), "redis");
+  spawn(impl_->executor, impl_->run(), "redis");
 }
 
 void connection::stop() { impl_->stop(); }

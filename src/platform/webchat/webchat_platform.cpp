@@ -3,6 +3,7 @@
 
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/lock.hpp"
+#include "stargazer/core/spawn.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
@@ -126,14 +127,7 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     c->inbox.emplace_back(text);
     if (c->draining) return;
     c->draining = true;
-    asio::co_spawn(conn.get_executor(), drain(shared_from_this(), c), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        webchat_log().error("frame handling failed: {}", ex.what());
-      }
-    });
+    spawn(conn.get_executor(), drain(shared_from_this(), c), "webchat");
   }
 
   // Handles one connection's frames one at a time, so its messages keep their order.
@@ -489,7 +483,14 @@ void webchat_platform::add_routes(http::router& routes, http::http_server& serve
 task<void> webchat_platform::start() {
   impl_->running = true;
   const std::vector<std::string> patterns{std::string(room_prefix) + "*"};
-  asio::co_spawn(co_await asio::this_coro::executor, impl_->sub.psubscribe(patterns), asio::detached);
+  // Recorded at once and (re)subscribed on every connect: start does not wait for Redis.
+  // (The executor is taken first: GCC 12 destroys a temporary twice when co_await shares a
+  // full-expression with it.)
+  const auto executor = co_await asio::this_coro::executor;
+  spawn(executor, [impl = impl_, patterns]() -> asio::awaitable<void> {
+    if (const auto ec = co_await impl->sub.psubscribe(patterns))
+      webchat_log().debug("room subscription not confirmed yet: {}", ec.message());
+  }, "webchat");
 }
 
 task<void> webchat_platform::stop() {
