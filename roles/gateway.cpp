@@ -10,6 +10,8 @@
 #include "stargazer/http/observability.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
+#include "stargazer/core/log.hpp"
+#include "stargazer/platform/discord/discord_platform.hpp"
 #include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
@@ -50,6 +52,38 @@ struct gateway_parts {
     hs.max_body_bytes = p.cfg.http_max_body_bytes;
     server = std::make_shared<http::http_server>(p.io, hs, routes, p.metrics);
     if (p.cfg.webchat_enabled) webchat.add_routes(routes, *server);
+    if (!p.cfg.discord_token.empty()) discord = std::make_unique<discord_parts>(p, pinned_tools_factory());
+    else log::logger("gateway").info("Discord is off: no --discord-token (SG_DISCORD_TOKEN)");
+  }
+
+  // The Discord platform, when a token is configured.
+  struct discord_parts {
+    discord_parts(process& p, const std::function<platform::gateway_tool_runner(platform::platform_adapter&)>& tools)
+        : adapter(p.redis, p.bus, settings_from(p.cfg), &p.metrics),
+          dispatch(adapter, tools(adapter)),
+          outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(), p.cfg.node_id,
+                                                            dispatch, bus::outbound_consumer_settings{}, &p.metrics)) {
+      p.health.add("discord", [this] { return adapter.health(); });
+    }
+    static platform::discord::discord_settings settings_from(const config& cfg) {
+      platform::discord::discord_settings s;
+      s.token = cfg.discord_token;
+      s.intents = platform::discord::parse_intents(cfg.discord_intents).value_or(platform::discord::default_intents);
+      s.shards = cfg.discord_shards == "auto" ? 0 : std::stoi(cfg.discord_shards);  // validated with the config
+      s.api_url = cfg.discord_api_url;
+      s.gateway_url = cfg.discord_gateway_url;
+      s.allow_bots = cfg.discord_allow_bots;
+      s.bot_name = cfg.bot_name;
+      s.node_id = cfg.node_id;
+      return s;
+    }
+    platform::discord::discord_platform adapter;
+    platform::outbound_dispatcher dispatch;
+    std::shared_ptr<bus::outbound_consumer> outbound;
+  };
+
+  std::function<platform::gateway_tool_runner(platform::platform_adapter&)> pinned_tools_factory() {
+    return [this](platform::platform_adapter& a) { return pinned_tools(a); };
   }
 
   // Gateway-pinned tools run here with the live adapter (the execute_tool RPC).
@@ -87,6 +121,21 @@ struct gateway_parts {
   std::shared_ptr<bus::outbound_consumer> webchat_outbound;
   http::router routes;
   std::shared_ptr<http::http_server> server;
+  std::unique_ptr<discord_parts> discord;
+};
+
+// Starts and stops an adapter that needs nothing else (its outbound consumer is added before it).
+class platform_component final : public component {
+public:
+  explicit platform_component(platform::platform_adapter& adapter)
+      : adapter_(adapter), name_("platform:" + std::string(adapter.name())) {}
+  std::string_view name() const override { return name_; }
+  boost::asio::awaitable<void> start() override { co_await adapter_.start(); }
+  boost::asio::awaitable<void> stop(std::chrono::milliseconds) override { co_await adapter_.stop(); }
+
+private:
+  platform::platform_adapter& adapter_;
+  std::string name_;
 };
 
 }  // namespace
@@ -98,6 +147,10 @@ gateway_handle add_gateway(process& p) {
   if (p.cfg.webchat_enabled) {
     p.host.add(parts->webchat_outbound);
     p.host.add(std::make_shared<adapter_component>(parts->webchat, parts->rooms, p.health));
+  }
+  if (parts->discord) {
+    p.host.add(parts->discord->outbound);
+    p.host.add(std::make_shared<platform_component>(parts->discord->adapter));
   }
   p.host.add(parts->server);
   return {parts, [server = parts->server] { return server->port(); }};

@@ -2,6 +2,7 @@
 
 #include "stargazer/core/log.hpp"
 #include "stargazer/http/base_url.hpp"
+#include "stargazer/platform/discord/gateway_protocol.hpp"
 #include "stargazer/redis/url.hpp"
 #include "stargazer/tools/permissions.hpp"
 
@@ -76,6 +77,21 @@ void validate(config& cfg) {
     if (o != "*" && (rest.empty() || rest.find_first_of("/?# \t") != std::string::npos))
       throw bad_value(fmt::format("--webchat-allowed-origins: '{}' is not '*' or scheme://host[:port]", o));
   }
+  if (std::string error; !platform::discord::parse_intents(cfg.discord_intents, &error))
+    throw bad_value(fmt::format("--discord-intents: {}", error));
+  if (cfg.discord_shards != "auto") {
+    int shards = 0;
+    const auto& s = cfg.discord_shards;
+    const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), shards);
+    if (ec != std::errc{} || ptr != s.data() + s.size() || shards < 1 || shards > 4096)
+      throw bad_value(fmt::format("--discord-shards: '{}' is not auto or a number of shards (1-4096)", s));
+  }
+  if (std::string error; !http::parse_base_url(cfg.discord_api_url, &error))
+    throw bad_value(fmt::format("--discord-api-url: {}", error));
+  if (const auto& g = cfg.discord_gateway_url; !g.empty() && !g.starts_with("ws://") && !g.starts_with("wss://"))
+    throw bad_value(fmt::format("--discord-gateway-url: '{}' is not a ws:// or wss:// URL", g));
+  if (cfg.discord_token.find_first_of(" \t\r\n") != std::string::npos)
+    throw bad_value("--discord-token: a token has no whitespace");
   if (!cfg.redis_sentinels.empty() && cfg.redis_sentinel_master.empty())
     throw bad_value("--redis-sentinel-master: must not be empty when sentinels are given");
   if (cfg.llm_provider != "auto" && cfg.llm_provider != "echo" && cfg.llm_provider != "openai")
@@ -262,6 +278,36 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->check(CLI::Range(0.0, 86400.0))
           ->group(persona),
       "SG_PRESENCE_INTERVAL");
+
+  auto discord = "Discord (docs/discord.md)";
+  env(app.add_option("--discord-token", cfg.discord_token,
+                     "Bot token; with one, the gateway and standalone roles connect to Discord (a secret: prefer "
+                     "SG_DISCORD_TOKEN)")
+          ->group(discord),
+      "SG_DISCORD_TOKEN");
+  env(app.add_option("--discord-intents", cfg.discord_intents,
+                     "Gateway intents: names (guilds, guild_messages, guild_message_reactions, direct_messages, "
+                     "direct_message_reactions, message_content) or a number")
+          ->capture_default_str()
+          ->group(discord),
+      "SG_DISCORD_INTENTS");
+  env(app.add_option("--discord-shards", cfg.discord_shards, "auto (as many as Discord recommends) or a number")
+          ->capture_default_str()
+          ->group(discord),
+      "SG_DISCORD_SHARDS");
+  env(app.add_option("--discord-api-url", cfg.discord_api_url, "Base URL of Discord's HTTP API")
+          ->capture_default_str()
+          ->group(discord),
+      "SG_DISCORD_API_URL");
+  env(app.add_option("--discord-gateway-url", cfg.discord_gateway_url,
+                     "Gateway URL (ws:// or wss://; default: the one GET /gateway/bot returns)")
+          ->group(discord),
+      "SG_DISCORD_GATEWAY_URL");
+  env(app.add_option("--discord-allow-bots", cfg.discord_allow_bots,
+                     "Answer messages of other bots (the bot's own are always ignored)")
+          ->capture_default_str()
+          ->group(discord),
+      "SG_DISCORD_ALLOW_BOTS");
 
   auto tools = "Tools";
   env(app.add_option("--tools-mode", cfg.tools_mode,
@@ -625,11 +671,17 @@ std::string render_config(const config& cfg) {
   line("max-tool-rounds", std::to_string(cfg.max_tool_rounds));
   line("typing-delay-ms", std::to_string(cfg.typing_delay_ms));
   line("presence-interval", fmt::format("{}", cfg.presence_interval_seconds));
+  line("discord-intents", toml_string(cfg.discord_intents));
+  line("discord-shards", toml_string(cfg.discord_shards));
+  line("discord-api-url", toml_string(cfg.discord_api_url));
+  line("discord-gateway-url", toml_string(cfg.discord_gateway_url));
+  line("discord-allow-bots", cfg.discord_allow_bots ? "true" : "false");
   line("tools-mode", toml_string(cfg.tools_mode));
   line("tool-permissions", toml_string(cfg.tool_permissions));
   line("tool-timeout", fmt::format("{}", cfg.tool_timeout_seconds));
   line("admin-api-key", secret(cfg.admin_api_key));
   line("llm-api-key", secret(cfg.llm_api_key));
+  line("discord-token", secret(cfg.discord_token));
   return out;
 }
 

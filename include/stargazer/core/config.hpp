@@ -39,6 +39,14 @@ struct config {
   // own; "*" allows any.
   std::vector<std::string> webchat_allowed_origins;
 
+  // Discord (gateway and standalone): on when a token is set (docs/discord.md).
+  std::string discord_token;  // secret
+  std::string discord_intents = "guilds,guild_messages,message_content,direct_messages,guild_message_reactions";
+  std::string discord_shards = "auto";  // auto (GET /gateway/bot's count) or a number
+  std::string discord_api_url = "https://discord.com/api/v10";
+  std::string discord_gateway_url;  // empty: the URL GET /gateway/bot returns
+  bool discord_allow_bots = false;   // answer other bots (never the bot itself)
+
   // Process.
   std::string data_dir = "./stargazer-data";
   std::string log_level = "info";

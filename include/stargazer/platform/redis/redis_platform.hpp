@@ -8,6 +8,7 @@
 
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/platform/message_cache.hpp"
+#include "stargazer/core/digest.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
 
 #include <chrono>
@@ -90,10 +91,8 @@ inline std::string events_stream(std::string_view instance_id) {
   return "redis_platform:events:" + std::string(instance_id);
 }
 
-// SHA-256 of `text` as lowercase hex.
-std::string sha256_hex(std::string_view text);
-// Constant-time equality of two equal-length digests (false when the lengths differ).
-bool digest_equals(std::string_view a, std::string_view b);
+using stargazer::digest_equals;
+using stargazer::sha256_hex;
 // ISO 8601 UTC with milliseconds.
 std::string iso_time(double unix_seconds);
 double now_unix();
