@@ -15,6 +15,7 @@ int redis(const args& a);
 int rest(const args& a);
 int pipeline(const args& a);
 int processes(const args& a);
+int discord_rate_limits(const args& a);
 
 // "--name value" lookup with a default.
 std::string option(const args& a, const std::string& name, const std::string& fallback);

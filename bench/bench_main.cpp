@@ -33,6 +33,10 @@ int main(int argc, char** argv) {
                                 "gateway process -> Redis platform events; msg/s, p50/p95/p99, CPU per 1,000 "
                                 "messages and RSS per process [--workers 1] [--messages 20000] [--channels 1000] "
                                 "[--delay-ms 0] [--paced RATE] [--publishers 64] [--warmup 500] [--tcp] [--binary PATH]"}},
+      {"discord", {discord_rate_limits, "Discord rate limits shared by gateway processes against the Discord test "
+                                        "server: wall time vs the limits' minimum, 429s, lost/duplicated "
+                                        "[--gateways 3] [--sends 200] [--channels 4] [--channel-limit 5] "
+                                        "[--channel-window 5] [--global 50]"}},
   };
   const std::string which = argc > 1 ? argv[1] : "";
   if (auto it = benchmarks.find(which); it != benchmarks.end()) return it->second.first(args(argv + 2, argv + argc));

@@ -254,7 +254,7 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   // Renews the leases held, gives up shards over this process's share, takes free ones up to it.
   asio::awaitable<void> balance() {
     const std::vector<std::string> node_keys{key("nodes")};
-    const std::vector<std::string> node_args{settings.node_id, std::to_string((settings.lease_ttl * 2).count())};
+    const std::vector<std::string> node_args{settings.node_id, std::to_string(settings.lease_ttl.count())};
     auto nodes = co_await redis.eval(nodes_script, node_keys, node_args);
     const long live = nodes && !nodes->is_error() ? std::max(1LL, nodes->to_integer().value_or(1)) : 1;
     const auto share = static_cast<std::size_t>((shard_count + live - 1) / live);
@@ -652,7 +652,7 @@ task<void> discord_platform::start() {
   spawn(executor, [self = impl_]() -> asio::awaitable<void> {
     asio::steady_timer settle(self->redis.get_executor(), self->settings.lease_ttl / 3);
     const std::vector<std::string> keys{self->key("nodes")};
-    const std::vector<std::string> args{self->settings.node_id, std::to_string((self->settings.lease_ttl * 2).count())};
+    const std::vector<std::string> args{self->settings.node_id, std::to_string(self->settings.lease_ttl.count())};
     co_await self->redis.eval(nodes_script, keys, args);
     boost::system::error_code ec;
     co_await settle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
