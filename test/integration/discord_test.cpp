@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -349,4 +350,45 @@ TEST_CASE("discord: two gateway processes share 4 shards; when one is killed the
   worker.signal(SIGTERM);
   CHECK(b.wait(10s) == 0);
   CHECK(worker.wait(10s) == 0);
+}
+
+TEST_CASE("discord: two gateway processes share the rate limits: no 429, nothing lost or duplicated",
+          "[discord][process]") {
+  using stargazer::bus::outbound_envelope;
+  using stargazer::bus::outbound_type;
+  redis_server redis;
+  discord_test_server discord({"--heartbeat-ms", "5000", "--channels", "2", "--channel-limit", "4",
+                               "--channel-window-s", "1", "--global-limit", "50"});
+  const std::vector<std::string> channels{discord.channel_id(0, 0), discord.channel_id(0, 1)};
+  child_process a(gateway_args(redis, discord, "gw-a", free_port()));
+  child_process b(gateway_args(redis, discord, "gw-b", free_port()));
+  REQUIRE(poll_until([&] { return discord.connected_sessions() == 1; }, 20s));
+  std::this_thread::sleep_for(2s);  // both outbound consumers are in the group
+  outbound_publisher out(redis);
+  constexpr int sends = 24;
+  for (int i = 0; i < sends; ++i) {
+    outbound_envelope e{.type = outbound_type::message, .channel_id = channels[static_cast<std::size_t>(i % 2)],
+                        .message_key = "sg:msg:discord:rl:" + std::to_string(i) + "-0:0"};
+    e.text = "limited " + std::to_string(i);
+    out.publish(e);
+  }
+  REQUIRE(poll_until([&] {
+    return discord.bot_messages(channels[0]).size() + discord.bot_messages(channels[1]).size() >= sends;
+  }, 40s));
+  std::this_thread::sleep_for(500ms);
+  std::set<std::string> seen;
+  std::size_t total = 0;
+  for (const auto& c : channels)
+    for (const auto& text : discord.bot_messages(c)) {
+      seen.insert(text);
+      ++total;
+    }
+  CHECK(total == static_cast<std::size_t>(sends));
+  CHECK(seen.size() == static_cast<std::size_t>(sends));
+  CHECK(discord.counter("rest_429") == 0);
+  CHECK(discord.counter("invalid_requests") == 0);
+  a.signal(SIGTERM);
+  b.signal(SIGTERM);
+  CHECK(a.wait(10s) == 0);
+  CHECK(b.wait(10s) == 0);
 }
