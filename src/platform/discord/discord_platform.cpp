@@ -137,6 +137,16 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
 return redis.call('ZCARD', KEYS[1])
 )lua");
 
+// One session start of the day's budget (session_start_limit, as GET /gateway/bot last
+// said): 0 when one may identify (and it is counted), else the wait until the budget resets.
+const redis::script session_start_script(R"lua(
+local left = redis.call('GET', KEYS[1])
+if not left then return 0 end
+if tonumber(left) <= 0 then return math.max(1, redis.call('PTTL', KEYS[1])) end
+redis.call('DECR', KEYS[1])
+return 0
+)lua");
+
 const log::logger& discord_log() {
   static const log::logger instance("discord");
   return instance;
@@ -229,8 +239,14 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     if (const auto* limit = obj(*doc, "session_start_limit")) {
       if (limit->HasMember("max_concurrency") && (*limit)["max_concurrency"].IsInt())
         max_concurrency = std::max(1, (*limit)["max_concurrency"].GetInt());
-      if (limit->HasMember("remaining") && (*limit)["remaining"].IsInt() && (*limit)["remaining"].GetInt() == 0)
-        discord_log().warn("no session starts left today (session_start_limit.remaining = 0): shards resume only");
+      if (limit->HasMember("remaining") && (*limit)["remaining"].IsInt() && limit->HasMember("reset_after") &&
+          (*limit)["reset_after"].IsNumber()) {
+        const auto remaining = (*limit)["remaining"].GetInt();
+        const auto reset_after = std::max<std::int64_t>(1, static_cast<std::int64_t>((*limit)["reset_after"].GetDouble()));
+        const auto budget_key = key("session_starts");
+        co_await redis.command("SET", budget_key, std::to_string(remaining), "PX", std::to_string(reset_after));
+        if (remaining == 0) discord_log().warn("no session starts left (session_start_limit): shards can only resume");
+      }
     }
     discord_log().info("gateway {}, {} shard(s), max_concurrency {}", gateway_url, shard_count, max_concurrency);
     co_return !gateway_url.empty();
@@ -350,8 +366,17 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     shards.emplace(id, std::move(s));
   }
 
-  // At most max_concurrency identifies per 5 s across every process of this bot.
+  // At most max_concurrency identifies per 5 s across every process of this bot, and never
+  // more than the day's session starts allow.
   asio::awaitable<bool> may_identify(int id) {
+    const std::vector<std::string> budget_keys{key("session_starts")};
+    const std::vector<std::string> no_args;
+    auto budget = co_await redis.eval(session_start_script, budget_keys, no_args);
+    if (budget && !budget->is_error() && budget->to_integer().value_or(0) > 0) {
+      discord_log().error("shard {}: no session starts left; Discord resets the budget in {} s", id,
+                          budget->to_integer().value_or(0) / 1000);
+      co_return false;
+    }
     const auto slot = key(fmt::format("identify:{}", id % max_concurrency));
     asio::steady_timer wait(redis.get_executor());
     for (int attempt = 0; attempt < 30 && running; ++attempt) {
