@@ -62,6 +62,7 @@ int discord_rate_limits(const args& a) {
     conn.start();
     bus::event_bus bus(conn, {});
     const auto started = std::chrono::steady_clock::now();
+    bool published = false;
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
       for (int i = 0; i < sends; ++i) {
         bus::outbound_envelope e{.type = bus::outbound_type::message,
@@ -70,8 +71,9 @@ int discord_rate_limits(const args& a) {
         e.text = fmt::format("bench message {}", i);
         co_await bus.publish_outbound("discord", e);
       }
+      published = true;
     }, asio::detached);
-    io.run();
+    while (!published) io.run_one();  // the connection's own loops keep run() from returning
     conn.stop();
 
     std::size_t delivered = 0;
