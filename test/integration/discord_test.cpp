@@ -276,7 +276,7 @@ TEST_CASE("discord: outbound files, buttons, reactions, and a send repeated afte
   CHECK(gateway.wait(10s) == 0);
 }
 
-TEST_CASE("discord: button clicks are acknowledged and answered; reactions are published as context",
+TEST_CASE("discord: button clicks are acknowledged and answered, reactions are published as context",
           "[discord][process]") {
   redis_server redis;
   discord_test_server discord({"--heartbeat-ms", "2000"});
@@ -314,7 +314,7 @@ TEST_CASE("discord: button clicks are acknowledged and answered; reactions are p
   CHECK(worker.wait(10s) == 0);
 }
 
-TEST_CASE("discord: two gateway processes share 4 shards; when one is killed the other resumes its shards",
+TEST_CASE("discord: two gateway processes share 4 shards, and when one is killed the other resumes its shards",
           "[discord][process]") {
   redis_server redis;
   discord_test_server discord({"--heartbeat-ms", "2000", "--shards", "4", "--guilds", "4", "--max-concurrency", "4"});
