@@ -2,6 +2,8 @@
 // server (test/support/discord, checked with discord.py) and a real redis-server.
 
 #include "stargazer/bus/event_bus.hpp"
+#include "stargazer/bus/rpc_client.hpp"
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/redis/connection.hpp"
 
 #include "child_process.hpp"
@@ -391,4 +393,62 @@ TEST_CASE("discord: two gateway processes share the rate limits: no 429, nothing
   b.signal(SIGTERM);
   CHECK(a.wait(10s) == 0);
   CHECK(b.wait(10s) == 0);
+}
+
+TEST_CASE("discord: typing repeats until stopped, presence reaches the gateway, history answers the worker's RPC",
+          "[discord][process]") {
+  using stargazer::bus::outbound_envelope;
+  using stargazer::bus::outbound_type;
+  redis_server redis;
+  discord_test_server discord({"--heartbeat-ms", "5000"});
+  const auto channel = discord.channel_id(0, 0);
+  child_process gateway(gateway_args(redis, discord, "gw-1", free_port()));
+  REQUIRE(poll_until([&] { return discord.connected_sessions() == 1; }, 20s));
+  outbound_publisher out(redis);
+  const auto typing_posts = [&] {
+    const auto rest = discord.control("GET", "/_test/requests?kind=rest");
+    int n = 0;
+    for (const auto& r : rest["records"].GetArray())
+      if (std::string(r["path"].GetString()).ends_with("/typing")) ++n;
+    return n;
+  };
+
+  // Typing: at once, again after 8 s (Discord shows it for 10 s), and no more once stopped.
+  out.publish(outbound_envelope{.type = outbound_type::start_typing, .channel_id = channel});
+  REQUIRE(poll_until([&] { return typing_posts() == 1; }, 10s));
+  REQUIRE(poll_until([&] { return typing_posts() == 2; }, 12s));
+  out.publish(outbound_envelope{.type = outbound_type::stop_typing, .channel_id = channel});
+  std::this_thread::sleep_for(9s);
+  CHECK(typing_posts() == 2);
+
+  // Presence: a custom status on the shard's session.
+  outbound_envelope presence{.type = outbound_type::presence};
+  presence.text = "reading the docs";
+  presence.emoji = "📚";
+  out.publish(presence);
+  REQUIRE(poll_until([&] {
+    const auto state = discord.control("GET", "/_test/state");
+    for (const auto& s : state["sessions"].GetArray())
+      if (s.HasMember("presence") && s["presence"].IsObject()) {
+        const auto text = stargazer::json::to_string(s["presence"]);
+        if (text.find("reading the docs") != std::string::npos) return true;
+      }
+    return false;
+  }, 10s));
+
+  // History: the worker's fetch_channel_history RPC, answered from GET /channels/{id}/messages.
+  discord.post_message(channel, "1001", "first words");
+  discord.post_message(channel, "1002", "second words");
+  stargazer::bus::rpc_client rpc(out.bus, stargazer::redis::settings_from_url(redis.url()));
+  auto reply = run_coro(out.io, rpc.call("discord", "fetch_channel_history", R"({"limit":10})", channel, "t-1"));
+  REQUIRE(reply);
+  REQUIRE(reply->ok);
+  const auto first = reply->result_json.find("first words");
+  const auto second = reply->result_json.find("second words");
+  CHECK(first != std::string::npos);
+  CHECK(second != std::string::npos);
+  CHECK(first < second);  // oldest first
+
+  gateway.signal(SIGTERM);
+  CHECK(gateway.wait(10s) == 0);
 }
