@@ -46,4 +46,12 @@ std::string to_string(const rapidjson::Value& value) {
   return {buffer.GetString(), buffer.GetSize()};
 }
 
+std::string string_member(const rapidjson::Value& value, const char* name) {
+  if (!value.IsObject()) return {};
+  const auto it = value.FindMember(name);
+  return it != value.MemberEnd() && it->value.IsString()
+             ? std::string(it->value.GetString(), it->value.GetStringLength())
+             : std::string();
+}
+
 }  // namespace stargazer::json

@@ -2,6 +2,8 @@
 
 #include "raw_http.hpp"
 
+#include "stargazer/core/json_value.hpp"
+
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
@@ -11,14 +13,8 @@
 namespace stargazer::test {
 
 using namespace std::chrono_literals;
+namespace json = stargazer::json;
 
-namespace {
-
-std::string member_string(const rapidjson::Value& v, const char* name) {
-  return v.IsObject() && v.HasMember(name) && v[name].IsString() ? v[name].GetString() : std::string();
-}
-
-}  // namespace
 
 discord_test_server::discord_test_server(std::vector<std::string> args, std::string token) : token_(std::move(token)) {
   std::vector<std::string> argv{"/usr/bin/python3", "-B", STARGAZER_SOURCE_DIR "/test/support/discord/discord_server.py",
@@ -53,17 +49,17 @@ rapidjson::Document discord_test_server::control(const std::string& method, cons
 
 std::string discord_test_server::bot_user_id() {
   const auto state = control("GET", "/_test/state");
-  return member_string(state["bot_user"], "id");
+  return json::string_member(state["bot_user"], "id");
 }
 
 std::string discord_test_server::guild_id(std::size_t i) {
   const auto state = control("GET", "/_test/state");
-  return member_string(state["guilds"][static_cast<rapidjson::SizeType>(i)], "id");
+  return json::string_member(state["guilds"][static_cast<rapidjson::SizeType>(i)], "id");
 }
 
 std::string discord_test_server::channel_id(std::size_t guild, std::size_t channel) {
   const auto state = control("GET", "/_test/state");
-  return member_string(state["guilds"][static_cast<rapidjson::SizeType>(guild)]["channels"][static_cast<rapidjson::SizeType>(channel)], "id");
+  return json::string_member(state["guilds"][static_cast<rapidjson::SizeType>(guild)]["channels"][static_cast<rapidjson::SizeType>(channel)], "id");
 }
 
 std::string discord_test_server::post_message(const std::string& channel_id, const std::string& user_id,
@@ -74,7 +70,7 @@ std::string discord_test_server::post_message(const std::string& channel_id, con
   const auto body = "{\"channel_id\":\"" + channel_id + "\",\"author\":{\"id\":\"" + user_id +
                     "\",\"username\":\"user" + user_id + "\"},\"content\":" + quoted.GetString() + extra_fields + "}";
   const auto answer = control("POST", "/_test/messages", body);
-  return member_string(answer["message"], "id");
+  return json::string_member(answer["message"], "id");
 }
 
 rapidjson::Document discord_test_server::channel_messages(const std::string& channel_id) {
@@ -87,7 +83,7 @@ std::vector<std::string> discord_test_server::bot_messages(const std::string& ch
   const rapidjson::Value& list = doc.IsArray() ? doc : doc["messages"];
   std::vector<std::string> out;
   for (const auto& m : list.GetArray())
-    if (member_string(m["author"], "id") == bot) out.push_back(member_string(m, "content"));
+    if (json::string_member(m["author"], "id") == bot) out.push_back(json::string_member(m, "content"));
   return out;
 }
 

@@ -17,6 +17,9 @@ namespace stargazer::json {
 // JSON at offset 3: ...", "JSON nested deeper than 32 levels", "... must be a JSON object").
 std::variant<rapidjson::Document, std::string> parse_object(std::string_view text, unsigned max_depth = 32);
 
+// The member `name` of an object when it is a string, else "" (absent, another type, not an object).
+std::string string_member(const rapidjson::Value& value, const char* name);
+
 // Serialises a RapidJSON value.
 std::string to_string(const rapidjson::Value& value);
 

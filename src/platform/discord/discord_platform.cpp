@@ -76,31 +76,14 @@ double parse_timestamp(std::string_view iso) {
 }
 
 std::string reaction_path_segment(std::string_view emoji) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : emoji) {
-    const bool keep = std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == ':';
-    if (keep) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 0xf]);
-    }
-  }
-  return out;
+  const auto colon = emoji.find(':');
+  if (colon == std::string_view::npos) return percent_encode(emoji);
+  return percent_encode(emoji.substr(0, colon)) + ":" + percent_encode(emoji.substr(colon + 1));  // name:id
 }
 
 // ---- the platform ------------------------------------------------------------------------
 
 namespace {
-
-std::string str(const rapidjson::Value& v, const char* name) {
-  if (!v.IsObject()) return {};
-  const auto it = v.FindMember(name);
-  return it != v.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                      : std::string();
-}
 
 const rapidjson::Value* obj(const rapidjson::Value& v, const char* name) {
   if (!v.IsObject()) return nullptr;
@@ -183,12 +166,10 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   metrics::counter* duplicate_counter = nullptr;
 
   bool running = false;
-  bool started_gateway = false;
   std::string gateway_url;
   int shard_count = 1;
   int max_concurrency = 1;
   std::string bot_user_id;
-  std::string bot_user_name;
   std::string last_error;
   std::map<int, std::unique_ptr<shard>> shards;  // held by this process
   std::optional<std::string> fatal;
@@ -225,15 +206,14 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     if (me && me->status == 200) {
       auto user = json::parse_object(me->body);
       if (auto* u = std::get_if<rapidjson::Document>(&user)) {
-        bot_user_id = str(*u, "id");
-        bot_user_name = str(*u, "username");
+        bot_user_id = json::string_member(*u, "id");
       }
     }
     if (bot_user_id.empty()) {
       last_error = "GET /users/@me failed";
       co_return false;
     }
-    gateway_url = settings.gateway_url.empty() ? str(*doc, "url") : settings.gateway_url;
+    gateway_url = settings.gateway_url.empty() ? json::string_member(*doc, "url") : settings.gateway_url;
     const int recommended = doc->HasMember("shards") && (*doc)["shards"].IsInt() ? (*doc)["shards"].GetInt() : 1;
     shard_count = settings.shards > 0 ? settings.shards : std::max(1, recommended);
     if (const auto* limit = obj(*doc, "session_start_limit")) {
@@ -401,10 +381,14 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
         else if (type == "INTERACTION_CREATE") co_await on_interaction(*doc);
         else if (type == "GUILD_CREATE") co_await on_guild(*doc);
         else if (type == "GUILD_DELETE") co_await on_guild_gone(*doc);
-        else if (type == "CHANNEL_CREATE" || type == "CHANNEL_UPDATE" || type == "THREAD_CREATE")
-          co_await remember_channel(str(*doc, "id"), str(*doc, "guild_id"));
-        else if (type == "CHANNEL_DELETE" || type == "THREAD_DELETE")
-          co_await redis.command("SREM", key("channels"), str(*doc, "id"));
+        else if (type == "CHANNEL_CREATE" || type == "CHANNEL_UPDATE" || type == "THREAD_CREATE") {
+          const auto channel_id = json::string_member(*doc, "id");
+          const auto guild_id = json::string_member(*doc, "guild_id");
+          co_await remember_channel(channel_id, guild_id);
+        } else if (type == "CHANNEL_DELETE" || type == "THREAD_DELETE") {
+          const auto channel_id = json::string_member(*doc, "id");
+          co_await redis.command("SREM", key("channels"), channel_id);
+        }
       } catch (const std::exception& e) {
         discord_log().warn("{} not handled: {}", type, e.what());
       }
@@ -423,13 +407,13 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   }
 
   asio::awaitable<void> on_guild(const rapidjson::Value& d) {
-    const auto guild_id = str(d, "id");
+    const auto guild_id = json::string_member(d, "id");
     redis::request req;
     std::size_t n = 0;
     for (const char* field : {"channels", "threads"})
       if (const auto* list = arr(d, field))
         for (const auto& c : list->GetArray())
-          if (auto cid = str(c, "id"); !cid.empty()) {
+          if (auto cid = json::string_member(c, "id"); !cid.empty()) {
             req.push("SADD", key("channels"), cid);
             req.push("SADD", key("guild:" + guild_id + ":channels"), cid);
             ++n;
@@ -440,7 +424,7 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> on_guild_gone(const rapidjson::Value& d) {
     // An outage (unavailable: true) keeps the channels; a removal forgets them.
     if (d.HasMember("unavailable") && d["unavailable"].IsBool() && d["unavailable"].GetBool()) co_return;
-    const auto set = key("guild:" + str(d, "id") + ":channels");
+    const auto set = key("guild:" + json::string_member(d, "id") + ":channels");
     auto members = co_await redis.command("SMEMBERS", set);
     redis::request req;
     if (members && members->is_array())
@@ -450,8 +434,8 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   }
 
   static std::string display_name(const rapidjson::Value& user) {
-    auto name = str(user, "global_name");
-    return name.empty() ? str(user, "username") : name;
+    auto name = json::string_member(user, "global_name");
+    return name.empty() ? json::string_member(user, "username") : name;
   }
 
   asio::awaitable<void> publish(bus::inbound_envelope e, const std::string& dedupe) {
@@ -470,19 +454,19 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> on_message(const rapidjson::Value& d) {
     const auto* author = obj(d, "author");
     if (author == nullptr) co_return;
-    const auto author_id = str(*author, "id");
+    const auto author_id = json::string_member(*author, "id");
     const bool author_is_bot = author->HasMember("bot") && (*author)["bot"].IsBool() && (*author)["bot"].GetBool();
     if (author_id == bot_user_id) co_return;              // the bot's own message
     if (author_is_bot && !settings.allow_bots) co_return;  // another bot
     bus::inbound_envelope e;
     e.platform = "discord";
-    e.channel_id = str(d, "channel_id");
-    e.message_id = str(d, "id");
+    e.channel_id = json::string_member(d, "channel_id");
+    e.message_id = json::string_member(d, "id");
     e.user_id = author_id;
     e.username = display_name(*author);
-    e.content = str(d, "content");
-    e.timestamp = parse_timestamp(str(d, "timestamp"));
-    const auto guild_id = str(d, "guild_id");
+    e.content = json::string_member(d, "content");
+    e.timestamp = parse_timestamp(json::string_member(d, "timestamp"));
+    const auto guild_id = json::string_member(d, "guild_id");
     e.is_dm = guild_id.empty();
     if (!guild_id.empty()) e.guild_id = guild_id;
     if (const auto* member = obj(d, "member"))
@@ -491,45 +475,45 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
           if (r.IsString()) e.member_roles.emplace_back(r.GetString(), r.GetStringLength());
     bool mentioned = false;
     if (const auto* mentions = arr(d, "mentions"))
-      for (const auto& m : mentions->GetArray()) mentioned = mentioned || str(m, "id") == bot_user_id;
+      for (const auto& m : mentions->GetArray()) mentioned = mentioned || json::string_member(m, "id") == bot_user_id;
     bool reply_to_bot = false;
     if (const auto* ref = obj(d, "referenced_message")) {
-      e.reply_to = str(*ref, "id");
-      if (const auto* ref_author = obj(*ref, "author")) reply_to_bot = str(*ref_author, "id") == bot_user_id;
+      e.reply_to = json::string_member(*ref, "id");
+      if (const auto* ref_author = obj(*ref, "author")) reply_to_bot = json::string_member(*ref_author, "id") == bot_user_id;
     } else if (const auto* reference = obj(d, "message_reference")) {
-      e.reply_to = str(*reference, "message_id");
+      e.reply_to = json::string_member(*reference, "message_id");
     }
     e.is_addressed = e.is_dm || mentioned || reply_to_bot || names_as_word(e.content, settings.bot_name);
     if (const auto* attachments = arr(d, "attachments"))
       for (const auto& a : attachments->GetArray())
-        e.attachments.push_back(bus::attachment{.data = {}, .mimetype = str(a, "content_type"),
-                                                .filename = str(a, "filename"), .source_url = str(a, "url")});
+        e.attachments.push_back(bus::attachment{.data = {}, .mimetype = json::string_member(a, "content_type"),
+                                                .filename = json::string_member(a, "filename"), .source_url = json::string_member(a, "url")});
     e.trace_id = bus::random_hex_id().substr(0, 16);
     if (e.is_dm) {
       const std::string no_guild;
       co_await remember_channel(e.channel_id, no_guild);
     }
-    co_await publish(std::move(e), "message:" + str(d, "id"));
+    co_await publish(std::move(e), "message:" + json::string_member(d, "id"));
   }
 
   asio::awaitable<void> on_reaction(const rapidjson::Value& d) {
-    const auto user_id = str(d, "user_id");
+    const auto user_id = json::string_member(d, "user_id");
     if (user_id.empty() || user_id == bot_user_id) co_return;
     const auto* emoji = obj(d, "emoji");
-    const auto emoji_name = emoji != nullptr ? str(*emoji, "name") : std::string();
-    const auto emoji_id = emoji != nullptr ? str(*emoji, "id") : std::string();
+    const auto emoji_name = emoji != nullptr ? json::string_member(*emoji, "name") : std::string();
+    const auto emoji_id = emoji != nullptr ? json::string_member(*emoji, "id") : std::string();
     const auto shown = emoji_id.empty() ? emoji_name : emoji_name + ":" + emoji_id;
     bus::inbound_envelope e;
     e.platform = "discord";
-    e.channel_id = str(d, "channel_id");
+    e.channel_id = json::string_member(d, "channel_id");
     e.user_id = user_id;
     if (const auto* member = obj(d, "member"))
       if (const auto* user = obj(*member, "user")) e.username = display_name(*user);
-    e.reply_to = str(d, "message_id");
+    e.reply_to = json::string_member(d, "message_id");
     e.reactions = shown;
     e.content = fmt::format("[reaction {} to message {}]", shown, e.reply_to);
     e.is_addressed = false;  // context: the worker's reply policy decides
-    const auto guild_id = str(d, "guild_id");
+    const auto guild_id = json::string_member(d, "guild_id");
     e.is_dm = guild_id.empty();
     if (!guild_id.empty()) e.guild_id = guild_id;
     e.trace_id = bus::random_hex_id().substr(0, 16);
@@ -539,8 +523,8 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
 
   asio::awaitable<void> on_interaction(const rapidjson::Value& d) {
     if (!d.HasMember("type") || !d["type"].IsInt() || d["type"].GetInt() != 3) co_return;  // components only
-    const auto id = str(d, "id");
-    const auto token = str(d, "token");
+    const auto id = json::string_member(d, "id");
+    const auto token = json::string_member(d, "token");
     // Acknowledge first: Discord allows 3 s. A deferred update shows no "thinking" state.
     rest_request acknowledge{.verb = http::method::post,
                                    .path = fmt::format("/interactions/{}/{}/callback", id, token),
@@ -557,16 +541,16 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     if (user == nullptr && member != nullptr) user = obj(*member, "user");
     bus::inbound_envelope e;
     e.platform = "discord";
-    e.channel_id = str(d, "channel_id");
+    e.channel_id = json::string_member(d, "channel_id");
     e.message_id = id;
     if (user != nullptr) {
-      e.user_id = str(*user, "id");
+      e.user_id = json::string_member(*user, "id");
       e.username = display_name(*user);
     }
-    e.content = data != nullptr ? str(*data, "custom_id") : std::string();
-    if (const auto* message = obj(d, "message")) e.reply_to = str(*message, "id");
+    e.content = data != nullptr ? json::string_member(*data, "custom_id") : std::string();
+    if (const auto* message = obj(d, "message")) e.reply_to = json::string_member(*message, "id");
     e.extra["interaction"] = "button";
-    const auto guild_id = str(d, "guild_id");
+    const auto guild_id = json::string_member(d, "guild_id");
     e.is_dm = guild_id.empty();
     if (!guild_id.empty()) e.guild_id = guild_id;
     e.is_addressed = true;  // a click on the bot's own buttons
@@ -607,7 +591,7 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     auto parsed = json::parse_object(r->body);
     auto* doc = std::get_if<rapidjson::Document>(&parsed);
     if (doc == nullptr) co_return make_error_code(errc::unexpected_reply);
-    co_return str(*doc, "id");
+    co_return json::string_member(*doc, "id");
   }
 
   asio::awaitable<result<std::string>> send_text(const std::string& channel_id, const std::string& text,
@@ -817,15 +801,15 @@ task<std::vector<history_message>> discord_platform::fetch_history(const std::st
   if (doc.HasParseError() || !doc.IsArray()) co_return out;
   for (const auto& m : doc.GetArray()) {  // newest first
     history_message h;
-    h.message_id = str(m, "id");
-    h.text = str(m, "content");
-    h.timestamp = parse_timestamp(str(m, "timestamp"));
+    h.message_id = json::string_member(m, "id");
+    h.text = json::string_member(m, "content");
+    h.timestamp = parse_timestamp(json::string_member(m, "timestamp"));
     if (const auto* author = obj(m, "author")) {
-      h.user_id = str(*author, "id");
+      h.user_id = json::string_member(*author, "id");
       h.user_name = impl::display_name(*author);
       h.is_bot = h.user_id == self->bot_user_id;
     }
-    if (const auto* ref = obj(m, "message_reference")) h.reply_to_id = str(*ref, "message_id");
+    if (const auto* ref = obj(m, "message_reference")) h.reply_to_id = json::string_member(*ref, "message_id");
     out.push_back(std::move(h));
   }
   std::reverse(out.begin(), out.end());  // oldest first

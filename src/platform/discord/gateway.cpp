@@ -17,16 +17,6 @@ namespace asio = boost::asio;
 using clock_type = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-namespace {
-
-std::string string_member(const rapidjson::Value& v, const char* name) {
-  if (!v.IsObject()) return {};
-  const auto it = v.FindMember(name);
-  return it != v.MemberEnd() && it->value.IsString() ? std::string(it->value.GetString(), it->value.GetStringLength())
-                                                      : std::string();
-}
-
-}  // namespace
 
 struct shard::impl : std::enable_shared_from_this<impl> {
   impl(asio::any_io_executor e, shard_settings s, session_state initial, shard_callbacks c)
@@ -138,7 +128,6 @@ struct shard::impl : std::enable_shared_from_this<impl> {
     ack_received = true;
     commands_sent.clear();
     zlib_stream inflater(settings.max_message_bytes);
-    bool ready = false;
 
     while (!stopping) {
       auto message = co_await ws->read();
@@ -217,16 +206,16 @@ struct shard::impl : std::enable_shared_from_this<impl> {
             auto d = json::parse_object(p.data_json);
             std::string user_id;
             if (auto* doc = std::get_if<rapidjson::Document>(&d)) {
-              session.session_id = string_member(*doc, "session_id");
-              session.resume_url = string_member(*doc, "resume_gateway_url");
-              if (doc->HasMember("user")) user_id = string_member((*doc)["user"], "id");
+              session.session_id = json::string_member(*doc, "session_id");
+              session.resume_url = json::string_member(*doc, "resume_gateway_url");
+              if (doc->HasMember("user")) user_id = json::string_member((*doc)["user"], "id");
             }
-            ready = end.was_ready = true;
+            end.was_ready = true;
             set_connected(true);
             log.info("ready (session {}, shard {}/{})", session.session_id, settings.shard_id, settings.shard_count);
             if (callbacks.on_ready) co_await callbacks.on_ready(session, user_id);
           } else if (p.type == "RESUMED") {
-            ready = end.was_ready = true;
+            end.was_ready = true;
             set_connected(true);
             log.info("resumed session {} at sequence {}", session.session_id, session.seq);
             if (callbacks.on_ready) co_await callbacks.on_ready(session, std::string());
@@ -257,7 +246,6 @@ struct shard::impl : std::enable_shared_from_this<impl> {
         log.info("connection closed: {}; resuming", describe_close(code));
         break;
     }
-    (void)ready;
     co_return end;
   }
 

@@ -41,8 +41,8 @@ std::optional<std::string> open_fence(std::string_view s) {
 }
 
 // Where to cut `window` (the bytes that fit): the byte count of the part, > 0.
-std::size_t cut_point(std::string_view window, bool is_last_window) {
-  if (is_last_window || window.size() < 2) return window.size();
+std::size_t cut_point(std::string_view window) {
+  if (window.size() < 2) return window.size();
   const auto min_cut = window.size() / 4;  // a cut that leaves a tiny part is worse than a mid-word one
   const auto at = [&](std::size_t p) { return p != std::string_view::npos && p >= min_cut ? p : std::string_view::npos; };
   if (auto p = at(window.rfind("\n\n")); p != std::string_view::npos) return p + 2;
@@ -77,7 +77,7 @@ std::vector<std::string> split_message(std::string_view text, std::size_t limit)
     std::size_t cut = rest.size();
     if (prefix + count_chars(rest) > limit) {
       const std::size_t room = limit - prefix - 4;  // 4: a closing "\n```"
-      cut = cut_point(rest.substr(0, byte_offset(rest, room)), false);
+      cut = cut_point(rest.substr(0, byte_offset(rest, room)));
     }
     std::string part = carry.empty() ? std::string() : carry + "\n";
     part += rest.substr(0, cut);

@@ -29,8 +29,6 @@ bool is_hex32(std::string_view s);
 // Keeps what a filename may safely hold in a URL segment and a header: no separators,
 // quotes or control characters, at most 128 bytes, never a dot-segment.
 std::string safe_filename(std::string_view in);
-// RFC 3986 percent-encoding of everything but unreserved characters.
-std::string percent_encode(std::string_view in);
 // Where a file is served: /webchat/files/{file_id}/{percent-encoded filename}.
 std::string file_url(std::string_view file_id, std::string_view filename);
 // A type/subtype of printable ASCII, at most 128 bytes.
