@@ -64,6 +64,22 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+bool names_as_word(std::string_view text, std::string_view name) {
+  if (name.empty()) return false;
+  const auto word_char = [](unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c >= 0x80;
+  };
+  const auto lower_text = ascii_lower(text);
+  const auto lower_name = ascii_lower(name);
+  for (auto at = lower_text.find(lower_name); at != std::string::npos; at = lower_text.find(lower_name, at + 1)) {
+    const bool starts = at == 0 || !word_char(static_cast<unsigned char>(lower_text[at - 1]));
+    const auto end = at + lower_name.size();
+    const bool ends = end == lower_text.size() || !word_char(static_cast<unsigned char>(lower_text[end]));
+    if (starts && ends) return true;
+  }
+  return false;
+}
+
 std::optional<std::string> base64_decode(std::string_view in) {
   static const auto table = [] {
     std::array<int, 256> t{};

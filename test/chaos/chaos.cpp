@@ -1,13 +1,15 @@
-// Chaos run (issue 9): a gateway, several workers and a tools service as separate
-// processes of the real binary on a real Redis, messages sent through the REST API while
-// workers are SIGKILLed and restarted every few seconds, the gateway is SIGKILLed and
-// restarted once, and Redis is restarted once (or, in sentinel mode, its master is
-// killed and Sentinel fails over). At the end it checks, prints and exits non-zero on any
+// Chaos run (issue 9): gateways, several workers and a tools service as separate
+// processes of the real binary on a real Redis, messages sent while workers are SIGKILLed
+// and restarted every few seconds and a gateway is SIGKILLed once. Per mode: through the
+// REST API with Redis restarted once (restart) or its master killed and failed over by
+// Sentinel (sentinel); or through the Discord test server with gateways sharing the shards
+// and one gateway connection dropped (discord). At the end it checks, prints and exits non-zero on any
 // failure: every acknowledged message answered exactly once, per-channel order kept, the
 // dead-letter streams holding only the deliberately poisoned entries, no pending entries
 // left, every process exiting 0 on SIGTERM. docs/chaos.md describes the run.
 
 #include "child_process.hpp"
+#include "discord_server.hpp"
 #include "raw_http.hpp"
 #include "redis_server.hpp"
 #include "sentinel_cluster.hpp"
@@ -41,11 +43,13 @@ namespace {
 
 struct options {
   std::string binary = STARGAZER_BINARY;
-  std::string mode = "restart";           // restart | sentinel
+  std::string mode = "restart";           // restart | sentinel | discord
   std::string redis_restart = "graceful";  // graceful (SIGTERM) | kill (SIGKILL, appendfsync always)
   int messages = 600;
   int channels = 20;
   int workers = 3;
+  int gateways = 2;                    // discord mode: gateway processes sharing the shards
+  int shards = 4;                      // discord mode
   int rate = 20;                       // messages per second, all senders together
   int senders = 4;                     // sending threads; a channel belongs to one
   int kill_interval_ms = 2000;         // a random worker is SIGKILLed and restarted this often
@@ -61,8 +65,8 @@ struct options {
 [[noreturn]] void usage(const std::string& problem) {
   std::fprintf(stderr,
                "stargazer_chaos: %s\n"
-               "usage: stargazer_chaos [--binary PATH] [--mode restart|sentinel] [--redis-restart graceful|kill]\n"
-               "  [--messages N] [--channels N] [--workers N] [--rate N] [--senders N] [--kill-interval-ms N]\n"
+               "usage: stargazer_chaos [--binary PATH] [--mode restart|sentinel|discord] [--redis-restart graceful|kill]\n"
+               "  [--messages N] [--channels N] [--workers N] [--gateways N] [--shards N] [--rate N] [--senders N] [--kill-interval-ms N]\n"
                "  [--echo-delay-ms N] [--poison N] [--drain-seconds N] [--shutdown-timeout N] [--seed N] [--log-dir DIR]\n"
                "  [--log-level LEVEL]\n",
                problem.c_str());
@@ -88,6 +92,8 @@ options parse(int argc, char** argv) {
     else if (flag == "--messages") o.messages = number();
     else if (flag == "--channels") o.channels = number();
     else if (flag == "--workers") o.workers = number();
+    else if (flag == "--gateways") o.gateways = number();
+    else if (flag == "--shards") o.shards = number();
     else if (flag == "--rate") o.rate = number();
     else if (flag == "--senders") o.senders = number();
     else if (flag == "--kill-interval-ms") o.kill_interval_ms = number();
@@ -100,9 +106,11 @@ options parse(int argc, char** argv) {
     else if (flag == "--log-level") o.log_level = value;
     else usage("unknown flag " + flag);
   }
-  if (o.mode != "restart" && o.mode != "sentinel") usage("--mode is restart or sentinel");
+  if (o.mode != "restart" && o.mode != "sentinel" && o.mode != "discord")
+    usage("--mode is restart, sentinel or discord");
   if (o.redis_restart != "graceful" && o.redis_restart != "kill") usage("--redis-restart is graceful or kill");
-  if (o.messages < 1 || o.channels < 1 || o.workers < 1 || o.rate < 1 || o.senders < 1 || o.poison < 0)
+  if (o.messages < 1 || o.channels < 1 || o.workers < 1 || o.gateways < 1 || o.shards < 1 || o.rate < 1 ||
+      o.senders < 1 || o.poison < 0)
     usage("counts must be positive");
   return o;
 }
@@ -127,7 +135,8 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-// The Redis deployment: one server with AOF, or a master, a replica and three sentinels.
+// The Redis deployment: one server with AOF, or (sentinel mode) a master, a replica and
+// three sentinels.
 class redis_deployment {
 public:
   explicit redis_deployment(const options& o) : o_(o) {
@@ -195,17 +204,23 @@ public:
 
   void start() {
     ++runs_;
+    down_ = false;
     process_ = std::make_unique<child_process>(argv_, env_, false, log_path());
   }
-  // SIGKILL (a crash), reaped, left down for `down`, then started again.
-  void crash_and_restart(std::chrono::milliseconds down = 0ms) {
+  // SIGKILL (a crash) and reaped; down until start().
+  void crash() {
     process_->signal(SIGKILL);
     process_->wait(10s);
+    down_ = true;
+  }
+  // A crash, left down for `down`, then started again.
+  void crash_and_restart(std::chrono::milliseconds down = 0ms) {
+    crash();
     std::this_thread::sleep_for(down);
     start();
   }
-  // Exited without being asked to: its status.
-  std::optional<int> exited() { return process_->wait(0ms); }
+  // Exited without being asked to (not crashed on purpose): its status.
+  std::optional<int> exited() { return down_ ? std::nullopt : process_->wait(0ms); }
   void terminate() { process_->signal(SIGTERM); }
   std::optional<int> wait(std::chrono::milliseconds timeout) { return process_->wait(timeout); }
   int runs() const { return runs_; }
@@ -216,11 +231,9 @@ private:
   std::vector<std::string> env_;
   std::string log_dir_;
   int runs_ = 0;
+  bool down_ = false;
   std::unique_ptr<child_process> process_;
 };
-
-constexpr const char* admin_key = "chaos-admin-key";
-const std::string admin_header = std::string("Authorization: Bearer ") + admin_key + "\r\n";
 
 std::string channel_name(int c) { return fmt::format("chaos-c{:03}", c); }
 std::string message_text(int c, int m) { return fmt::format("c{:03}-m{:05}", c, m); }
@@ -242,93 +255,378 @@ struct run_state {
   std::mutex mutex;
   counters count;
   std::atomic<bool> sending_done{false};
-  std::atomic<bool> gateway_down{false};
 };
-
-// Sends message m of channel c until the gateway acknowledges it (202, or the stored 202
-// of an earlier attempt with the same Idempotency-Key). Without an answer it cannot know
-// whether the message went in, so it retries with the same key; an answer of 409 ("the
-// first request with this key is still running") is retried for `ambiguity_limit`, after
-// which the message counts as unconfirmed: it may or may not have been injected.
-send_state send_one(std::uint16_t port, int c, int m, counters& count, std::chrono::seconds ambiguity_limit,
-                    std::string& last_problem) {
-  const auto text = message_text(c, m);
-  const auto body = fmt::format(R"({{"text":"{}","user_id":"chaos","user_name":"Chaos"}})", text);
-  const auto headers = admin_header + "Idempotency-Key: " + text + "\r\n";
-  const auto target = "/redis-platform/instances/" + channel_name(c) + "/messages";
-  std::optional<clock_type::time_point> first_conflict;
-  for (int attempt = 0;; ++attempt) {
-    if (attempt > 0) count.send_retries++;
-    count.in_flight++;
-    const auto r = http_request(port, "POST", target, body, headers);
-    count.in_flight--;
-    if (r.status == 202) {
-      if (r.headers.find("Idempotent-Replayed: true") != std::string::npos) count.replayed++;
-      return send_state::acknowledged;
-    }
-    if (r.status == 409) {
-      count.conflicts++;
-      if (!first_conflict) first_conflict = clock_type::now();
-      if (clock_type::now() - *first_conflict > ambiguity_limit) {
-        last_problem = fmt::format("{}: 409 for {} s: {}", text, ambiguity_limit.count(), r.body);
-        return send_state::unconfirmed;
-      }
-    } else if (r.status != 0 && r.status < 500) {
-      last_problem = fmt::format("{}: HTTP {} {}", text, r.status, r.body);
-      return send_state::unconfirmed;  // a 4xx: the gateway refused it, which it should not
-    }
-    std::this_thread::sleep_for(100ms);  // gateway down (no answer) or 5xx (Redis away)
-  }
-}
 
 struct reply_log {
   std::vector<int> messages;  // message numbers in delivery order
   int foreign = 0;            // replies whose text is not a message of this channel
-  int turn_completes = 0;
 };
 
-// The replies the gateway delivered on a channel: its instance's event stream, written in
-// the same MULTI as the PUBLISH of each reply (docs/protocol.md §5.6), so one entry is one
-// delivery.
-reply_log replies_of(const redis_deployment& redis, int c) {
-  reply_log out;
+// A reply's text names the message it answers (the echo model repeats it): `c017-m00042`
+// anywhere in it for message 42 of channel 17.
+void add_reply(reply_log& log, int c, const std::string& text) {
   const auto prefix = fmt::format("c{:03}-m", c);
-  for (const auto& line : lines_of(redis.cli({"XRANGE", "redis_platform:events:" + channel_name(c), "-", "+"}))) {
-    if (line.rfind("{\"type\":\"turn_complete\"", 0) == 0) {
-      out.turn_completes++;
-      continue;
-    }
-    if (line.rfind("{\"type\":\"message\"", 0) != 0) continue;
-    const auto at = line.find("\"text\":\"");
-    if (at == std::string::npos) {
-      out.foreign++;
-      continue;
-    }
-    const auto text = line.substr(at + 8, line.find('"', at + 8) - at - 8);
-    if (text.rfind(prefix, 0) != 0) {
-      out.foreign++;
-      continue;
-    }
-    try {
-      out.messages.push_back(std::stoi(text.substr(prefix.size())));
-    } catch (const std::exception&) {
-      out.foreign++;
-    }
+  const auto at = text.find(prefix);
+  if (at == std::string::npos) {
+    log.foreign++;
+    return;
   }
-  return out;
+  try {
+    log.messages.push_back(std::stoi(text.substr(at + prefix.size())));
+  } catch (const std::exception&) {
+    log.foreign++;
+  }
 }
 
-long total_replies(const redis_deployment& redis, int channels) {
-  std::vector<std::string> args{"EVAL",
-                                "local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('XLEN', k) end return n",
-                                std::to_string(channels)};
-  for (int c = 0; c < channels; ++c) args.push_back("redis_platform:events:" + channel_name(c));
-  try {
-    return std::stol(redis.cli(args));
-  } catch (const std::exception&) {
-    return -1;  // Redis away for a moment
+using role_list = std::vector<role_process*>;
+// Adds the Redis address, shutdown timeout and log level every process gets.
+using common_args = std::function<std::vector<std::string>(std::vector<std::string>)>;
+
+// The platform the messages come in by and the replies go out on: its gateway processes,
+// how a user sends, where the replies are read, and the faults only it has.
+class platform_under_test {
+public:
+  virtual ~platform_under_test() = default;
+  virtual std::string name() const = 0;  // the bus platform name (its outbound stream's suffix)
+  virtual role_list gateways() = 0;
+  // Gateways started and ready, channels made; false with `problem` set otherwise.
+  virtual bool start(int channels, std::string& problem) = 0;
+  virtual send_state send(int c, int m, counters& count, std::string& problem) = 0;
+  virtual reply_log replies(int c) = 0;
+  virtual long replies_delivered(int channels) = 0;  // all channels; -1: unknown right now
+  // The mid-run gateway crash; what happened, for the event list.
+  virtual std::string crash_gateway(const run_state& state, std::mt19937& rng) = 0;
+  // Called every few ms by the chaos thread: follow-ups of earlier faults (a restart due,
+  // a takeover to time); returns events.
+  virtual std::vector<std::string> poll() { return {}; }
+  // No follow-up of a fault is still due.
+  virtual bool settled() const { return true; }
+  // The fault at two thirds: a Redis restart or failover, or a dropped platform connection.
+  virtual std::string second_fault(redis_deployment& redis, std::mt19937& rng) = 0;
+  // Platform figures for the summary.
+  virtual std::vector<std::string> figures() { return {}; }
+  // Post-mortem commands for a channel whose checks failed.
+  virtual std::vector<std::vector<std::string>> post_mortem(int c) = 0;
+};
+
+constexpr const char* admin_key = "chaos-admin-key";
+const std::string admin_header = std::string("Authorization: Bearer ") + admin_key + "\r\n";
+
+// The Redis platform: a channel is an instance, users send through its REST API, the
+// replies are the instance's event stream.
+class redis_platform_under_test final : public platform_under_test {
+public:
+  redis_platform_under_test(const options& o, const common_args& common, redis_deployment& redis)
+      : redis_(redis),
+        http_port_(free_port()),
+        gateway_("gateway",
+                 common({o.binary, "--role=gateway", "--node-id=chaos-gateway",
+                         "--http-port=" + std::to_string(http_port_), "--webchat-enabled=false"}),
+                 {std::string("SG_ADMIN_API_KEY=") + admin_key}, o.log_dir) {}
+
+  std::string name() const override { return "redis"; }
+  role_list gateways() override { return {&gateway_}; }
+
+  bool start(int channels, std::string& problem) override {
+    gateway_.start();
+    if (!wait_for_http(http_port_, 60s, "/readyz")) {
+      problem = fmt::format("the gateway was not ready within 60 s (log: {})", gateway_.log_path());
+      return false;
+    }
+    for (int c = 0; c < channels; ++c) {
+      const auto r = http_request(http_port_, "POST", "/redis-platform/instances",
+                                  fmt::format(R"({{"instance_id":"{}"}})", channel_name(c)), admin_header);
+      if (r.status != 201) {
+        problem = fmt::format("creating instance {} answered {}: {}", channel_name(c), r.status, r.body);
+        return false;
+      }
+    }
+    return true;
   }
-}
+
+  // Sends message m of channel c until the gateway acknowledges it (202, or the stored 202
+  // of an earlier attempt with the same Idempotency-Key). Without an answer it cannot know
+  // whether the message went in, so it retries with the same key; an answer of 409 ("the
+  // first request with this key is still running") is retried for 30 s, after which the
+  // message counts as unconfirmed: it may or may not have been injected.
+  send_state send(int c, int m, counters& count, std::string& problem) override {
+    constexpr auto ambiguity_limit = 30s;
+    const auto text = message_text(c, m);
+    const auto body = fmt::format(R"({{"text":"{}","user_id":"chaos","user_name":"Chaos"}})", text);
+    const auto headers = admin_header + "Idempotency-Key: " + text + "\r\n";
+    const auto target = "/redis-platform/instances/" + channel_name(c) + "/messages";
+    std::optional<clock_type::time_point> first_conflict;
+    for (int attempt = 0;; ++attempt) {
+      if (attempt > 0) count.send_retries++;
+      count.in_flight++;
+      const auto r = http_request(http_port_, "POST", target, body, headers);
+      count.in_flight--;
+      if (r.status == 202) {
+        if (r.headers.find("Idempotent-Replayed: true") != std::string::npos) count.replayed++;
+        return send_state::acknowledged;
+      }
+      if (r.status == 409) {
+        count.conflicts++;
+        if (!first_conflict) first_conflict = clock_type::now();
+        if (clock_type::now() - *first_conflict > ambiguity_limit) {
+          problem = fmt::format("{}: 409 for {} s: {}", text, ambiguity_limit.count(), r.body);
+          return send_state::unconfirmed;
+        }
+      } else if (r.status != 0 && r.status < 500) {
+        problem = fmt::format("{}: HTTP {} {}", text, r.status, r.body);
+        return send_state::unconfirmed;  // a 4xx: the gateway refused it, which it should not
+      }
+      std::this_thread::sleep_for(100ms);  // gateway down (no answer) or 5xx (Redis away)
+    }
+  }
+
+  // The instance's event stream is written in the same MULTI as the PUBLISH of each reply
+  // (docs/protocol.md §5.6), so one entry is one delivery.
+  reply_log replies(int c) override {
+    reply_log out;
+    for (const auto& line : lines_of(redis_.cli({"XRANGE", events_of(c), "-", "+"}))) {
+      if (line.rfind("{\"type\":\"message\"", 0) != 0) continue;
+      const auto at = line.find("\"text\":\"");
+      if (at == std::string::npos) {
+        out.foreign++;
+        continue;
+      }
+      add_reply(out, c, line.substr(at + 8, line.find('"', at + 8) - at - 8));
+    }
+    return out;
+  }
+
+  // Each answered message leaves two events: the reply and turn_complete.
+  long replies_delivered(int channels) override {
+    std::vector<std::string> args{"EVAL",
+                                  "local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('XLEN', k) end return n",
+                                  std::to_string(channels)};
+    for (int c = 0; c < channels; ++c) args.push_back(events_of(c));
+    try {
+      return std::stol(redis_.cli(args)) / 2;
+    } catch (const std::exception&) {
+      return -1;  // Redis away for a moment
+    }
+  }
+
+  // Preferably while a send is in flight (its answer is lost: the Idempotency-Key retry must
+  // not inject it twice); down for a second, so that sends meet a closed port and retry.
+  std::string crash_gateway(const run_state& state, std::mt19937&) override {
+    const auto spin_until = clock_type::now() + 2s;
+    while (state.count.in_flight == 0 && clock_type::now() < spin_until) std::this_thread::yield();
+    const int in_flight = state.count.in_flight;
+    gateway_.crash_and_restart(1s);
+    return fmt::format("gateway SIGKILLed ({} sends in flight), restarted 1 s later", in_flight);
+  }
+
+  std::string second_fault(redis_deployment& redis, std::mt19937&) override { return redis.disrupt(); }
+
+  std::vector<std::vector<std::string>> post_mortem(int c) override {
+    const auto name = channel_name(c);
+    return {{"XRANGE", events_of(c), "-", "+"},
+            {"HGETALL", "sg:order:sg:stream:inbound:redis:" + name},
+            {"HGETALL", "sg:order:sg:stream:outbound:redis:" + name},
+            {"ZRANGE", "channel_msgs:redis:" + name, "0", "-1", "WITHSCORES"}};
+  }
+
+private:
+  static std::string events_of(int c) { return "redis_platform:events:" + channel_name(c); }
+
+  redis_deployment& redis_;
+  std::uint16_t http_port_;
+  role_process gateway_;
+};
+
+// Discord through the test server (test/support/discord): several gateway processes share
+// the shards, users post through the server's control API (it dispatches MESSAGE_CREATE to
+// the shard that holds the guild), the replies are the bot's messages in each channel.
+// Faults of its own: a gateway SIGKILLed (another takes its shards over and resumes; it is
+// started again once that has happened) and one gateway connection dropped.
+class discord_under_test final : public platform_under_test {
+public:
+  discord_under_test(const options& o, const common_args& common, redis_deployment& redis)
+      : o_(o), redis_(redis), discord_(server_args(o)), bot_(discord_.bot_user_id()) {
+    for (int g = 1; g <= o.gateways; ++g)
+      gateways_.push_back(std::make_unique<role_process>(
+          "gateway-" + std::to_string(g),
+          common({o.binary, "--role=gateway", fmt::format("--node-id=chaos-gateway-{}", g),
+                  "--http-port=" + std::to_string(free_port()), "--webchat-enabled=false",
+                  "--discord-api-url=" + discord_.api_url(), "--discord-shards=" + std::to_string(o.shards)}),
+          std::vector<std::string>{"SG_DISCORD_TOKEN=" + discord_.token()}, o.log_dir));
+  }
+
+  std::string name() const override { return "discord"; }
+  role_list gateways() override {
+    role_list out;
+    for (auto& g : gateways_) out.push_back(g.get());
+    return out;
+  }
+
+  bool start(int channels, std::string& problem) override {
+    const auto state = discord_.control("GET", "/_test/state");
+    for (const auto& guild : state["guilds"].GetArray())
+      for (const auto& channel : guild["channels"].GetArray())
+        if (static_cast<int>(channel_ids_.size()) < channels) channel_ids_.push_back(channel["id"].GetString());
+    if (static_cast<int>(channel_ids_.size()) < channels) {
+      problem = fmt::format("the Discord test server has {} channels, {} wanted", channel_ids_.size(), channels);
+      return false;
+    }
+    for (auto& g : gateways_) g->start();
+    const auto until = clock_type::now() + 60s;
+    while (discord_.connected_sessions() < o_.shards) {
+      if (clock_type::now() > until) {
+        problem = fmt::format("{} of {} shards connected after 60 s", discord_.connected_sessions(), o_.shards);
+        return false;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+    return true;
+  }
+
+  // The test server always takes a user's post; the gateway's part starts at the dispatch.
+  send_state send(int c, int m, counters&, std::string& problem) override {
+    const auto content = "<@" + bot_ + "> " + message_text(c, m);
+    try {
+      discord_.post_message(channel_ids_[static_cast<std::size_t>(c)], "4242", content,
+                            R"(,"mentions":[")" + bot_ + R"("])");
+      return send_state::acknowledged;
+    } catch (const std::exception& e) {
+      problem = e.what();
+      return send_state::unconfirmed;
+    }
+  }
+
+  // The server keeps every message the bot created: one per delivery (a nonce repeated
+  // within its window returns the first message instead of creating another).
+  reply_log replies(int c) override {
+    reply_log out;
+    for (const auto& text : discord_.bot_messages(channel_ids_[static_cast<std::size_t>(c)])) add_reply(out, c, text);
+    return out;
+  }
+
+  long replies_delivered(int) override {
+    try {
+      return discord_.counter("messages_created_by_bot");
+    } catch (const std::exception&) {
+      return -1;
+    }
+  }
+
+  // SIGKILL the gateway holding the most shards; it stays down until the others have taken
+  // its shards over (poll), so the takeover is what is measured.
+  std::string crash_gateway(const run_state&, std::mt19937&) override {
+    std::map<std::string, int> held;
+    for (int s = 0; s < o_.shards; ++s) held[owner_of(s)]++;
+    role_process* victim = gateways_.front().get();
+    int most = -1;
+    for (std::size_t g = 0; g < gateways_.size(); ++g) {
+      const int n = held[fmt::format("chaos-gateway-{}", g + 1)];
+      if (n > most) {
+        most = n;
+        victim = gateways_[g].get();
+      }
+    }
+    resumes_before_kill_ = discord_.counter("resumes");
+    victim->crash();
+    crashed_ = victim;
+    crashed_at_ = clock_type::now();
+    return fmt::format("{} SIGKILLed holding {} of {} shards", victim->name(), most, o_.shards);
+  }
+
+  std::vector<std::string> poll() override {
+    if (crashed_ == nullptr || clock_type::now() < next_poll_) return {};
+    next_poll_ = clock_type::now() + 250ms;
+    std::vector<std::string> events;
+    // Taken over: every shard owned by a live gateway again and connected.
+    bool taken_over = discord_.connected_sessions() >= o_.shards;
+    for (int s = 0; taken_over && s < o_.shards; ++s)
+      taken_over = !owner_of(s).empty() && owner_of(s) != fmt::format("chaos-{}", crashed_->name());
+    const auto since = std::chrono::duration<double>(clock_type::now() - crashed_at_).count();
+    if (taken_over) {
+      const auto resumes = discord_.counter("resumes") - resumes_before_kill_;
+      takeover_seconds_ = since;
+      events.push_back(fmt::format("all {} shards connected to the surviving gateways {:.1f} s after the kill "
+                                   "({} resumes since)", o_.shards, since, resumes));
+    } else if (since < 30) {
+      return events;
+    } else {
+      events.push_back(fmt::format("shards not taken over 30 s after the kill"));
+    }
+    crashed_->start();
+    events.push_back(fmt::format("{} started again", crashed_->name()));
+    crashed_ = nullptr;
+    return events;
+  }
+
+  std::string second_fault(redis_deployment&, std::mt19937& rng) override {
+    std::uniform_int_distribution<int> pick(0, o_.shards - 1);
+    const int shard = pick(rng);
+    const auto body = fmt::format(R"({{"shard_id":{}}})", shard);
+    try {
+      const auto answer = discord_.control("POST", "/_test/gateway/drop", body);
+      return fmt::format("shard {}'s gateway connection dropped (no close frame)", shard);
+    } catch (const std::exception& e) {
+      return fmt::format("dropping shard {}'s connection failed: {}", shard, e.what());
+    }
+  }
+
+  std::vector<std::string> figures() override {
+    const auto takeover = takeover_seconds_ ? fmt::format("{:.1f} s", *takeover_seconds_) : std::string("never");
+    std::vector<std::string> out{fmt::format(
+        "Discord: {} gateways, {} shards; takeover after the gateway kill: {}; identifies {}, resumes {}, "
+        "REST 429s {}, nonce replays answered {}",
+        o_.gateways, o_.shards, takeover, discord_.counter("identifies"), discord_.counter("resumes"),
+        discord_.counter("rest_429"), discord_.counter("nonce_dedup_hits"))};
+    // Which limits were hit: by route and scope.
+    std::map<std::string, int> refused;
+    const auto records = discord_.control("GET", "/_test/requests?kind=rest");
+    for (const auto& r : records["records"].GetArray())
+      if (r.HasMember("status") && r["status"].IsInt() && r["status"].GetInt() == 429)
+        refused[fmt::format("{} ({})", r.HasMember("route") && r["route"].IsString() ? r["route"].GetString() : "?",
+                            r.HasMember("scope") && r["scope"].IsString() ? r["scope"].GetString() : "?")]++;
+    for (const auto& [route, n] : refused) out.push_back(fmt::format("  429: {} x {}", n, route));
+    return out;
+  }
+
+  bool settled() const override { return crashed_ == nullptr; }
+
+  // Whether the takeover happened in time is a check of its own.
+  bool took_over_in_time() const { return takeover_seconds_ && *takeover_seconds_ <= 10.0; }
+
+  std::vector<std::vector<std::string>> post_mortem(int c) override {
+    const auto& id = channel_ids_[static_cast<std::size_t>(c)];
+    return {{"HGETALL", "sg:order:sg:stream:outbound:discord:" + id},
+            {"ZRANGE", "channel_msgs:discord:" + id, "0", "-1", "WITHSCORES"}};
+  }
+
+private:
+  static std::vector<std::string> server_args(const options& o) {
+    // Guilds spread over the shards (guild id >> 22 mod shards); enough channels for the run.
+    const int guilds = std::max(o.shards * 2, 8);
+    const int per_guild = (o.channels + guilds - 1) / guilds;
+    return {"--guilds", std::to_string(guilds), "--channels", std::to_string(per_guild), "--shards",
+            std::to_string(o.shards), "--heartbeat-ms", "5000"};
+  }
+
+  // The node id holding a shard's lease (docs/discord.md, keys).
+  std::string owner_of(int shard) {
+    auto out = redis_.cli({"GET", fmt::format("sg:discord:shard:{}:owner", shard)});
+    while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+    return out;
+  }
+
+  const options& o_;
+  redis_deployment& redis_;
+  discord_test_server discord_;
+  std::string bot_;
+  std::vector<std::unique_ptr<role_process>> gateways_;
+  std::vector<std::string> channel_ids_;
+  role_process* crashed_ = nullptr;
+  clock_type::time_point crashed_at_;
+  clock_type::time_point next_poll_;
+  long resumes_before_kill_ = 0;
+  std::optional<double> takeover_seconds_;
+};
 
 // Number of pending entries of a group ("XPENDING stream group" answers count first).
 long pending_of(const redis_deployment& redis, const std::string& stream, const std::string& group) {
@@ -398,17 +696,21 @@ int main(int argc, char** argv) {
   const auto run_started = clock_type::now();
 
   redis_deployment redis(o);
-  const auto http_port = free_port();
-  const auto common = [&](std::vector<std::string> args) {
+  const common_args common = [&](std::vector<std::string> args) {
     for (const auto& a : redis.client_args()) args.push_back(a);
     args.push_back("--shutdown-timeout=" + std::to_string(o.shutdown_timeout));
     args.push_back("--log-level=" + o.log_level);
     return args;
   };
-  role_process gateway("gateway",
-                       common({o.binary, "--role=gateway", "--node-id=chaos-gateway",
-                               "--http-port=" + std::to_string(http_port), "--webchat-enabled=false"}),
-                       {std::string("SG_ADMIN_API_KEY=") + admin_key}, o.log_dir);
+  std::unique_ptr<platform_under_test> platform;
+  discord_under_test* discord = nullptr;
+  if (o.mode == "discord") {
+    auto d = std::make_unique<discord_under_test>(o, common, redis);
+    discord = d.get();
+    platform = std::move(d);
+  } else {
+    platform = std::make_unique<redis_platform_under_test>(o, common, redis);
+  }
   role_process tools("tools", common({o.binary, "--role=tools", "--node-id=chaos-tools"}), {}, o.log_dir);
   std::vector<std::unique_ptr<role_process>> workers;
   for (int i = 1; i <= o.workers; ++i) {
@@ -420,22 +722,14 @@ int main(int argc, char** argv) {
                 "--presence-interval=0"}),
         std::vector<std::string>{}, o.log_dir));
   }
-  gateway.start();
   tools.start();
   for (auto& w : workers) w->start();
-  if (!wait_for_http(http_port, 60s, "/readyz")) {
-    note("FAIL: the gateway was not ready within 60 s (log: {})", gateway.log_path());
+  if (std::string problem; !platform->start(o.channels, problem)) {
+    note("FAIL: {}", problem);
     return 1;
   }
-  for (int c = 0; c < o.channels; ++c) {
-    const auto r = http_request(http_port, "POST", "/redis-platform/instances",
-                                fmt::format(R"({{"instance_id":"{}"}})", channel_name(c)), admin_header);
-    if (r.status != 201) {
-      note("FAIL: creating instance {} answered {}: {}", channel_name(c), r.status, r.body);
-      return 1;
-    }
-  }
-  note("{} processes up, {} instances created", 2 + o.workers, o.channels);
+  const auto gateways = platform->gateways();
+  note("{} processes up, {} {} channels ready", 1 + gateways.size() + workers.size(), o.channels, platform->name());
 
   run_state state;
   state.sent.assign(o.channels, std::vector<send_state>(per_channel, send_state::unsent));
@@ -460,7 +754,7 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_until(next);
           next += send_interval;
           std::string problem;
-          const auto st = send_one(http_port, c, m, state.count, 30s, problem);
+          const auto st = platform->send(c, m, state.count, problem);
           if (st == send_state::acknowledged) state.count.acknowledged++;
           else state.count.unconfirmed++;
           std::lock_guard lock(state.mutex);
@@ -496,14 +790,16 @@ int main(int argc, char** argv) {
   // ---- chaos -----------------------------------------------------------------------------
   int worker_kills = 0;
   std::thread chaos([&] {
-    bool gateway_done = false, redis_done = false;
+    bool gateway_done = false, second_fault_done = false;
     auto next_kill = clock_type::now() + std::chrono::milliseconds(o.kill_interval_ms);
     std::uniform_int_distribution<int> pick(0, o.workers - 1);
     while (!state.sending_done) {
       std::this_thread::sleep_for(20ms);
       const int progress = state.count.acknowledged + state.count.unconfirmed;
       // A process that died without being killed is a finding: note it and bring it back.
-      for (auto* p : {&gateway, &tools}) {
+      auto watched = gateways;
+      watched.push_back(&tools);
+      for (auto* p : watched) {
         if (const auto st = p->exited()) {
           unexpected_exits.push_back(fmt::format("{} exited by itself with status {} (log: {})", p->name(), *st,
                                                  p->log_path()));
@@ -529,19 +825,14 @@ int main(int argc, char** argv) {
       }
       if (!gateway_done && progress >= total / 3) {
         gateway_done = true;
-        // Preferably while a send is in flight (its answer is lost: the Idempotency-Key
-        // retry must not inject it twice); down for a second, so that sends meet a closed
-        // port and retry.
-        const auto spin_until = clock_type::now() + 2s;
-        while (state.count.in_flight == 0 && clock_type::now() < spin_until) std::this_thread::yield();
-        const int in_flight = state.count.in_flight;
-        gateway.crash_and_restart(1s);
-        event(fmt::format("gateway SIGKILLed at {} of {} sends ({} in flight), restarted 1 s later", progress, total,
-                          in_flight));
+        const auto what = platform->crash_gateway(state, rng);
+        event(fmt::format("at {} of {} sends: {}", progress, total, what));
       }
-      if (!redis_done && progress >= total * 2 / 3) {
-        redis_done = true;
-        event(fmt::format("at {} of {} sends: {}", progress, total, redis.disrupt()));
+      for (auto& e : platform->poll()) event(std::move(e));
+      if (!second_fault_done && progress >= total * 2 / 3) {
+        second_fault_done = true;
+        const auto what = platform->second_fault(redis, rng);
+        event(fmt::format("at {} of {} sends: {}", progress, total, what));
       }
     }
   });
@@ -555,18 +846,19 @@ int main(int argc, char** argv) {
        state.count.unconfirmed.load(), state.count.send_retries.load(), worker_kills);
 
   // ---- drain -----------------------------------------------------------------------------
-  // Each answered message leaves two events (the reply and turn_complete). Wait until the
-  // count stops short of nothing, or the drain time is over.
-  const long expected_events = 2L * state.count.acknowledged;
+  // Wait until every acknowledged message has a reply (and a gateway crashed on purpose is
+  // back), or the drain time is over.
+  const long expected = state.count.acknowledged;
   const auto drain_until = clock_type::now() + std::chrono::seconds(o.drain_seconds);
-  long events_now = 0;
+  long replies_now = 0;
   long last_reported = -1;
   while (clock_type::now() < drain_until) {
-    events_now = total_replies(redis, o.channels);
-    if (events_now >= expected_events) break;
-    if (events_now / 200 != last_reported / 200) {
-      note("draining: {} of {} reply events", events_now, expected_events);
-      last_reported = events_now;
+    for (auto& e : platform->poll()) event(std::move(e));
+    replies_now = platform->replies_delivered(o.channels);
+    if (replies_now >= expected && platform->settled()) break;
+    if (replies_now / 100 != last_reported / 100) {
+      note("draining: {} of {} replies", replies_now, expected);
+      last_reported = replies_now;
     }
     std::this_thread::sleep_for(500ms);
   }
@@ -581,7 +873,7 @@ int main(int argc, char** argv) {
   std::vector<int> troubled;  // channels whose Redis state is saved for the post-mortem
   for (int c = 0; c < o.channels; ++c) {
     const int problems_before = lost + duplicated + order_violations + foreign;
-    const auto log = replies_of(redis, c);
+    const auto log = platform->replies(c);
     foreign += log.foreign;
     std::vector<int> seen(per_channel, 0);
     int last = -1;
@@ -625,28 +917,24 @@ int main(int argc, char** argv) {
     }
     std::fclose(out);
   };
+  const auto outbound = "sg:stream:outbound:" + platform->name();
   if (!troubled.empty())
-    save("redis-streams.txt", {{"XRANGE", "sg:stream:inbound", "-", "+"}, {"XRANGE", "sg:stream:outbound:redis", "-", "+"}});
-  for (std::size_t i = 0; i < troubled.size() && i < 20; ++i) {
-    const auto name = channel_name(troubled[i]);
-    save("redis-" + name + ".txt", {{"XRANGE", "redis_platform:events:" + name, "-", "+"},
-                                    {"HGETALL", "sg:order:sg:stream:inbound:redis:" + name},
-                                    {"HGETALL", "sg:order:sg:stream:outbound:redis:" + name},
-                                    {"ZRANGE", "channel_msgs:redis:" + name, "0", "-1", "WITHSCORES"}});
-  }
+    save("redis-streams.txt", {{"XRANGE", "sg:stream:inbound", "-", "+"}, {"XRANGE", outbound, "-", "+"}});
+  for (std::size_t i = 0; i < troubled.size() && i < 20; ++i)
+    save("redis-" + channel_name(troubled[i]) + ".txt", platform->post_mortem(troubled[i]));
 
   const auto inbound_dlq = dead_letters_of(redis, "sg:stream:inbound:dlq");
-  const auto outbound_dlq = dead_letters_of(redis, "sg:stream:outbound:redis:dlq");
+  const auto outbound_dlq = dead_letters_of(redis, outbound + ":dlq");
   const auto tools_dlq = dead_letters_of(redis, "sg:stream:tools:dlq");
   if (inbound_dlq.other + outbound_dlq.other + tools_dlq.other > 0)
     save("redis-dlq.txt", {{"XRANGE", "sg:stream:inbound:dlq", "-", "+"},
-                           {"XRANGE", "sg:stream:outbound:redis:dlq", "-", "+"},
+                           {"XRANGE", outbound + ":dlq", "-", "+"},
                            {"XRANGE", "sg:stream:tools:dlq", "-", "+"}});
   const bool dlq_ok = inbound_dlq.poisoned == o.poison && inbound_dlq.other == 0 && outbound_dlq.poisoned == 0 &&
                       outbound_dlq.other == 0 && tools_dlq.poisoned == 0 && tools_dlq.other == 0;
 
   const std::vector<std::pair<std::string, std::string>> groups{{"sg:stream:inbound", "sg:workers"},
-                                                                {"sg:stream:outbound:redis", "sg:gateway:redis"},
+                                                                {outbound, "sg:gateway:" + platform->name()},
                                                                 {"sg:stream:tools", "sg:tools"}};
   std::map<std::string, long> pending;
   // Pending entries may still be on their way to an ack; give them a grace period.
@@ -660,7 +948,8 @@ int main(int argc, char** argv) {
 
   // ---- clean exit ------------------------------------------------------------------------
   std::vector<std::pair<std::string, std::optional<int>>> exits;
-  std::vector<role_process*> all{&gateway, &tools};
+  auto all = gateways;
+  all.push_back(&tools);
   for (auto& w : workers) all.push_back(w.get());
   for (auto* p : all) p->terminate();
   for (auto* p : all) exits.emplace_back(p->name(), p->wait(std::chrono::seconds(o.shutdown_timeout + 10)));
@@ -672,7 +961,9 @@ int main(int argc, char** argv) {
       std::all_of(pending.begin(), pending.end(), [](const auto& p) { return p.second == 0; });
   const bool sends_ok = state.count.unconfirmed == 0 && unsent_answered == 0;
   const bool replies_ok = lost == 0 && duplicated == 0 && foreign == 0;
-  const bool passed = sends_ok && replies_ok && order_violations == 0 && dlq_ok && pending_ok && exits_ok;
+  const bool takeover_ok = discord == nullptr || discord->took_over_in_time();
+  const bool passed =
+      sends_ok && replies_ok && order_violations == 0 && dlq_ok && pending_ok && exits_ok && takeover_ok;
   const auto elapsed = std::chrono::duration<double>(clock_type::now() - run_started).count();
 
   const auto row = [](const std::string& what, const std::string& value, bool ok) {
@@ -683,7 +974,8 @@ int main(int argc, char** argv) {
   std::printf("  worker kills: %d (every %d ms); Redis: %s\n", worker_kills, o.kill_interval_ms,
               o.mode == "sentinel" ? "master, replica, 3 sentinels" :
               (o.redis_restart == "kill" ? "AOF, appendfsync always" : "AOF, appendfsync everysec"));
-  row("sent (acknowledged by the gateway)", fmt::format("{} of {} ({} replayed by Idempotency-Key, {} retries)",
+  for (const auto& f : platform->figures()) std::printf("  %s\n", f.c_str());
+  row("sent (acknowledged)", fmt::format("{} of {} ({} replayed by Idempotency-Key, {} retries)",
                                                         state.count.acknowledged.load(), total,
                                                         state.count.replayed.load(), state.count.send_retries.load()),
       state.count.acknowledged == total);
@@ -705,6 +997,7 @@ int main(int argc, char** argv) {
   for (const auto& [name, st] : exits)
     row("exit on SIGTERM: " + name, st ? std::to_string(*st) : "still running", st && *st == 0);
   row("unexpected exits during the run", std::to_string(unexpected_exits.size()), unexpected_exits.empty());
+  if (discord != nullptr) row("shards taken over within 10 s", discord->took_over_in_time() ? "yes" : "no", takeover_ok);
   for (const auto& r : inbound_dlq.reasons) std::printf("  inbound dead letter: %s\n", r.c_str());
   for (const auto& r : outbound_dlq.reasons) std::printf("  outbound dead letter: %s\n", r.c_str());
   for (const auto& d : details) std::printf("  %s\n", d.c_str());

@@ -18,6 +18,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -276,6 +277,39 @@ TEST_CASE("discord: outbound files, buttons, reactions, and a send repeated afte
 
   gateway.signal(SIGTERM);
   CHECK(gateway.wait(10s) == 0);
+}
+
+TEST_CASE("discord: a gateway SIGKILLed after Discord accepted a reply and before its marker posts it once",
+          "[discord][process]") {
+  redis_server redis;
+  discord_test_server discord({"--heartbeat-ms", "2000"});
+  const auto channel = discord.channel_id(0, 0);
+  const auto bot = discord.bot_user_id();
+  const auto port = free_port();
+  auto gateway = std::make_unique<child_process>(gateway_args(redis, discord, "gw-1", port));
+  child_process worker(worker_args(redis, "w-1"));
+  REQUIRE(poll_until([&] { return discord.connected_sessions() == 1; }, 20s));
+
+  // Discord creates the reply, then its answer is held back for 5 s: the gateway never
+  // learns the message id and dies meanwhile, its outbound entry unacknowledged.
+  discord.control("POST", "/_test/force", R"({"count":1,"method":"POST","match":"/messages","hold_s":5})");
+  discord.post_message(channel, "1001", "<@" + bot + "> say it once", mention(bot));
+  REQUIRE(poll_until([&] { return discord.bot_messages(channel).size() == 1; }, 20s));
+  gateway->signal(SIGKILL);
+  gateway->wait(10s);
+  CHECK(discord.counter("nonce_dedup_hits") == 0);
+
+  // Restarted under the same node id, it takes its pending entry back at once and sends it
+  // again with the same nonce: Discord answers with the first message, nothing new appears.
+  gateway = std::make_unique<child_process>(gateway_args(redis, discord, "gw-1", port));
+  REQUIRE(poll_until([&] { return discord.counter("nonce_dedup_hits") >= 1; }, 30s));
+  std::this_thread::sleep_for(1s);
+  const auto replies = discord.bot_messages(channel);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].find("say it once") != std::string::npos);
+  CHECK(redis.cli({"XPENDING", "sg:stream:outbound:discord", "sg:gateway:discord"}).rfind("0", 0) == 0);
+  gateway->signal(SIGTERM);
+  CHECK(gateway->wait(10s) == 0);
 }
 
 TEST_CASE("discord: button clicks are acknowledged and answered, reactions are published as context",

@@ -23,6 +23,11 @@ struct attachment {
   std::string source_url;
 };
 
+// In an inbound envelope's member_roles: the adapter found the user to be a platform admin
+// (Discord: guild owner, Administrator or Manage Server; Matrix: power level >= 50; Redis
+// platform: an admin roster entry). The worker's privileged commands accept it.
+inline constexpr std::string_view platform_admin_role = "admin";
+
 // docs/protocol.md §3.2
 struct inbound_envelope {
   std::string platform;

@@ -19,6 +19,11 @@ std::string ascii_lower(std::string_view in);
 
 bool iequals(std::string_view a, std::string_view b);
 
+// Whether `text` names `name` as a whole word: case-insensitive for ASCII, and neither
+// side of the match touches a letter, digit, '_' or non-ASCII byte ("Star," and "@star"
+// name Star; "Starry" does not).
+bool names_as_word(std::string_view text, std::string_view name);
+
 // Standard or URL-safe base64 (padding and line breaks ignored); nullopt on a bad character.
 std::optional<std::string> base64_decode(std::string_view in);
 std::string base64_encode(std::string_view in);

@@ -38,20 +38,6 @@ std::string message_nonce(std::string_view message_key, std::size_t part) {
   return sha256_hex(std::string(message_key) + "#" + std::to_string(part)).substr(0, 25);
 }
 
-bool names_as_word(std::string_view text, std::string_view name) {
-  if (name.empty()) return false;
-  const auto word_char = [](unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; };
-  const auto lower_text = ascii_lower(text);
-  const auto lower_name = ascii_lower(name);
-  for (auto at = lower_text.find(lower_name); at != std::string::npos; at = lower_text.find(lower_name, at + 1)) {
-    const bool starts = at == 0 || !word_char(static_cast<unsigned char>(lower_text[at - 1]));
-    const auto end = at + lower_name.size();
-    const bool ends = end == lower_text.size() || !word_char(static_cast<unsigned char>(lower_text[end]));
-    if (starts && ends) return true;
-  }
-  return false;
-}
-
 double parse_timestamp(std::string_view iso) {
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   if (iso.size() < 19 ||
@@ -174,6 +160,15 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   std::map<int, std::unique_ptr<shard>> shards;  // held by this process
   std::optional<std::string> fatal;
   std::map<std::string, std::shared_ptr<asio::steady_timer>> typing;  // channel → its repeat timer
+
+  // Who may use the worker's privileged commands in a guild: its owner and members with a
+  // role granting Administrator or Manage Server. Kept in Redis too (a shard taken over by
+  // resuming gets no GUILD_CREATE again); memoised here.
+  struct guild_admins {
+    std::string owner_id;
+    std::set<std::string> role_ids;
+  };
+  std::map<std::string, guild_admins> admins;
 
   std::string key(std::string_view rest_of_key) const { return settings.key_prefix + ":" + std::string(rest_of_key); }
   std::string lease_key(int id) const { return key(fmt::format("shard:{}:owner", id)); }
@@ -380,6 +375,8 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
         else if (type == "MESSAGE_REACTION_ADD") co_await on_reaction(*doc);
         else if (type == "INTERACTION_CREATE") co_await on_interaction(*doc);
         else if (type == "GUILD_CREATE") co_await on_guild(*doc);
+        else if (type == "GUILD_UPDATE") co_await on_guild_roles(*doc);
+        else if (type.rfind("GUILD_ROLE_", 0) == 0) co_await on_role_change(type, *doc);
         else if (type == "GUILD_DELETE") co_await on_guild_gone(*doc);
         else if (type == "CHANNEL_CREATE" || type == "CHANNEL_UPDATE" || type == "THREAD_CREATE") {
           const auto channel_id = json::string_member(*doc, "id");
@@ -406,8 +403,76 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     co_await redis.exec(std::move(req));
   }
 
+  static bool grants_admin(const rapidjson::Value& role) {
+    constexpr std::uint64_t administrator = 1ULL << 3, manage_guild = 1ULL << 5;
+    try {
+      return (std::stoull(json::string_member(role, "permissions")) & (administrator | manage_guild)) != 0;
+    } catch (const std::exception&) {
+      return false;  // absent or not a number
+    }
+  }
+
+  std::string admins_key(const std::string& guild_id) const { return key("guild:" + guild_id + ":admins"); }
+
+  asio::awaitable<void> save_admins(const std::string& guild_id) {
+    const auto& a = admins[guild_id];
+    std::string roles;
+    for (const auto& r : a.role_ids) roles += (roles.empty() ? "" : ",") + r;
+    co_await redis.command("HSET", admins_key(guild_id), "owner", a.owner_id, "roles", roles);
+  }
+
+  // GUILD_CREATE and GUILD_UPDATE carry the owner and every role.
+  asio::awaitable<void> on_guild_roles(const rapidjson::Value& d) {
+    const auto guild_id = json::string_member(d, "id");
+    if (guild_id.empty()) co_return;
+    guild_admins a;
+    a.owner_id = json::string_member(d, "owner_id");
+    if (const auto* roles = arr(d, "roles"))
+      for (const auto& r : roles->GetArray())
+        if (grants_admin(r)) a.role_ids.insert(json::string_member(r, "id"));
+    admins[guild_id] = std::move(a);
+    co_await save_admins(guild_id);
+  }
+
+  // GUILD_ROLE_CREATE, _UPDATE, _DELETE.
+  asio::awaitable<void> on_role_change(const std::string& type, const rapidjson::Value& d) {
+    const auto guild_id = json::string_member(d, "guild_id");
+    if (guild_id.empty()) co_return;
+    auto* a = co_await admins_of(guild_id);
+    if (type == "GUILD_ROLE_DELETE") {
+      a->role_ids.erase(json::string_member(d, "role_id"));
+    } else if (const auto* role = obj(d, "role")) {
+      const auto role_id = json::string_member(*role, "id");
+      if (grants_admin(*role)) a->role_ids.insert(role_id);
+      else a->role_ids.erase(role_id);
+    }
+    co_await save_admins(guild_id);
+  }
+
+  asio::awaitable<guild_admins*> admins_of(const std::string& guild_id) {
+    if (auto it = admins.find(guild_id); it != admins.end()) co_return &it->second;
+    guild_admins a;
+    auto stored = co_await redis.command("HGETALL", admins_key(guild_id));
+    if (stored && stored->is_array()) {
+      const auto& fields = stored->elements();
+      for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
+        const auto value = fields[i + 1].str();
+        if (fields[i].str() == "owner") a.owner_id = value;
+        if (fields[i].str() == "roles")
+          for (std::size_t start = 0; start < value.size();) {
+            const auto comma = std::min(value.find(',', start), value.size());
+            a.role_ids.insert(value.substr(start, comma - start));
+            start = comma + 1;
+          }
+      }
+    }
+    auto& memo = admins[guild_id] = std::move(a);
+    co_return &memo;
+  }
+
   asio::awaitable<void> on_guild(const rapidjson::Value& d) {
     const auto guild_id = json::string_member(d, "id");
+    co_await on_guild_roles(d);
     redis::request req;
     std::size_t n = 0;
     for (const char* field : {"channels", "threads"})
@@ -473,6 +538,14 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
       if (const auto* roles = arr(*member, "roles"))
         for (const auto& r : roles->GetArray())
           if (r.IsString()) e.member_roles.emplace_back(r.GetString(), r.GetStringLength());
+    if (!guild_id.empty()) {
+      // The worker's privileged commands know one marker for "a platform admin".
+      const auto* a = co_await admins_of(guild_id);
+      const bool admin = author_id == a->owner_id ||
+                         std::any_of(e.member_roles.begin(), e.member_roles.end(),
+                                     [&](const std::string& r) { return a->role_ids.count(r) > 0; });
+      if (admin) e.member_roles.emplace_back(bus::platform_admin_role);
+    }
     bool mentioned = false;
     if (const auto* mentions = arr(d, "mentions"))
       for (const auto& m : mentions->GetArray()) mentioned = mentioned || json::string_member(m, "id") == bot_user_id;
@@ -483,7 +556,7 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     } else if (const auto* reference = obj(d, "message_reference")) {
       e.reply_to = json::string_member(*reference, "message_id");
     }
-    e.is_addressed = e.is_dm || mentioned || reply_to_bot || names_as_word(e.content, settings.bot_name);
+    e.is_addressed = e.is_dm || mentioned || reply_to_bot || stargazer::names_as_word(e.content, settings.bot_name);
     if (const auto* attachments = arr(d, "attachments"))
       for (const auto& a : attachments->GetArray())
         e.attachments.push_back(bus::attachment{.data = {}, .mimetype = json::string_member(a, "content_type"),

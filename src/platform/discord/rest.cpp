@@ -27,8 +27,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local blocked = redis.call('PTTL', prefix .. ':global:block')
 if blocked > 0 then return blocked end
-local gkey = prefix .. ':global:' .. math.floor(now / 1000)
-if tonumber(redis.call('GET', gkey) or '0') >= global_limit then return 1000 - (now % 1000) end
+-- The global limit as a sliding window: at most global_limit requests in any window_ms,
+-- so no alignment of Discord's own window sees more (a fixed window per second would let
+-- two seconds' worth through across a boundary). The margin covers requests sent apart
+-- that arrive closer together.
+local window_ms = 1050
+local gkey = prefix .. ':global:sent'
+redis.call('ZREMRANGEBYSCORE', gkey, '-inf', now - window_ms)
+if redis.call('ZCARD', gkey) >= global_limit then
+  local oldest = redis.call('ZRANGE', gkey, 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + window_ms - now)
+end
 local bucket = redis.call('GET', KEYS[1])
 if bucket then
   local bkey = prefix .. ':bucket:' .. bucket .. ':' .. major
@@ -45,7 +54,7 @@ if bucket then
     redis.call('HINCRBY', bkey, 'remaining', -1)
   end
 end
-redis.call('INCR', gkey)
+redis.call('ZADD', gkey, now, now .. ':' .. redis.call('INCR', prefix .. ':global:seq'))
 redis.call('PEXPIRE', gkey, 2000)
 return 0
 )lua");

@@ -1257,7 +1257,10 @@ class DiscordTestServer:
                     raise ApiError(401, 0, "401: Unauthorized")
             forced = self._take_forced(request.method, sub)
             now = now_s()
-            if forced is not None:
+            # A "hold" rule lets the request do its work and only delays the answer: the
+            # client may die between Discord accepting a message and learning its id.
+            hold_s = float(forced["hold_s"]) if forced is not None and "hold_s" in forced else 0.0
+            if forced is not None and not hold_s:
                 return self._forced_response(forced, rec, now)
             if glob and auth:
                 gb = self.global_bucket
@@ -1292,6 +1295,9 @@ class DiscordTestServer:
                                             "_retry_after": retry, "_global": False})
             handler = getattr(self, fname)
             status, body, extra = await handler(request, rec, **params)
+            if hold_s:
+                rec["held_s"] = hold_s
+                await asyncio.sleep(hold_s)
             headers.update(extra or {})
             rec["status"] = status
             if body is not None and status < 300 and len(dumps(body)) < 65536:
@@ -2338,7 +2344,7 @@ class DiscordTestServer:
         body = await self._ctl_json(request)
         rule = {"count": int(body.get("count", 1)), "method": body.get("method"),
                 "match": body.get("match"), "status": int(body.get("status", 429))}
-        for k in ("scope", "retry_after", "body", "content_type", "headers"):
+        for k in ("scope", "retry_after", "body", "content_type", "headers", "hold_s"):
             if k in body:
                 rule[k] = body[k]
         self.forced.append(rule)

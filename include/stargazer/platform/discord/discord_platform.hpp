@@ -98,8 +98,6 @@ private:
 // Pure helpers (unit-tested).
 // The nonce of part `part` of a send: 25 characters derived from the message key.
 std::string message_nonce(std::string_view message_key, std::size_t part);
-// Whether `text` names `name` as a whole word (case-insensitive, ASCII word boundaries).
-bool names_as_word(std::string_view text, std::string_view name);
 // "2026-12-02T01:02:03.456000+00:00" → unix seconds (0 when unreadable).
 double parse_timestamp(std::string_view iso);
 // An emoji for a reaction route: unicode percent-encoded, custom "name:id" kept.
