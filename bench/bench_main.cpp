@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
                                         "server: wall time vs the limits' minimum, 429s, lost/duplicated "
                                         "[--gateways 3] [--sends 200] [--channels 4] [--channel-limit 5] "
                                         "[--channel-window 5] [--global 50]"}},
+      {"triage", {triage, "what the reply policy costs per unaddressed message: model calls, Redis commands, "
+                          "time, per policy [--messages 2000]"}},
   };
   const std::string which = argc > 1 ? argv[1] : "";
   if (auto it = benchmarks.find(which); it != benchmarks.end()) return it->second.first(args(argv + 2, argv + argc));

@@ -1,6 +1,7 @@
 // Clients of a running gateway's REST API (docs/rest-api.md): the terminal client
-// `stargazer chat` and the operator commands `stargazer instance create|list|delete` and
-// `stargazer user add|list|remove` (docs/operations.md, "Operator commands").
+// `stargazer chat` and the operator commands `stargazer instance create|list|delete`,
+// `stargazer user add|list|remove` and `stargazer identity link|unlink|show`
+// (docs/operations.md, "Operator commands").
 //
 // One http::client on a single-threaded io_context. Every failure ends the command with
 // one line on stderr ("stargazer: error: ...", naming the REST API's error message) and
@@ -239,6 +240,13 @@ private:
 
 std::string instances_path() { return "/redis-platform/instances"; }
 std::string instance_path(const std::string& id) { return instances_path() + "/" + percent_encode(id); }
+std::string identities_path() { return "/redis-platform/identities"; }
+// An account ("platform:user_id") names itself with its ':'; a unified id has none.
+std::string identity_path(const std::string& account_or_id) {
+  if (account_or_id.find(':') != std::string::npos)
+    return identities_path() + "/accounts/" + percent_encode(account_or_id);
+  return identities_path() + "/" + percent_encode(account_or_id);
+}
 
 // ---------------------------------------------------------------------------------------
 // Operator commands
@@ -329,6 +337,76 @@ asio::awaitable<void> user_remove(rest_api& api, const client_options& o) {
   else std::cout << fmt::format("removed user {} from instance {}", printable(o.user_id), printable(o.instance)) << std::endl;
 }
 
+// The strings of a JSON array member ([] when absent).
+std::vector<std::string> string_items(const rapidjson::Value& obj, const char* name) {
+  std::vector<std::string> out;
+  if (obj.IsObject() && obj.HasMember(name) && obj[name].IsArray())
+    for (const auto& v : obj[name].GetArray())
+      if (v.IsString()) out.emplace_back(v.GetString(), v.GetStringLength());
+  return out;
+}
+
+// unified_id and its accounts, one per line.
+void print_identity(const rapidjson::Value& d) {
+  std::cout << fmt::format("{:<12}{}\n", "unified_id", printable(member(d, "unified_id")));
+  const auto accounts = string_items(d, "accounts");
+  for (std::size_t i = 0; i < accounts.size(); ++i)
+    std::cout << fmt::format("{:<12}{}\n", i == 0 ? "accounts" : "", printable(accounts[i]));
+  std::cout.flush();
+}
+
+asio::awaitable<void> identity_link(rest_api& api, const client_options& o) {
+  std::string accounts = "[";
+  for (const auto& a : o.accounts) {
+    if (accounts.size() > 1) accounts.push_back(',');
+    json::append_quoted(accounts, a);
+  }
+  accounts += "]";
+  std::string body = "{\"accounts\":" + accounts;
+  if (!o.unified_id.empty()) body += ",\"unified_id\":" + json::quoted(o.unified_id);
+  if (o.merge) body += ",\"merge\":true";
+  body += "}";
+  auto req = api.request(http::method::post, identities_path(), std::move(body));
+  const auto res = co_await api.call(std::move(req));
+  if (o.json) {
+    std::cout << res.body << std::endl;
+    co_return;
+  }
+  const auto d = parse_json(res.body);
+  const auto merged = string_items(d, "merged_ids");
+  std::string how = res.status == 201 ? "a new unified id" : "unified id " + printable(member(d, "unified_id"));
+  if (!merged.empty()) {
+    std::string ids;
+    for (const auto& m : merged) ids += (ids.empty() ? "" : ", ") + printable(m);
+    how += " (merged " + ids + " into it)";
+  }
+  std::cout << "linked to " << how << "\n";
+  print_identity(d);
+}
+
+asio::awaitable<void> identity_unlink(rest_api& api, const client_options& o) {
+  const auto& who = o.accounts.at(0);
+  auto req = api.request(http::method::delete_, identities_path() + "/accounts/" + percent_encode(who));
+  const auto res = co_await api.call(std::move(req));
+  if (o.json) {
+    std::cout << res.body << std::endl;
+    co_return;
+  }
+  const auto d = parse_json(res.body);
+  std::cout << fmt::format("unlinked {} from unified id {}", printable(who), printable(member(d, "unified_id")))
+            << std::endl;
+}
+
+asio::awaitable<void> identity_show(rest_api& api, const client_options& o) {
+  auto req = api.request(http::method::get, identity_path(o.accounts.at(0)));
+  const auto res = co_await api.call(std::move(req));
+  if (o.json) {
+    std::cout << res.body << std::endl;
+    co_return;
+  }
+  print_identity(parse_json(res.body));
+}
+
 asio::awaitable<int> run_operator(rest_api& api, const parsed_command& cmd) {
   const auto& o = cmd.client;
   switch (cmd.what) {
@@ -338,6 +416,9 @@ asio::awaitable<int> run_operator(rest_api& api, const parsed_command& cmd) {
     case command::user_add: co_await user_add(api, o); break;
     case command::user_list: co_await user_list(api, o); break;
     case command::user_remove: co_await user_remove(api, o); break;
+    case command::identity_link: co_await identity_link(api, o); break;
+    case command::identity_unlink: co_await identity_unlink(api, o); break;
+    case command::identity_show: co_await identity_show(api, o); break;
     default: throw failure("not an operator command");
   }
   co_return 0;

@@ -30,6 +30,9 @@ int main(int argc, char** argv) {
     case command::user_add:
     case command::user_list:
     case command::user_remove:
+    case command::identity_link:
+    case command::identity_unlink:
+    case command::identity_show:
       return roles::run_client(cmd);
     case command::run:
       break;

@@ -5,6 +5,7 @@
 #include "stargazer/platform/discord/gateway_protocol.hpp"
 #include "stargazer/redis/url.hpp"
 #include "stargazer/tools/permissions.hpp"
+#include "stargazer/worker/group_chat_rules.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -103,6 +104,18 @@ void validate(config& cfg) {
     throw bad_value(fmt::format("--tools-mode: '{}' is not one of in_process, remote", cfg.tools_mode));
   if (auto rules = tools::parse_permissions(cfg.tool_permissions); std::holds_alternative<std::string>(rules))
     throw bad_value(std::get<std::string>(rules));
+  if (auto spec = worker::parse_reply_policy_spec(cfg.reply_policy); std::holds_alternative<std::string>(spec))
+    throw bad_value(fmt::format("--reply-policy: {}", std::get<std::string>(spec)));
+  const auto names_ok = [](const std::vector<std::string>& names) {
+    const auto printable = [](unsigned char c) { return c > 0x20 && c != 0x7f; };
+    return std::all_of(names.begin(), names.end(), [&](const std::string& n) {
+      return !n.empty() && n.size() <= 128 && std::all_of(n.begin(), n.end(), printable);
+    });
+  };
+  if (!names_ok(cfg.admin_roles))
+    throw bad_value("--admin-roles: role ids of 1 to 128 printable characters, no spaces");
+  if (!names_ok(cfg.webchat_admins))
+    throw bad_value("--webchat-admins: user ids of 1 to 128 printable characters, no spaces");
   if (cfg.node_id.empty()) cfg.node_id = generate_node_id();
   if (cfg.node_id.size() > 128 || cfg.node_id.find_first_of(" \t\r\n") != std::string::npos)
     throw bad_value("--node-id: at most 128 characters, no whitespace");
@@ -278,6 +291,78 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->check(CLI::Range(0.0, 86400.0))
           ->group(persona),
       "SG_PRESENCE_INTERVAL");
+  env(app.add_option("--presence-text", cfg.presence_text,
+                     "The status when the model writes none in a <dstatus> tag ({bot_name} is replaced)")
+          ->check([](const std::string& v) {
+            const auto length = worker::utf8_length(v);
+            return length && *length >= 1 && *length <= worker::max_status_characters
+                       ? std::string()
+                       : std::string("1 to 128 characters of UTF-8");
+          })
+          ->group(persona),
+      "SG_PRESENCE_TEXT");
+
+  auto group = "Group chats";
+  env(app.add_option("--reply-policy", cfg.reply_policy,
+                     "Messages not addressed to the bot: addressed (stored, never answered), triage (a short model "
+                     "call decides) or always; a default and per-platform overrides, e.g. "
+                     "triage,webchat=always,redis=addressed")
+          ->group(group),
+      "SG_REPLY_POLICY");
+  env(app.add_option("--triage-model", cfg.triage_model, "Model of the triage call (empty: --llm-model)")
+          ->group(group),
+      "SG_TRIAGE_MODEL");
+  env(app.add_option("--triage-max-tokens", cfg.triage_max_tokens, "Longest triage answer in tokens")
+          ->check(CLI::Range(1, 1000))
+          ->group(group),
+      "SG_TRIAGE_MAX_TOKENS");
+  env(app.add_option("--unprompted-cooldown", cfg.unprompted_cooldown_seconds,
+                     "Seconds after an unprompted reply in a channel before the next one there (0: none)")
+          ->check(CLI::Range(0.0, 604800.0))
+          ->group(group),
+      "SG_UNPROMPTED_COOLDOWN");
+  env(app.add_option("--command-prefix", cfg.command_prefix,
+                     "Prefix of the chat commands (!help, !forget, !mode, !quiet)")
+          ->check([](const std::string& v) {
+            // No quotes, backslashes or '#': the prefix must survive a TOML file (config print).
+            const bool ok = !v.empty() && v.size() <= 8 && std::all_of(v.begin(), v.end(), [](unsigned char c) {
+                              return c > 0x20 && c != 0x7f && c != '"' && c != '\'' && c != '\\' && c != '#';
+                            });
+            return ok ? std::string() : std::string("1 to 8 characters, no spaces, quotes, backslashes or '#'");
+          })
+          ->group(group),
+      "SG_COMMAND_PREFIX");
+  env(app.add_option("--admin-roles", cfg.admin_roles,
+                     "Platform role ids whose members may use !mode and !quiet (besides platform admins)")
+          ->delimiter(',')
+          ->group(group),
+      "SG_ADMIN_ROLES");
+  env(app.add_option("--webchat-admins", cfg.webchat_admins, "Web chat user ids that may use !mode and !quiet")
+          ->delimiter(',')
+          ->group(group),
+      "SG_WEBCHAT_ADMINS");
+  const auto seconds_or_off = [](const std::string& v) {
+    double d = -1;
+    const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+    const bool ok = ec == std::errc{} && ptr == v.data() + v.size() && (d == 0 || (d >= 1 && d <= 2592000));
+    return ok ? std::string() : std::string("0 (off) or 1 to 2592000 seconds");
+  };
+  env(app.add_option("--heartbeat-initial-delay", cfg.heartbeat_initial_delay_seconds,
+                     "Seconds after start before the heartbeat leader's first round")
+          ->check(CLI::Range(0.0, 604800.0))
+          ->group(group),
+      "SG_HEARTBEAT_INITIAL_DELAY");
+  env(app.add_option("--heartbeat-interval", cfg.heartbeat_interval_seconds,
+                     "Seconds between heartbeat rounds, which look in on quiet channels the bot has spoken in "
+                     "(0: off)")
+          ->check(seconds_or_off)
+          ->group(group),
+      "SG_HEARTBEAT_INTERVAL");
+  env(app.add_option("--heartbeat-quiet", cfg.heartbeat_quiet_seconds,
+                     "A heartbeat visits only channels whose last message is older than this many seconds")
+          ->check(CLI::Range(0.0, 2592000.0))
+          ->group(group),
+      "SG_HEARTBEAT_QUIET");
 
   auto discord = "Discord (docs/discord.md)";
   env(app.add_option("--discord-token", cfg.discord_token,
@@ -383,8 +468,8 @@ dlq_commands define_dlq_commands(CLI::App& app, dlq_options& opts) {
   return cmds;
 }
 
-// `stargazer chat`, `instance create|list|delete`, `user add|list|remove`: clients of a
-// running gateway's REST API.
+// `stargazer chat`, `instance create|list|delete`, `user add|list|remove`, `identity
+// link|unlink|show`: clients of a running gateway's REST API.
 //
 // Their environment fallbacks (SG_URL, SG_INSTANCE, SG_INSTANCE_KEY) are applied after
 // parsing, to the chosen command only: CLI11 2.1 reads `envname`s and runs the callbacks
@@ -463,6 +548,28 @@ std::vector<client_command> define_client_commands(CLI::App& app, client_options
   instance(remove_user);
   remove_user.app->add_option("USER_ID", opts.user_id, "User id")->required();
   json(remove_user);
+
+  auto* identities =
+      app.add_subcommand("identity", "Link one person's accounts on several platforms to a unified id (admin key)")
+          ->fallthrough();
+  identities->require_subcommand(1);
+  auto& link = add(identities, "link",
+                   "Link accounts to one unified id: the one they share, --id, or a new one; accounts of different "
+                   "ids are refused unless --merge",
+                   command::identity_link);
+  link.app->add_option("ACCOUNT", opts.accounts,
+                       "Accounts as platform:user_id (discord:123 matrix:@ada:example.org webchat:browser-0001)")
+      ->required();
+  link.app->add_option("--id", opts.unified_id, "The unified id to link to, 1-64 of [A-Za-z0-9._-]");
+  link.app->add_flag("--merge", opts.merge, "Merge the accounts' different unified ids into one instead of refusing");
+  json(link);
+  auto& unlink = add(identities, "unlink", "Remove an account from its unified id", command::identity_unlink);
+  unlink.app->add_option("ACCOUNT", opts.accounts, "The account, platform:user_id")->required()->expected(1);
+  json(unlink);
+  auto& show = add(identities, "show", "Show the unified id of an account (platform:user_id) or the accounts of a unified id",
+                   command::identity_show);
+  show.app->add_option("NAME", opts.accounts, "platform:user_id or a unified id")->required()->expected(1);
+  json(show);
   return cmds;
 }
 
@@ -671,6 +778,22 @@ std::string render_config(const config& cfg) {
   line("max-tool-rounds", std::to_string(cfg.max_tool_rounds));
   line("typing-delay-ms", std::to_string(cfg.typing_delay_ms));
   line("presence-interval", fmt::format("{}", cfg.presence_interval_seconds));
+  line("presence-text", toml_string(cfg.presence_text));
+  const auto list = [&](const std::vector<std::string>& items) {
+    std::string text;
+    for (const auto& i : items) text += (text.empty() ? "" : ", ") + toml_string(i, true);
+    return "[" + text + "]";
+  };
+  line("reply-policy", toml_string(cfg.reply_policy));
+  line("triage-model", toml_string(cfg.triage_model));
+  line("triage-max-tokens", std::to_string(cfg.triage_max_tokens));
+  line("unprompted-cooldown", fmt::format("{}", cfg.unprompted_cooldown_seconds));
+  line("command-prefix", toml_string(cfg.command_prefix));
+  line("admin-roles", list(cfg.admin_roles));
+  line("webchat-admins", list(cfg.webchat_admins));
+  line("heartbeat-initial-delay", fmt::format("{}", cfg.heartbeat_initial_delay_seconds));
+  line("heartbeat-interval", fmt::format("{}", cfg.heartbeat_interval_seconds));
+  line("heartbeat-quiet", fmt::format("{}", cfg.heartbeat_quiet_seconds));
   line("discord-intents", toml_string(cfg.discord_intents));
   line("discord-shards", toml_string(cfg.discord_shards));
   line("discord-api-url", toml_string(cfg.discord_api_url));

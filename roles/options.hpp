@@ -1,6 +1,6 @@
 #pragma once
 // The command line: the option table (flags, SG_* environment variables, the TOML config
-// file), the subcommands (`config print`, `dlq`, `chat`, `instance`, `user`), validation,
+// file), the subcommands (`config print`, `dlq`, `chat`, `instance`, `user`, `identity`), validation,
 // rendering the effective configuration and reloading it. Fills core's `config`.
 
 #include "stargazer/core/config.hpp"
@@ -26,6 +26,9 @@ enum class command {
   user_add,
   user_list,
   user_remove,
+  identity_link,
+  identity_unlink,
+  identity_show,
 };
 
 // Options of `stargazer dlq list|replay|purge` (operator commands, not configuration).
@@ -39,8 +42,9 @@ struct dlq_options {
 
 // Options of the commands that call a gateway's REST API (docs/rest-api.md): the
 // terminal client `stargazer chat` and the operator commands `stargazer instance
-// create|list|delete` and `stargazer user add|list|remove` (docs/operations.md, "Operator
-// commands"). The admin key they use is config::admin_api_key.
+// create|list|delete`, `stargazer user add|list|remove` and `stargazer identity
+// link|unlink|show` (docs/operations.md, "Operator commands"). The admin key they use is
+// config::admin_api_key.
 struct client_options {
   std::string url = "http://127.0.0.1:8080";  // the gateway (--url, SG_URL); a path prefix is kept
   std::string instance;   // chat, user: --instance (SG_INSTANCE); instance create: --id; instance delete: ID
@@ -49,6 +53,9 @@ struct client_options {
   std::string user_name;  // chat: --user-name (default $USER)
   std::string key;        // chat: the instance's API key (--key, SG_INSTANCE_KEY; default: the admin key)
   bool json = false;      // operator commands: the REST API's JSON response instead of a table
+  std::vector<std::string> accounts;  // identity link: ACCOUNT...; unlink: ACCOUNT; show: ACCOUNT or UNIFIED_ID
+  std::string unified_id;             // identity link: --id
+  bool merge = false;                 // identity link: --merge
 };
 
 struct parsed_command {

@@ -15,7 +15,8 @@ int run_standalone(const config& cfg);
 // unknown id (one line on stderr).
 int run_dlq(const parsed_command& cmd);
 
-// `stargazer chat`, `instance create|list|delete`, `user add|list|remove` (cli.cpp):
+// `stargazer chat`, `instance create|list|delete`, `user add|list|remove`, `identity
+// link|unlink|show` (cli.cpp):
 // clients of a gateway's REST API; 0 on success, 1 with one line on stderr otherwise.
 int run_client(const parsed_command& cmd);
 

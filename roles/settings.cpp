@@ -46,6 +46,14 @@ std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_execu
 
 namespace stargazer::worker {
 
+namespace {
+
+std::chrono::seconds whole_seconds(double seconds) {
+  return std::chrono::seconds(static_cast<std::int64_t>(std::max(0.0, seconds)));
+}
+
+}  // namespace
+
 processor_settings processor_settings_from(const config& cfg) {
   processor_settings s;
   s.bot_name = cfg.bot_name;
@@ -63,6 +71,23 @@ processor_settings processor_settings_from(const config& cfg) {
   s.temperature = cfg.llm_temperature;
   s.max_tokens = cfg.llm_max_tokens;
   s.top_p = cfg.llm_top_p;
+  auto policy = parse_reply_policy_spec(cfg.reply_policy);
+  if (auto* error = std::get_if<std::string>(&policy)) throw std::runtime_error("--reply-policy: " + *error);
+  s.replies = std::get<reply_policy_spec>(std::move(policy));
+  s.triage_model = cfg.triage_model;
+  s.triage_max_tokens = std::max(1, cfg.triage_max_tokens);
+  s.unprompted_cooldown = whole_seconds(cfg.unprompted_cooldown_seconds);
+  s.command_prefix = cfg.command_prefix;
+  s.privileges.admin_roles = cfg.admin_roles;
+  s.privileges.webchat_admins = cfg.webchat_admins;
+  return s;
+}
+
+heartbeat_settings heartbeat_settings_from(const config& cfg) {
+  heartbeat_settings s;
+  s.initial_delay = whole_seconds(cfg.heartbeat_initial_delay_seconds);
+  s.interval = whole_seconds(cfg.heartbeat_interval_seconds);
+  s.quiet = whole_seconds(cfg.heartbeat_quiet_seconds);
   return s;
 }
 

@@ -1,12 +1,13 @@
 #pragma once
 // The configuration mapped onto the settings of the components roles/ builds: the LLM
 // provider (cfg.effective_llm_provider() is "openai": any OpenAI-compatible API,
-// openai_client; or "echo": offline, echo_client) and the message processor. Components
-// never see `config`; tests build their settings directly.
+// openai_client; or "echo": offline, echo_client), the message processor and the
+// heartbeat. Components never see `config`; tests build their settings directly.
 
 #include "stargazer/core/config.hpp"
 #include "stargazer/llm/chat.hpp"
 #include "stargazer/llm/openai_client.hpp"
+#include "stargazer/worker/heartbeat.hpp"
 #include "stargazer/worker/message_processor.hpp"
 
 #include <utility>
@@ -32,7 +33,9 @@ std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_execu
 
 namespace stargazer::worker {
 
-// Reads the prompt file (throws std::runtime_error naming it).
+// Reads the prompt file (throws std::runtime_error naming it, or a bad --reply-policy).
 processor_settings processor_settings_from(const config& cfg);
+
+heartbeat_settings heartbeat_settings_from(const config& cfg);
 
 }  // namespace stargazer::worker

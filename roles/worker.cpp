@@ -1,6 +1,8 @@
 // The worker role: the inbound consumer hands each turn to the
 // message processor with a proxy adapter bound to the turn; the status leader lease lets
-// one worker drive presence; `sg:pubsub:config` reloads the configuration in place.
+// one worker drive presence (a status line the model writes); the heartbeat, under its
+// own lease, looks in on quiet channels; `sg:pubsub:config` reloads the configuration in
+// place.
 
 #include "common.hpp"
 #include "roles.hpp"
@@ -10,9 +12,13 @@
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "settings.hpp"
+#include "stargazer/platform/identity.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/tools/dispatcher.hpp"
 #include "stargazer/tools/remote.hpp"
+#include "stargazer/worker/channel_state.hpp"
+#include "stargazer/worker/group_chat_rules.hpp"
+#include "stargazer/worker/heartbeat.hpp"
 #include "stargazer/worker/leader_lease.hpp"
 #include "stargazer/worker/message_processor.hpp"
 #include "stargazer/worker/proxy_adapter.hpp"
@@ -42,6 +48,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
         cfg(p.cfg),
         rpc(p.bus, p.redis_config),
         cache(p.redis, history_memo_capacity),
+        channels(p.redis),
         tool_registry(make_tool_registry(p.cfg, p.redis)),
         remote_tools(p.cfg.tools_mode == "remote"
                          ? std::make_shared<tools::remote_tool_client>(p.redis, p.redis_config, p.bus,
@@ -51,12 +58,13 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
                         remote_tools ? tools::execution_mode::remote : tools::execution_mode::in_process,
                         remote_tools.get()),
         processor(cache, llm::make_client(p.cfg, p.io.get_executor(), &p.metrics),
-                  worker::processor_settings_from(p.cfg), &tool_dispatcher, &p.metrics),
+                  worker::processor_settings_from(p.cfg), &tool_dispatcher, &p.metrics, &channels),
         lease(std::make_shared<worker::leader_lease>(
             p.redis, p.cfg.node_id,
             worker::leader_lease_settings::for_interval(seconds_to_ms(std::max(p.cfg.presence_interval_seconds, 1.0))),
             &p.metrics)),
         config_updates(p.io.get_executor(), config_subscriber_settings(p), &p.metrics),
+        presence_text(p.cfg.presence_text),
         log("worker") {}
 
   static redis::connection_settings config_subscriber_settings(const process& p) {
@@ -67,13 +75,38 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
 
   bus::turn_handler handler() {
     return [this](const bus::turn& t) -> asio::awaitable<bus::outcome> {
-      const auto message = worker::incoming_message_from(t.message);
+      auto message = worker::incoming_message_from(t.message);
+      co_await resolve_identity(message);
       worker::proxy_adapter adapter(proc.bus, rpc, message.platform, identity(), &t);
       co_return co_await processor.handle(message, adapter);
     };
   }
 
   platform::bot_identity identity() const { return {"star", processor.settings().bot_name}; }
+
+  // One person, several accounts (`stargazer identity link`): the prompt names them as one.
+  // A producer that resolved it already is trusted; a Redis failure leaves the message as
+  // it came (the turn is not worth failing for a name).
+  asio::awaitable<void> resolve_identity(worker::incoming_message& m) {
+    if (m.unified_user_id || m.user_id.empty()) co_return;
+    auto who = co_await platform::resolve_identity(proc.redis, m.platform, m.user_id);
+    if (!who) {
+      log.warn("identity of {}:{} not resolved: {}", m.platform, m.user_id, who.error().message());
+      co_return;
+    }
+    if (*who) {
+      m.unified_user_id = (*who)->unified_id;
+      m.user_aliases = platform::aliases_of(**who, m.platform, m.user_id);
+    }
+    m.extra.identity_resolved = true;
+  }
+
+  // Adapters for sends and RPCs outside a turn (the heartbeat's).
+  worker::adapter_factory adapters() {
+    return [this](const std::string& platform) -> std::unique_ptr<platform::platform_adapter> {
+      return std::make_unique<worker::proxy_adapter>(proc.bus, rpc, platform, identity());
+    };
+  }
 
   void announce() const {
     const auto& model = processor.model();
@@ -82,6 +115,28 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
     else
       log.info("LLM: {} model {} at {}", model.provider(), model.model(), cfg.llm_base_url);
     log.info("tools run {}", remote_tools ? "on the tools service (remote)" : "in this process");
+  }
+
+  // The status line: the model's, from its <dstatus> tag, else --presence-text.
+  asio::awaitable<worker::status_line> compose_status() {
+    const auto bot_name = processor.settings().bot_name;
+    const auto model_name = processor.settings().model;
+    auto model = processor.shared_model();
+    const auto request = worker::status_request(bot_name, model_name);
+    std::optional<llm::outcome> out;
+    try {
+      out = co_await model->complete(request);
+    } catch (const std::exception& e) {
+      log.warn("status model call failed: {}", e.what());
+    }
+    if (const auto* c = out ? std::get_if<llm::completion>(&*out) : nullptr) {
+      if (auto line = worker::extract_dstatus(c->content)) co_return std::move(*line);
+      log.info("the model's status has no valid <dstatus> tag; presence uses --presence-text");
+    } else if (const auto* f = out ? std::get_if<llm::failure>(&*out) : nullptr) {
+      log.warn("status model call failed ({}): {}; presence uses --presence-text", llm::to_string(f->what),
+               f->detail);
+    }
+    co_return worker::fallback_status(presence_text, bot_name);
   }
 
   // The status leader publishes presence to every platform's gateways.
@@ -94,10 +149,11 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
       boost::system::error_code ec;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       if (stopped || !lease->is_leader()) continue;
+      const auto line = co_await compose_status();
       for (const auto& platform : gateway_platforms()) {
         worker::proxy_adapter adapter(proc.bus, rpc, platform, identity());
         try {
-          co_await adapter.set_presence("Chatting as " + identity().display_name, "💬");
+          co_await adapter.set_presence(line.text, line.emoji);
         } catch (const std::exception& e) {
           log.warn("presence not published: {}", e.what());
         }
@@ -134,6 +190,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
     try {
       auto settings = worker::processor_settings_from(next);
       processor.reconfigure(std::move(settings), llm::make_client(next, proc.io.get_executor(), &proc.metrics));
+      presence_text = next.presence_text;
       tool_registry->set_permissions(std::get<0>(tools::parse_permissions(next.tool_permissions)));
     } catch (const std::exception& e) {
       log.error("config reload refused, keeping the running configuration: {}", e.what());
@@ -148,12 +205,14 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
   const config& cfg;
   bus::rpc_client rpc;
   platform::message_cache cache;
+  worker::channel_state channels;
   std::unique_ptr<tools::registry> tool_registry;
   std::shared_ptr<tools::remote_tool_client> remote_tools;
   tools::dispatcher tool_dispatcher;
   worker::message_processor processor;
   std::shared_ptr<worker::leader_lease> lease;
   redis::subscriber config_updates;
+  std::string presence_text;  // reloaded with the configuration
   log::logger log;
   bool stopped = false;
 };
@@ -190,6 +249,15 @@ std::shared_ptr<void> add_worker(process& p) {
                                                           &p.metrics);
   p.host.add(parts->lease);
   p.host.add(std::make_shared<worker_loops>(parts));
+  if (p.cfg.heartbeat_interval_seconds > 0) {
+    const auto heartbeat_settings = worker::heartbeat_settings_from(p.cfg);
+    // Its own lease (not the status one): its timing follows the heartbeat's tick.
+    auto heartbeat_lease = std::make_shared<worker::leader_lease>(
+        p.redis, p.cfg.node_id, worker::heartbeat_lease_settings(heartbeat_settings));
+    p.host.add(heartbeat_lease);
+    p.host.add(std::make_shared<worker::heartbeat>(p.redis, parts->processor, heartbeat_lease, parts->adapters(),
+                                                   heartbeat_settings, &p.metrics));
+  }
   p.host.add(consumer);
   return std::make_shared<std::pair<std::shared_ptr<worker_parts>, std::shared_ptr<bus::inbound_consumer>>>(
       parts, consumer);

@@ -1,6 +1,7 @@
 #include "stargazer/llm/echo_client.hpp"
 
 #include "stargazer/core/metrics.hpp"
+#include "stargazer/core/strings.hpp"
 
 #include "detail/metrics.hpp"
 
@@ -23,17 +24,33 @@ std::int64_t word_count(std::string_view text) {
   return words;
 }
 
+// Whether `text` contains `name`, ASCII letters compared case-insensitively.
+bool names(std::string_view text, std::string_view name) {
+  return !name.empty() && ascii_lower(text).find(ascii_lower(name)) != std::string::npos;
+}
+
 }  // namespace
 
 completion echo_completion(const request& req) {
   completion out;
+  std::string last_user;
   for (auto it = req.messages.rbegin(); it != req.messages.rend(); ++it) {
     if (it->role == role::user) {
-      out.content = it->content;
+      last_user = it->content;
       break;
     }
   }
-  if (out.content.empty()) out.content = std::string(echo_client::no_text);
+  switch (req.kind) {
+    case request_kind::triage:
+      out.content = names(last_user, req.bot_name) ? "yes" : "no";
+      break;
+    case request_kind::heartbeat:
+      break;  // nothing to say
+    case request_kind::reply:
+    case request_kind::status:
+      out.content = last_user.empty() ? std::string(echo_client::no_text) : std::move(last_user);
+      break;
+  }
   out.finish_reason = "stop";
   out.model = "echo";
   for (const auto& m : req.messages) out.usage.prompt_tokens += word_count(m.content);

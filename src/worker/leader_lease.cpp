@@ -57,7 +57,7 @@ struct leader_lease::impl : std::enable_shared_from_this<impl> {
     auto r = co_await conn.eval(acquire_or_renew, keys, args);
     const bool now_leader = r && r->to_integer().value_or(0) == 1;
     if (!r) log.debug("lease check failed: {}", r.error().message());
-    if (now_leader != leader) log.info("{} the status leader lease {}", now_leader ? "holding" : "lost", settings.key);
+    if (now_leader != leader) log.info("{} the leader lease {}", now_leader ? "holding" : "lost", settings.key);
     leader = now_leader;
     if (leader_gauge != nullptr) leader_gauge->set(leader ? 1 : 0);
     co_return leader;

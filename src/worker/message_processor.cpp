@@ -1,5 +1,6 @@
 #include "stargazer/worker/message_processor.hpp"
 
+#include "stargazer/bus/lock.hpp"
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
@@ -20,6 +21,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <unordered_set>
 
 namespace stargazer::worker {
 
@@ -115,11 +117,12 @@ private:
 
 struct message_processor::impl {
   impl(platform::message_cache& c, std::shared_ptr<llm::client> m, processor_settings s, tools::tool_runner* t,
-       metrics::registry* reg)
+       metrics::registry* reg, channel_state* ch)
       : cache(c),
         model(std::move(m)),
         settings(std::make_shared<const processor_settings>(std::move(s))),
         tools(t),
+        channels(ch),
         log("processor") {
     if (reg != nullptr) {
       const auto turns = [&](const char* outcome) -> metrics::counter* {
@@ -130,13 +133,28 @@ struct message_processor::impl {
       unaddressed = turns("unaddressed");
       model_failed = turns("model_failed");
       retried = turns("retried");
+      commands = turns("command");
       tool_calls = &reg->make_counter("stargazer_tool_calls_total", "Tool calls the model asked for");
       turn_seconds = &reg->make_histogram("stargazer_turn_seconds", "Addressed turns, receipt to reply sent");
+      const auto decisions = [&](const char* decision) -> metrics::counter* {
+        return &reg->make_counter("stargazer_triage_decisions_total",
+                                  "Triage calls for messages not addressed to the bot, by decision",
+                                  {{"decision", decision}});
+      };
+      triage_yes = decisions("yes");
+      triage_no = decisions("no");
+      triage_error = decisions("error");
+      backfilled = &reg->make_counter("stargazer_backfilled_messages_total",
+                                      "Messages of the platforms' history stored when a channel was first seen");
     }
   }
 
-  static void bump(metrics::counter* c) {
-    if (c != nullptr) c->inc();
+  static void bump(metrics::counter* c, std::uint64_t n = 1) {
+    if (c != nullptr) c->inc(n);
+  }
+
+  static double now_unix() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   }
 
   asio::awaitable<bus::outcome> handle(const incoming_message& m, platform::platform_adapter& adapter) {
@@ -145,6 +163,7 @@ struct message_processor::impl {
     const auto llm_client = model;
     const log::field trace{"trace_id", m.trace_id};
 
+    if (channels != nullptr) co_await backfill_if_new(m, adapter, *s);
     const platform::cached_message received{m.message_id, m.user_id,     m.user_name, m.text + describe_attachments(m.attachments),
                                             m.unix_time(), false, m.reply_to_id};
     if (!m.cached) {
@@ -153,13 +172,38 @@ struct message_processor::impl {
         co_return bus::outcome::retry("message cache: " + ec.message());
       }
     }
-    if (!m.is_addressed) {
-      bump(unaddressed);
-      co_return bus::outcome::ack();  // stored for context, not answered
+
+    channel_gate gate;
+    if (channels != nullptr) {
+      if (const auto command = parse_chat_command(m.text, s->command_prefix, s->bot_name))
+        co_return co_await run_command(m, adapter, *s, *command);
+      auto read = co_await channels->gate(m.platform, m.channel_id);
+      if (!read) {
+        bump(retried);
+        co_return bus::outcome::retry("channel state: " + read.error().message());
+      }
+      gate = *read;
     }
 
-    const auto history = co_await recent_history(m, *s);
-    llm::request req = build_request(m, adapter, *s, history);
+    // Unaddressed messages are stored for context; the channel's policy decides whether
+    // one is answered (unprompted).
+    const bool unprompted = !is_for_bot(m);
+    std::optional<std::vector<platform::cached_message>> history;
+    if (unprompted) {
+      const auto step = step_for_unaddressed(s->replies.for_platform(m.platform), gate);
+      bool speak = step == unaddressed_step::answer;
+      if (step == unaddressed_step::ask_triage) {
+        history = co_await recent_history(m, *s, gate.forgotten_before);
+        speak = co_await triage(m, *s, *llm_client, *history);
+      }
+      if (!speak) {
+        bump(unaddressed);
+        co_return bus::outcome::ack();
+      }
+    }
+
+    if (!history) history = co_await recent_history(m, *s, gate.forgotten_before);
+    llm::request req = build_request(m, adapter, *s, *history, true);
     const auto executor = co_await asio::this_coro::executor;
     delayed_typing typing(executor, adapter, m.channel_id, s->typing_delay);
     co_await typing.begin();
@@ -175,10 +219,10 @@ struct message_processor::impl {
     if (thrown) std::rethrow_exception(thrown);
 
     const bool failed = !answer;
+    if (failed) bump(model_failed);
+    if (failed && unprompted) co_return bus::outcome::ack();  // nobody asked: no apology
     std::string reply = failed ? std::string(apology_text) : std::move(*answer);
-    if (failed) {
-      bump(model_failed);
-    } else if (reply.empty()) {
+    if (!failed && reply.empty()) {
       log.log(log::level::warn, {trace}, "the model gave an empty reply for {}:{}", m.platform, m.channel_id);
       bump(replied);
       co_return bus::outcome::ack();
@@ -195,7 +239,157 @@ struct message_processor::impl {
     if (!failed) bump(replied);
     if (turn_seconds != nullptr)
       turn_seconds->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    if (channels != nullptr) co_await after_reply(m, *s, unprompted);
     co_return bus::outcome::ack();
+  }
+
+  // The reply is out: an unprompted one starts the channel's cool-down, and the heartbeat
+  // learns the bot speaks here. Failures cost only those, never the sent reply.
+  asio::awaitable<void> after_reply(const incoming_message& m, const processor_settings& s, bool unprompted) {
+    if (unprompted) {
+      if (auto ec = co_await channels->start_cooldown(m.platform, m.channel_id, s.unprompted_cooldown))
+        log.warn("cool-down of {}:{} not started: {}", m.platform, m.channel_id, ec.message());
+    }
+    if (platform_is_local(m.platform)) co_return;
+    const double now = now_unix();
+    if (auto ec = co_await channels->note_bot_spoke(m.platform, m.channel_id, now))
+      log.warn("heartbeat index not updated for {}:{}: {}", m.platform, m.channel_id, ec.message());
+  }
+
+  // Should the bot answer `m`, which is not addressed to it? A failed call says no.
+  asio::awaitable<bool> triage(const incoming_message& m, const processor_settings& s, llm::client& llm_client,
+                               const std::vector<platform::cached_message>& history) {
+    const auto& model_name = s.triage_model.empty() ? s.model : s.triage_model;
+    auto req = triage_request(s.bot_name, history, m, model_name, s.triage_max_tokens);
+    auto out = co_await llm_client.complete(req);
+    const log::field trace{"trace_id", m.trace_id};
+    if (const auto* f = std::get_if<llm::failure>(&out)) {
+      bump(triage_error);
+      log.log(log::level::warn, {trace}, "triage call failed for {}:{} ({}): {}", m.platform, m.channel_id,
+              llm::to_string(f->what), f->detail);
+      co_return false;
+    }
+    const auto& answer = std::get<llm::completion>(out).content;
+    const bool yes = triage_says_yes(answer);
+    bump(yes ? triage_yes : triage_no);
+    log.log(log::level::debug, {trace}, "triage for {}:{}: {}", m.platform, m.channel_id, yes ? "yes" : "no");
+    co_return yes;
+  }
+
+  // A chat command: its effect on the channel's state, then its reply.
+  asio::awaitable<bus::outcome> run_command(const incoming_message& m, platform::platform_adapter& adapter,
+                                            const processor_settings& s, const chat_command& command) {
+    auto gate = co_await channels->gate(m.platform, m.channel_id);
+    if (!gate) {
+      bump(retried);
+      co_return bus::outcome::retry("channel state: " + gate.error().message());
+    }
+    const auto current = gate->mode.value_or(s.replies.for_platform(m.platform));
+    const bool privileged = is_privileged(m, s.privileges);
+    const auto effect = plan_command(command, privileged, s.command_prefix, current);
+    std::error_code ec;
+    if (effect.set_mode) ec = co_await channels->set_mode(m.platform, m.channel_id, *effect.set_mode);
+    if (!ec && effect.quiet_minutes) {
+      const std::chrono::seconds length(static_cast<std::int64_t>(*effect.quiet_minutes) * 60);
+      const double now = now_unix();
+      ec = co_await channels->set_quiet(m.platform, m.channel_id, length, now);
+    }
+    const double sent_at = m.unix_time();
+    if (!ec && effect.forget) ec = co_await channels->forget(m.platform, m.channel_id, sent_at);
+    if (ec) {
+      bump(retried);
+      co_return bus::outcome::retry("channel state not written: " + ec.message());
+    }
+    if (effect.set_mode || effect.quiet_minutes || effect.forget)
+      log.log(log::level::info, {{"trace_id", m.trace_id}}, "{}:{}: {}{} {} by {} ({})", m.platform, m.channel_id,
+              s.command_prefix, to_string(command.name), command.argument, m.user_id, m.user_name);
+    platform::send_context ctx;
+    ctx.trace_id = m.trace_id;
+    ctx.response_nonce = m.response_nonce;
+    ctx.completes_turn = true;
+    auto sent = co_await adapter.send(m.channel_id, effect.reply, ctx);
+    if (!sent) {
+      bump(retried);
+      co_return bus::outcome::retry("command reply not published: " + sent.error().message());
+    }
+    bump(commands);
+    co_return bus::outcome::ack();
+  }
+
+  // The first time this worker sees a channel of a platform with history of its own and
+  // the cache holds nothing of it, the platform's recent messages are stored, once per
+  // channel across workers (the marker). Never fails the turn: a missing history costs
+  // context only.
+  asio::awaitable<void> backfill_if_new(const incoming_message& m, platform::platform_adapter& adapter,
+                                        const processor_settings& s) {
+    if (platform_is_local(m.platform) || s.history_messages == 0) co_return;
+    auto channel = m.platform + ":" + m.channel_id;
+    if (seen_channels.contains(channel)) co_return;
+    auto count = co_await channels->cached_messages(m.platform, m.channel_id);
+    if (!count) co_return;  // asked again with the channel's next message
+    if (seen_channels.size() >= max_seen_channels) seen_channels.clear();
+    seen_channels.insert(std::move(channel));
+    if (*count > (m.cached ? 1 : 0)) co_return;
+    const double now = now_unix();
+    auto claimed = co_await channels->claim_backfill(m.platform, m.channel_id, s.backfill_marker_ttl, now);
+    if (!claimed || !*claimed) co_return;  // another worker took it (or Redis failed: context only)
+    const int limit = static_cast<int>(std::min<std::size_t>(s.history_messages, 1000));
+    const auto history = co_await adapter.fetch_history(m.channel_id, limit);
+    std::uint64_t stored = 0;
+    for (const auto& h : history) {
+      if (h.message_id.empty() || h.message_id == m.message_id) continue;
+      const platform::cached_message old{h.message_id, h.user_id, h.user_name, h.text, h.timestamp, h.is_bot,
+                                         h.reply_to_id};
+      if (auto ec = co_await cache.store(m.platform, m.channel_id, old)) {
+        log.warn("backfill of {}:{} stopped: {}", m.platform, m.channel_id, ec.message());
+        break;
+      }
+      ++stored;
+    }
+    bump(backfilled, stored);
+    log.log(log::level::info, {{"trace_id", m.trace_id}}, "backfilled {} messages of {}:{}", stored, m.platform,
+            m.channel_id);
+  }
+
+  asio::awaitable<heartbeat_outcome> heartbeat(const channel_ref& ch, platform::platform_adapter& adapter,
+                                               const std::string& message_key) {
+    const auto s = settings;
+    const auto llm_client = model;
+    incoming_message m;
+    m.platform = ch.platform;
+    m.channel_id = ch.channel_id;
+    m.message_id = "heartbeat";
+    m.trace_id = bus::random_hex_id().substr(0, 16);
+    m.timestamp = std::chrono::system_clock::now();
+    channel_gate gate;
+    if (channels != nullptr) {
+      auto read = co_await channels->gate(m.platform, m.channel_id);
+      if (read) gate = *read;
+    }
+    const auto history = co_await recent_history(m, *s, gate.forgotten_before);
+    llm::request req = build_request(m, adapter, *s, history, false);
+    req.tools.clear();
+    req.kind = llm::request_kind::heartbeat;
+    req.messages.push_back({llm::role::system, heartbeat_instruction(s->bot_name)});
+    auto out = co_await llm_client->complete(req);
+    if (const auto* f = std::get_if<llm::failure>(&out)) {
+      log.warn("heartbeat model call failed for {}:{} ({}): {}", m.platform, m.channel_id,
+               llm::to_string(f->what), f->detail);
+      co_return heartbeat_outcome::model_failed;
+    }
+    const auto text = heartbeat_message(std::get<llm::completion>(out).content);
+    if (!text) co_return heartbeat_outcome::silent;
+    platform::send_context ctx;
+    ctx.trace_id = m.trace_id;
+    ctx.message_key = message_key;
+    auto sent = co_await adapter.send(m.channel_id, *text, ctx);
+    if (!sent) {
+      log.warn("heartbeat message for {}:{} not published: {}", m.platform, m.channel_id,
+               sent.error().message());
+      co_return heartbeat_outcome::send_failed;
+    }
+    if (channels != nullptr) co_await after_reply(m, *s, false);
+    co_return heartbeat_outcome::sent;
   }
 
   // The model calls of one turn: tool calls run and their results handed back, at most
@@ -230,10 +424,11 @@ struct message_processor::impl {
     }
   }
 
-  // The channel's messages before this one, oldest first. A cache failure costs context,
-  // not the reply.
+  // The channel's messages before this one, oldest first, none from before the last
+  // !forget (`forgotten_before`). A cache failure costs context, not the reply.
   asio::awaitable<std::vector<platform::cached_message>> recent_history(const incoming_message& m,
-                                                                        const processor_settings& s) {
+                                                                        const processor_settings& s,
+                                                                        double forgotten_before) {
     std::vector<platform::cached_message> out;
     if (s.history_messages == 0) co_return out;
     auto recent = co_await cache.recent(m.platform, m.channel_id, s.history_messages + 1);
@@ -242,14 +437,17 @@ struct message_processor::impl {
       co_return out;
     }
     for (auto& c : *recent)
-      if (c.message_id != m.message_id && out.size() < s.history_messages) out.push_back(std::move(c));
+      if (c.message_id != m.message_id && c.timestamp > forgotten_before && out.size() < s.history_messages)
+        out.push_back(std::move(c));
     std::reverse(out.begin(), out.end());
     co_return out;
   }
 
+  // The system prompt and the history, then `m` itself when `with_message` (a heartbeat
+  // has no message of its own).
   llm::request build_request(const incoming_message& m, platform::platform_adapter& adapter,
-                             const processor_settings& s,
-                             const std::vector<platform::cached_message>& history) const {
+                             const processor_settings& s, const std::vector<platform::cached_message>& history,
+                             bool with_message) const {
     llm::request req;
     req.model = s.model;
     req.temperature = s.temperature;
@@ -261,7 +459,7 @@ struct message_processor::impl {
     std::set<std::string> names;
     for (const auto& h : history)
       if (!h.is_bot && !h.user_name.empty()) names.insert(h.user_name);
-    if (!m.user_name.empty()) names.insert(m.user_name);
+    if (with_message && !m.user_name.empty()) names.insert(sender_label(m));
     std::string participants, tool_names;
     for (const auto& n : names) participants += (participants.empty() ? "" : ", ") + n;
     for (const auto& t : req.tools) tool_names += (tool_names.empty() ? "" : ", ") + t.name;
@@ -272,6 +470,7 @@ struct message_processor::impl {
         {"channel", m.channel_name.empty() ? m.channel_id : m.channel_name},
         {"participants", participants.empty() ? std::string("unknown") : participants},
         {"tools", tool_names.empty() ? std::string("none") : tool_names},
+        {"extra", with_message ? render_extra(m.extra.fields) : std::string()},
         {"current_time", fmt::format("{:%Y-%m-%d %H:%M} UTC", fmt::gmtime(std::chrono::system_clock::to_time_t(
                                                                  std::chrono::system_clock::now())))}};
     req.messages.push_back(
@@ -280,7 +479,8 @@ struct message_processor::impl {
       if (h.is_bot) req.messages.push_back({llm::role::assistant, h.text});
       else req.messages.push_back({llm::role::user, h.text, h.user_name});
     }
-    req.messages.push_back({llm::role::user, m.text + describe_attachments(m.attachments), m.user_name});
+    if (with_message)
+      req.messages.push_back({llm::role::user, m.text + describe_attachments(m.attachments), m.user_name});
     return req;
   }
 
@@ -288,18 +488,29 @@ struct message_processor::impl {
   std::shared_ptr<llm::client> model;
   std::shared_ptr<const processor_settings> settings;
   tools::tool_runner* tools;
+  channel_state* channels;
   log::logger log;
+  // Channels this worker has checked for backfill; forgotten wholesale when full (a
+  // channel seen again costs one ZCARD).
+  static constexpr std::size_t max_seen_channels = 100'000;
+  std::unordered_set<std::string> seen_channels;
   metrics::counter* replied = nullptr;
   metrics::counter* unaddressed = nullptr;
   metrics::counter* model_failed = nullptr;
   metrics::counter* retried = nullptr;
+  metrics::counter* commands = nullptr;
   metrics::counter* tool_calls = nullptr;
+  metrics::counter* triage_yes = nullptr;
+  metrics::counter* triage_no = nullptr;
+  metrics::counter* triage_error = nullptr;
+  metrics::counter* backfilled = nullptr;
   metrics::histogram* turn_seconds = nullptr;
 };
 
 message_processor::message_processor(platform::message_cache& cache, std::shared_ptr<llm::client> model,
-                                     processor_settings settings, tools::tool_runner* tools, metrics::registry* metrics)
-    : impl_(std::make_shared<impl>(cache, std::move(model), std::move(settings), tools, metrics)) {}
+                                     processor_settings settings, tools::tool_runner* tools,
+                                     metrics::registry* metrics, channel_state* channels)
+    : impl_(std::make_shared<impl>(cache, std::move(model), std::move(settings), tools, metrics, channels)) {}
 
 message_processor::~message_processor() = default;
 
@@ -310,11 +521,19 @@ void message_processor::reconfigure(processor_settings settings, std::shared_ptr
 
 const processor_settings& message_processor::settings() const { return *impl_->settings; }
 const llm::client& message_processor::model() const { return *impl_->model; }
+std::shared_ptr<llm::client> message_processor::shared_model() const { return impl_->model; }
 
 asio::awaitable<bus::outcome> message_processor::handle(const incoming_message& m,
                                                         platform::platform_adapter& adapter) {
   auto self = impl_;  // reconfigure() may run while this turn waits
   co_return co_await self->handle(m, adapter);
+}
+
+asio::awaitable<heartbeat_outcome> message_processor::heartbeat(const channel_ref& channel,
+                                                                platform::platform_adapter& adapter,
+                                                                const std::string& message_key) {
+  auto self = impl_;
+  co_return co_await self->heartbeat(channel, adapter, message_key);
 }
 
 }  // namespace stargazer::worker

@@ -90,6 +90,7 @@ struct fake_llm_server::state {
   std::unique_ptr<http::http_server> server;
   std::thread thread;
   std::function<fake_reply(std::string_view)> fallback;
+  std::function<std::optional<fake_reply>(std::string_view, std::string_view)> route;
 
   mutable std::mutex mutex;
   std::deque<fake_reply> script;
@@ -138,7 +139,11 @@ struct fake_llm_server::state {
       std::lock_guard lock(mutex);
       received.push_back(std::move(record));
       id = next_id++;
-      if (!script.empty()) {
+      std::optional<fake_reply> routed;
+      if (route) routed = route(received.back().body, last_user);
+      if (routed) {
+        reply = std::move(*routed);
+      } else if (!script.empty()) {
         reply = std::move(script.front());
         script.pop_front();
       } else if (fallback) {
@@ -231,6 +236,7 @@ struct fake_llm_server::state {
 fake_llm_server::fake_llm_server(fake_llm_options options) : state_(std::make_shared<state>()) {
   auto* s = state_.get();
   s->fallback = std::move(options.fallback);
+  s->route = std::move(options.route);
   s->routes.add(http::method::post, "/v1/chat/completions",
                 http::handler([s](http::request& req) { return s->handle(req); }));
   auto settings = options.server;

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,6 +61,11 @@ struct fake_llm_options {
   http::server_settings server;  // `port` is ignored: a free one is picked
   // The answer when the script is empty, given the last user message's text. Empty: echo it.
   std::function<fake_reply(std::string_view last_user_text)> fallback;
+  // Asked first for every request, with its body and last user message: a reply answers
+  // it, nullopt leaves it to the script and the fallback. Tests tell kinds of request apart
+  // with it (triage, heartbeat, status: by their prompts' first words) while the script
+  // answers the replies. Called under the server's lock, on its thread.
+  std::function<std::optional<fake_reply>(std::string_view body, std::string_view last_user_text)> route;
 };
 
 class fake_llm_server {

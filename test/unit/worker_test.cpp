@@ -76,7 +76,8 @@ TEST_CASE("the prompt template fills known variables and keeps everything else",
   CHECK(worker::render_prompt("}{", vars) == "}{");
   const auto rendered = worker::render_prompt(worker::default_system_prompt,
                                               {{"bot_name", "B"}, {"platform", "P"}, {"channel", "C"},
-                                               {"participants", "X"}, {"tools", "T"}, {"current_time", "NOW"}});
+                                               {"participants", "X"}, {"tools", "T"}, {"current_time", "NOW"},
+                                               {"extra", ""}});
   CHECK(rendered.find('{') == std::string::npos);
   CHECK(rendered.find("NOW") != std::string::npos);
 }

@@ -79,6 +79,23 @@ struct config {
   int max_tool_rounds = 5;         // LLM calls per turn that may ask for tools
   int typing_delay_ms = 250;       // typing indicator only for turns slower than this (0: at once)
   double presence_interval_seconds = 300.0;  // the status leader's presence updates (0: off)
+  // The status when the model writes none ({bot_name} is replaced); the model's own comes
+  // from a <dstatus> tag.
+  std::string presence_text = "Chatting as {bot_name}";
+
+  // Group chats (worker; docs/architecture.md, "Group chats").
+  // Messages not addressed to the bot: a policy (addressed, triage or always) and
+  // per-platform overrides, e.g. "triage,webchat=always,redis=addressed".
+  std::string reply_policy = "triage";
+  std::string triage_model;       // empty: llm_model
+  int triage_max_tokens = 5;
+  double unprompted_cooldown_seconds = 120.0;  // per channel, after an unprompted reply
+  std::string command_prefix = "!";            // !help, !forget, !mode, !quiet
+  std::vector<std::string> admin_roles;        // role ids whose members may use !mode and !quiet
+  std::vector<std::string> webchat_admins;     // web chat user ids that may
+  double heartbeat_initial_delay_seconds = 120.0;
+  double heartbeat_interval_seconds = 86400.0;  // 0: off
+  double heartbeat_quiet_seconds = 21600.0;     // channels with a newer message are left alone
 
   // Tools.
   std::string tools_mode = "in_process";  // in_process | remote (the tools role runs them)

@@ -45,6 +45,15 @@ struct tool_definition {
   std::string parameters_json = R"({"type":"object","properties":{}})";
 };
 
+// What a request is for. Providers send every kind alike; the offline echo provider
+// answers by kind (llm/echo_client.hpp), so tests and offline runs stay deterministic.
+enum class request_kind {
+  reply,      // a turn's answer
+  triage,     // should the bot answer a message not addressed to it? (yes/no)
+  heartbeat,  // something useful to say in a quiet channel, or nothing
+  status,     // the bot's status line
+};
+
 struct request {
   std::vector<message> messages;
   std::vector<tool_definition> tools;
@@ -54,6 +63,8 @@ struct request {
   std::optional<int> max_tokens;
   std::optional<double> top_p;
   std::string trace_id;               // for logs
+  request_kind kind = request_kind::reply;
+  std::string bot_name;               // triage: the name the echo provider looks for
 };
 
 struct usage {

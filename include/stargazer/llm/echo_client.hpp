@@ -2,6 +2,9 @@
 // The offline, deterministic provider: the reply repeats the text of the last user
 // message ("(no text)" when it is empty or there is none), after an optional simulated
 // model latency on a timer (non-blocking: many turns overlap). It never calls tools.
+// By request kind: a triage request is answered "yes" when the last user message
+// contains request::bot_name (ASCII case-insensitive), else "no"; a heartbeat request is
+// answered with nothing (an empty reply: the bot stays silent).
 // Usage counts are word counts: every message's content for the prompt, the reply for
 // the completion. Reports the same metrics as openai_client, with provider="echo".
 //

@@ -1,7 +1,8 @@
 #pragma once
 // The status leader lease: one worker at a time drives
 // periodic work such as presence, so several workers do not each call the model and
-// fight over the bot's status. The lease is `sg:leader:status` = the holder's instance
+// fight over the bot's status (the heartbeat has a lease of its own, `sg:leader:heartbeat`,
+// without the gauge). The lease is `sg:leader:status` = the holder's instance
 // id, SET NX EX ttl; the holder renews it every check, others take it once it expires;
 // a holder that stops releases it at once (compare-and-delete), so failover after a
 // clean stop takes one check interval rather than the ttl.

@@ -13,6 +13,7 @@
 #include "stargazer/platform/discord/gateway.hpp"
 #include "stargazer/platform/discord/message_split.hpp"
 #include "stargazer/platform/discord/rest.hpp"
+#include "stargazer/platform/message_cache.hpp"
 #include "stargazer/redis/connection.hpp"
 
 #include <boost/asio.hpp>
@@ -687,6 +688,20 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     co_return last_id;
   }
 
+  // The bot's reply joins the channel's history the model reads next (Discord does not echo
+  // the bot's own messages to it), under the message key as on the other platforms, so a
+  // redelivered send stores it once.
+  asio::awaitable<void> remember_reply(const std::string& channel_id, const std::string& message_id,
+                                       const std::string& text, const send_context& ctx) {
+    const auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const cached_message reply{message_id, bot_user_id, settings.bot_name, text, now, true, {}};
+    redis::request req;
+    for (const auto& command : message_cache::store_commands("discord", channel_id, reply, ctx.message_key))
+      req.push_range(command);
+    auto stored = co_await redis.exec(std::move(req));
+    if (!stored) discord_log().warn("reply in {} not kept for the history: {}", channel_id, stored.error().message());
+  }
+
   asio::awaitable<void> typing_loop(std::string channel_id, std::shared_ptr<asio::steady_timer> t) {
     auto self = shared_from_this();
     const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(2);  // a lost stop_typing ends here
@@ -758,7 +773,9 @@ bot_identity discord_platform::identity() const { return {impl_->bot_user_id, im
 task<result<std::string>> discord_platform::send(const std::string& channel_id, const std::string& text,
                                                  const send_context& ctx) {
   auto self = impl_;
-  co_return co_await self->send_text(channel_id, text, ctx);
+  auto sent = co_await self->send_text(channel_id, text, ctx);
+  if (sent) co_await self->remember_reply(channel_id, *sent, text, ctx);
+  co_return sent;
 }
 
 task<result<std::string>> discord_platform::send_file(const std::string& channel_id, const std::string& data,

@@ -65,6 +65,7 @@ std::optional<user_info> parse_user(std::string_view text) {
   if (d.HasMember("metadata") && d["metadata"].IsObject())
     for (auto& m : d["metadata"].GetObject())
       if (m.value.IsString()) u.metadata.emplace(m.name.GetString(), m.value.GetString());
+  u.admin = d.HasMember("admin") && d["admin"].IsBool() && d["admin"].GetBool();
   return u;
 }
 
@@ -175,7 +176,7 @@ task<result<bool>> redis_platform::delete_instance(const std::string& instance_i
   req.push("MULTI");
   req.push("SREM", instances_key, instance_id);
   req.push("DEL", meta_key(instance_id), users_key(instance_id), history_key(instance_id), events_stream(instance_id),
-           bus::order_key(names.inbound_stream, "redis:" + instance_id),
+           message_ids_key(instance_id), bus::order_key(names.inbound_stream, "redis:" + instance_id),
            bus::order_key(names.outbound_stream("redis"), instance_id));
   req.push("EXEC");
   auto r = co_await conn_.exec(std::move(req));
@@ -212,11 +213,12 @@ task<result<bool>> redis_platform::instance_known(const std::string& instance_id
 
 task<result<user_info>> redis_platform::register_user(const std::string& instance_id, const std::string& user_id,
                                                       const std::string& display_name,
-                                                      const std::map<std::string, std::string>& metadata) {
-  user_info u{user_id, display_name, iso_time(now_unix()), metadata};
-  const auto record = fmt::format(R"({{"user_id":{},"display_name":{},"registered_at":{},"metadata":{}}})",
-                                  json::quoted(user_id), json::quoted(display_name), json::quoted(u.registered_at),
-                                  metadata_json(metadata));
+                                                      const std::map<std::string, std::string>& metadata, bool admin) {
+  user_info u{user_id, display_name, iso_time(now_unix()), metadata, admin};
+  const auto record =
+      fmt::format(R"({{"user_id":{},"display_name":{},"registered_at":{},"metadata":{},"admin":{}}})",
+                  json::quoted(user_id), json::quoted(display_name), json::quoted(u.registered_at),
+                  metadata_json(metadata), admin ? "true" : "false");
   auto r = co_await conn_.command("HSET", users_key(instance_id), user_id, record);
   if (!r) co_return r.error();
   co_return u;
@@ -274,12 +276,31 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   if (!req.once_key.empty() && (*pre)[3].is_bulk())
     co_return inject_result{inject_refusal::none, (*pre)[3].str(), true};
   std::string user_name = req.user_name;
+  bool admin = false;
   if ((*pre)[1].integer() > 0) {
     const auto user = (*pre)[2].is_bulk() ? parse_user((*pre)[2].str()) : std::nullopt;
     if (!user) co_return inject_result{inject_refusal::user_not_registered, {}};
     if (!user->display_name.empty()) user_name = user->display_name;
+    admin = user->admin;
   } else if (user_name.empty()) {
     co_return inject_result{inject_refusal::user_name_required, {}};
+  }
+
+  const auto ts = now_unix();
+  const auto ids_key = message_ids_key(instance_id);
+  const auto oldest_kept = fmt::format("({:.3f}", ts - static_cast<double>(message_ttl.count()));
+  const auto score = fmt::format("{:.3f}", ts);
+  const bool caller_id = !req.message_id.empty();
+  if (caller_id) {
+    // ZADD NX is the check and the set in one: of two requests with one id, one wins.
+    redis::request claim;
+    claim.push("ZREMRANGEBYSCORE", ids_key, "-inf", oldest_kept);
+    claim.push("ZADD", ids_key, "NX", score, req.message_id);
+    claim.push("EXPIRE", ids_key, message_ttl.count());
+    auto claimed = co_await conn_.exec(std::move(claim));
+    if (!claimed) co_return claimed.error();
+    if (!(*claimed)[1].is_integer()) co_return make_error_code(errc::redis_error);
+    if ((*claimed)[1].integer() == 0) co_return inject_result{inject_refusal::message_id_reused, req.message_id};
   }
 
   bus::inbound_envelope e;
@@ -288,34 +309,58 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   e.user_id = req.user_id;
   e.username = user_name;
   e.content = req.text;
+  e.is_addressed = req.is_addressed;
   e.attachments = std::move(req.attachments);
-  e.timestamp = now_unix();
-  e.message_id = bus::random_hex_id();
+  e.room_name = req.channel_name;
+  e.timestamp = ts;
+  e.message_id = caller_id ? req.message_id : bus::random_hex_id();
   e.reply_to = req.reply_to_id;
+  e.reactions = req.reactions;
+  e.extra = std::move(req.extra);
+  if (admin) e.member_roles.emplace_back(bus::platform_admin_role);
   e.trace_id = bus::random_hex_id();
   e.response_nonce = req.response_nonce;
   // The worker stores a message with attachments itself: its copy describes them for the model.
   e.cached = e.attachments.empty();
 
-  // The user's message enters the history before the bot can answer it.
+  // A caller's id that fails to go in is released, so the caller may retry with it.
+  const auto release = [&]() -> asio::awaitable<void> {
+    if (caller_id) co_await conn_.command("ZREM", ids_key, e.message_id);
+  };
+
+  // The user's message enters the history before the bot can answer it. A generated id
+  // is recorded too, so no caller can pick it later.
   redis::request cache;
   for (const auto& c : message_cache::store_commands(
            "redis", instance_id, cached_message{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, e.reply_to}))
     cache.push_range(c);
+  if (!caller_id) {
+    cache.push("ZADD", ids_key, score, e.message_id);
+    cache.push("EXPIRE", ids_key, message_ttl.count());
+  }
   auto cached = co_await conn_.exec(std::move(cache));
-  if (!cached) co_return cached.error();
+  if (!cached) {
+    co_await release();
+    co_return cached.error();
+  }
 
   if (!req.once_key.empty()) {
     // The marker is written by the script that appends the entry: a crash in between
     // cannot leave a message injected without its marker.
     auto published = co_await bus_.publish_inbound_once(e, req.once_key, req.once_ttl);
-    if (!published) co_return published.error();
+    if (!published) {
+      co_await release();
+      co_return published.error();
+    }
     if (!published->first_message_id.empty())
       co_return inject_result{inject_refusal::none, published->first_message_id, true};
     co_return inject_result{inject_refusal::none, e.message_id};
   }
   auto published = co_await bus_.publish_inbound(e);
-  if (!published) co_return published.error();
+  if (!published) {
+    co_await release();
+    co_return published.error();
+  }
   co_return inject_result{inject_refusal::none, e.message_id};
 }
 

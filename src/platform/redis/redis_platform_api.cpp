@@ -5,6 +5,7 @@
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/router.hpp"
+#include "stargazer/platform/identity.hpp"
 #include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
@@ -130,8 +131,22 @@ std::string user_json(const user_info& u) {
     meta += json::quoted(k) + ":" + json::quoted(v);
   }
   meta += "}";
-  return fmt::format(R"({{"user_id":{},"display_name":{},"registered_at":{},"metadata":{}}})", json::quoted(u.user_id),
-                     json::quoted(u.display_name), json::quoted(u.registered_at), meta);
+  return fmt::format(R"({{"user_id":{},"display_name":{},"registered_at":{},"metadata":{},"admin":{}}})",
+                     json::quoted(u.user_id), json::quoted(u.display_name), json::quoted(u.registered_at), meta,
+                     u.admin ? "true" : "false");
+}
+
+std::string string_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (const auto& i : items) {
+    if (out.size() > 1) out.push_back(',');
+    json::append_quoted(out, i);
+  }
+  return out + "]";
+}
+
+std::string identity_json(const unified_identity& i) {
+  return fmt::format(R"({{"unified_id":{},"accounts":{}}})", json::quoted(i.unified_id), string_array(i.accounts));
 }
 
 template <class T>
@@ -278,7 +293,7 @@ asio::awaitable<response> register_user(api_context& api, request& req) {
   auto parsed = parse_register_user_body(req, api.settings);
   if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
   const auto& body = std::get<register_user_body>(parsed);
-  auto r = co_await api.platform.register_user(id, body.user_id, body.display_name, body.metadata);
+  auto r = co_await api.platform.register_user(id, body.user_id, body.display_name, body.metadata, body.admin);
   if (!r) co_return internal(r.error());
   co_return response::json(201, user_json(*r));
 }
@@ -377,6 +392,9 @@ asio::awaitable<response> inject(api_context& api, request& req) {
     out = response::error(403, "user_not_registered", "this instance has a closed roster; register the user first");
   } else if (r->refusal == inject_refusal::user_name_required) {
     out = bad("missing_field", "'user_name' is required on an instance without registered users");
+  } else if (r->refusal == inject_refusal::message_id_reused) {
+    out = response::error(409, "message_id_reused",
+                          "'message_id' '" + r->message_id + "' was already used in instance '" + id + "'");
   } else if (r->injected_before) {
     // An earlier request with this key injected it and died before storing its answer:
     // its replies went to that request (and to the history and event stream).
@@ -510,6 +528,67 @@ asio::awaitable<response> events(api_context& api, request& req) {
   co_return res;
 }
 
+// ---- identities (admin key only) -------------------------------------------------------
+
+asio::awaitable<response> link_identity_route(api_context& api, request& req) {
+  if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
+  const identity_limits limits;
+  auto parsed = parse_link_identity_body(req, limits);
+  if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+  auto& body = std::get<link_identity_body>(parsed);
+  link_request link{std::move(body.accounts), std::move(body.unified_id), body.merge};
+  auto r = co_await link_identity(api.platform.connection(), std::move(link), limits);
+  if (!r) co_return internal(r.error());
+  if (r->what == link_outcome::status::conflict) {
+    std::string owners;
+    for (const auto& [account_text, owner] : r->conflicts)
+      owners += fmt::format("{}{} belongs to {}", owners.empty() ? "" : ", ", account_text, owner);
+    co_return response::error(409, "identity_conflict",
+                              owners + "; link with \"merge\": true (stargazer identity link --merge) to merge them");
+  }
+  if (r->what == link_outcome::status::too_many_accounts)
+    co_return response::error(409, "identity_full",
+                              fmt::format("the person would hold {} accounts, more than {}", r->accounts_after,
+                                          limits.max_accounts_per_person));
+  auto out = identity_json(r->identity);
+  out.pop_back();
+  out += fmt::format(R"(,"created":{},"merged_ids":{}}})", r->created ? "true" : "false", string_array(r->merged_ids));
+  co_return response::json(r->created ? 201 : 200, std::move(out));
+}
+
+asio::awaitable<response> show_identity(api_context& api, request& req) {
+  std::string unified_id(req.path_param("unified_id"));
+  if (auto e = check_unified_id(unified_id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
+  auto r = co_await identity_by_id(api.platform.connection(), unified_id);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "identity_not_found", "no unified id '" + unified_id + "'");
+  co_return response::json(200, identity_json(**r));
+}
+
+asio::awaitable<response> show_account_identity(api_context& api, request& req) {
+  auto who = path_account(req.path_param("account"));
+  if (auto* err = std::get_if<response>(&who)) co_return std::move(*err);
+  if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
+  const auto& a = std::get<account>(who);
+  auto r = co_await resolve_identity(api.platform.connection(), a.platform, a.user_id);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "identity_not_found", "account '" + a.text() + "' is linked to no unified id");
+  co_return response::json(200, identity_json(**r));
+}
+
+asio::awaitable<response> unlink_account(api_context& api, request& req) {
+  auto who = path_account(req.path_param("account"));
+  if (auto* err = std::get_if<response>(&who)) co_return std::move(*err);
+  if (auto denied = co_await api.authorize(req, "")) co_return std::move(*denied);
+  const auto a = std::get<account>(who);
+  auto r = co_await unlink_identity(api.platform.connection(), a);
+  if (!r) co_return internal(r.error());
+  if (!*r) co_return response::error(404, "identity_not_found", "account '" + a.text() + "' is linked to no unified id");
+  co_return response::json(200, fmt::format(R"({{"unlinked":true,"account":{},"unified_id":{}}})",
+                                            json::quoted(a.text()), json::quoted(**r)));
+}
+
 // ---- files -----------------------------------------------------------------------------
 
 asio::awaitable<response> download(api_context& api, request& req) {
@@ -548,6 +627,10 @@ void add_redis_platform_routes(http::router& routes, redis_platform& platform, r
   add(method::get, "/redis-platform/instances/{instance_id}/messages", &history);
   add(method::get, "/redis-platform/instances/{instance_id}/events", &events);
   add(method::get, "/redis-platform/files/{file_id}/{filename}", &download);
+  add(method::post, "/redis-platform/identities", &link_identity_route);
+  add(method::get, "/redis-platform/identities/{unified_id}", &show_identity);
+  add(method::get, "/redis-platform/identities/accounts/{account}", &show_account_identity);
+  add(method::delete_, "/redis-platform/identities/accounts/{account}", &unlink_account);
 }
 
 }  // namespace stargazer::platform

@@ -1,9 +1,12 @@
 #include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
 
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/json_body.hpp"
 
 #include <fmt/format.h>
+
+#include <algorithm>
 
 namespace stargazer::platform {
 
@@ -38,6 +41,40 @@ std::optional<response> read_string(const rapidjson::Value& obj, const char* nam
   if (v.GetStringLength() > max)
     return response::error(413, "field_too_long", fmt::format("'{}' is longer than {} bytes", name, max));
   out.assign(v.GetString(), v.GetStringLength());
+  return std::nullopt;
+}
+
+// Reads an optional boolean member, checking its type.
+std::optional<response> read_bool(const rapidjson::Value& obj, const char* name, bool& out) {
+  if (!obj.HasMember(name) || obj[name].IsNull()) return std::nullopt;
+  if (!obj[name].IsBool()) return bad("bad_field_type", fmt::format("'{}' must be true or false", name));
+  out = obj[name].GetBool();
+  return std::nullopt;
+}
+
+bool has_control_character(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; });
+}
+
+// `extra`: an object of at most max_extra_bytes as compact JSON. String values are kept
+// as they are, other values (numbers, booleans, null, arrays, objects) as their JSON text.
+std::optional<response> read_extra(const rapidjson::Value& body, const redis_platform_api_settings& s,
+                                   std::map<std::string, std::string>& out) {
+  if (!body.HasMember("extra") || body["extra"].IsNull()) return std::nullopt;
+  const auto& extra = body["extra"];
+  if (!extra.IsObject()) return bad("bad_field_type", "'extra' must be a JSON object");
+  if (json::to_string(extra).size() > s.max_extra_bytes)
+    return response::error(413, "field_too_long",
+                           fmt::format("'extra' is longer than {} bytes as compact JSON", s.max_extra_bytes));
+  for (const auto& kv : extra.GetObject()) {
+    const std::string_view key(kv.name.GetString(), kv.name.GetStringLength());
+    if (key.empty() || key.size() > s.max_extra_key_bytes || has_control_character(key))
+      return bad("bad_extra_key",
+                 fmt::format("'extra' keys are 1-{} bytes without control characters", s.max_extra_key_bytes));
+    auto value = kv.value.IsString() ? std::string(kv.value.GetString(), kv.value.GetStringLength())
+                                     : json::to_string(kv.value);
+    out.emplace(std::string(key), std::move(value));
+  }
   return std::nullopt;
 }
 
@@ -100,6 +137,24 @@ std::optional<response> check_user_id(std::string_view id) {
   return std::nullopt;
 }
 
+std::optional<response> check_message_id(std::string_view id) {
+  if (!valid_id(id, 128, ":@"))
+    return bad("bad_message_id", "'message_id' is 1-128 characters of [A-Za-z0-9._:@-]");
+  return std::nullopt;
+}
+
+std::variant<account, response> path_account(std::string_view text) {
+  if (auto a = parse_account(text)) return std::move(*a);
+  return bad("bad_account",
+             "accounts are 'platform:user_id': a platform of 1-32 characters of [a-z0-9_-], a user id of 1-256 bytes "
+             "without spaces or control characters");
+}
+
+std::optional<response> check_unified_id(std::string_view id) {
+  if (!valid_unified_id(id)) return bad("bad_unified_id", "unified ids are 1-64 characters of [A-Za-z0-9._-]");
+  return std::nullopt;
+}
+
 std::variant<create_instance_body, response> parse_create_instance_body(const http::request& req,
                                                                         const redis_platform_api_settings& s) {
   auto parsed = http::parse_json_object(req);
@@ -136,6 +191,7 @@ std::variant<register_user_body, response> parse_register_user_body(const http::
   if (auto e = read_string(json, "display_name", s.max_name_bytes, body.display_name, true)) return std::move(*e);
   if (body.display_name.empty()) return bad("missing_field", "'display_name' must not be empty");
   if (auto e = read_metadata(json, s, body.metadata)) return std::move(*e);
+  if (auto e = read_bool(json, "admin", body.admin)) return std::move(*e);
   return body;
 }
 
@@ -152,7 +208,40 @@ std::variant<inject_request, response> parse_inject_body(const http::request& re
   if (auto e = read_string(json, "reply_to_id", 128, in.reply_to_id, false)) return std::move(*e);
   if (auto e = read_attachments(json, s, in.attachments)) return std::move(*e);
   if (in.text.empty() && in.attachments.empty()) return bad("empty_message", "'text' or 'attachments' is required");
+  if (auto e = read_bool(json, "is_addressed", in.is_addressed)) return std::move(*e);
+  if (auto e = read_string(json, "channel_name", s.max_name_bytes, in.channel_name, false)) return std::move(*e);
+  if (auto e = read_string(json, "message_id", 128, in.message_id, false)) return std::move(*e);
+  if (json.HasMember("message_id") && !json["message_id"].IsNull())
+    if (auto e = check_message_id(in.message_id)) return std::move(*e);
+  if (auto e = read_extra(json, s, in.extra)) return std::move(*e);
+  if (auto e = read_string(json, "reactions", s.max_reactions_bytes, in.reactions, false)) return std::move(*e);
   return in;
+}
+
+std::variant<link_identity_body, response> parse_link_identity_body(const http::request& req,
+                                                                    const identity_limits& limits) {
+  auto parsed = http::parse_json_object(req);
+  if (auto* err = std::get_if<response>(&parsed)) return std::move(*err);
+  const auto& json = std::get<rapidjson::Document>(parsed);
+  link_identity_body body;
+  if (!json.HasMember("accounts") || json["accounts"].IsNull()) return bad("missing_field", "'accounts' is required");
+  const auto& list = json["accounts"];
+  if (!list.IsArray()) return bad("bad_field_type", "'accounts' must be an array of 'platform:user_id' strings");
+  if (list.Empty()) return bad("missing_field", "'accounts' must name at least one account");
+  if (list.Size() > limits.max_accounts_per_link)
+    return response::error(413, "too_many_accounts",
+                           fmt::format("'accounts' names at most {} accounts", limits.max_accounts_per_link));
+  for (const auto& a : list.GetArray()) {
+    if (!a.IsString()) return bad("bad_field_type", "'accounts' must be an array of 'platform:user_id' strings");
+    auto who = path_account(std::string_view(a.GetString(), a.GetStringLength()));
+    if (auto* err = std::get_if<response>(&who)) return std::move(*err);
+    body.accounts.push_back(std::get<account>(std::move(who)));
+  }
+  if (auto e = read_string(json, "unified_id", 64, body.unified_id, false)) return std::move(*e);
+  if (!body.unified_id.empty())
+    if (auto e = check_unified_id(body.unified_id)) return std::move(*e);
+  if (auto e = read_bool(json, "merge", body.merge)) return std::move(*e);
+  return body;
 }
 
 }  // namespace stargazer::platform

@@ -50,6 +50,7 @@ const rapidjson::Value* member(const rapidjson::Value& obj, const char* name) {
 // One browser tab's socket.
 struct client {
   std::weak_ptr<http::websocket_session> ws;
+  std::string connection_id = bus::random_hex_id();  // its member in the room's presence set
   std::string room;  // empty until joined
   std::string user_id;
   std::string name;
@@ -73,7 +74,7 @@ const log::logger& webchat_log() {
 
 struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   impl(redis::connection& c, bus::event_bus& b, redis::subscriber& s, webchat_settings st)
-      : conn(c), bus(b), sub(s), settings(std::move(st)) {}
+      : conn(c), bus(b), sub(s), settings(std::move(st)), presence_timer(c.get_executor()) {}
 
   redis::connection& conn;
   bus::event_bus& bus;
@@ -83,6 +84,43 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   std::set<std::shared_ptr<client>> clients;
   std::unordered_map<std::string, std::set<std::shared_ptr<client>>> rooms;
   bool running = false;
+  asio::steady_timer presence_timer;  // the next presence refresh; cancelled by stop()
+
+  // ---- presence ----------------------------------------------------------------------------
+
+  std::chrono::seconds presence_ttl() const { return 3 * settings.presence_refresh; }
+
+  // Members confirmed after this are present: "(" + unix seconds, for ZRANGEBYSCORE.
+  std::string presence_cutoff() const {
+    return fmt::format("({:.3f}", now_unix() - static_cast<double>(presence_ttl().count()));
+  }
+
+  // The commands that record `c` as present in its room (the set expires with the room's last member).
+  std::vector<std::vector<std::string>> presence_commands(const client& c) const {
+    const auto key = webchat_members_key(c.room);
+    return {{"ZADD", key, fmt::format("{:.3f}", now_unix()), presence_member(c.user_id, c.connection_id)},
+            {"EXPIRE", key, std::to_string(presence_ttl().count())}};
+  }
+
+  // Confirms this gateway's connections every presence_refresh and drops members nobody
+  // confirmed (another gateway's, after it died).
+  static asio::awaitable<void> refresh_presence(std::shared_ptr<impl> self) {
+    while (self->running) {
+      self->presence_timer.expires_after(self->settings.presence_refresh);
+      boost::system::error_code ec;
+      co_await self->presence_timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!self->running) break;
+      redis::request req;
+      for (const auto& [room, members] : self->rooms) {
+        req.push("ZREMRANGEBYSCORE", webchat_members_key(room), "-inf", self->presence_cutoff().substr(1));
+        for (const auto& c : members)
+          for (const auto& cmd : self->presence_commands(*c)) req.push_range(cmd);
+      }
+      if (req.commands() == 0) continue;
+      auto r = co_await self->conn.exec(std::move(req));
+      if (!r) webchat_log().debug("presence not refreshed: {}", r.error().message());
+    }
+  }
 
   // ---- sockets --------------------------------------------------------------------------
 
@@ -100,6 +138,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
         settings.max_text_bytes, settings.max_name_bytes, settings.max_room_bytes));
   }
 
+  // A join's caller moves the presence itself (in order with the new room's); a closed
+  // connection's member is removed here.
   void leave(const std::shared_ptr<client>& c, bool closed) {
     if (!c->room.empty()) {
       if (auto it = rooms.find(c->room); it != rooms.end()) {
@@ -111,6 +151,14 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
       c->closed = true;
       clients.erase(c);
       c->inbox.clear();
+      if (!c->room.empty()) {
+        const auto key = webchat_members_key(c->room);
+        const auto member = presence_member(c->user_id, c->connection_id);
+        spawn(conn.get_executor(), [self = shared_from_this(), key, member]() -> asio::awaitable<void> {
+          auto r = co_await self->conn.command("ZREM", key, member);
+          if (!r) webchat_log().debug("presence not removed: {}", r.error().message());
+        }, "webchat");
+      }
     }
   }
 
@@ -213,11 +261,19 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
       co_return;
     }
     if (c->closed) co_return;
+    redis::request presence;
+    if (!c->room.empty())
+      presence.push("ZREM", webchat_members_key(c->room), presence_member(c->user_id, c->connection_id));
     leave(c, false);
     c->room = *room;
     c->user_id = *user_id;
     c->name = *name;
     rooms[c->room].insert(c);  // before reading the history: nothing published from now on is missed
+    for (const auto& cmd : presence_commands(*c)) presence.push_range(cmd);
+    // Awaited, so this connection's next message counts it (a lost write is redone by the refresh).
+    auto present = co_await conn.exec(std::move(presence));
+    if (!present) webchat_log().debug("presence not recorded: {}", present.error().message());
+    if (c->closed) co_return;
     c->send(fmt::format(R"({{"type":"joined","room":{},"user_id":{},"name":{}}})", json::quoted(c->room),
                         json::quoted(c->user_id), json::quoted(c->name)));
     const auto joined_room = c->room;
@@ -316,17 +372,23 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
 
     // The message enters the history and reaches the room, and the turn's typing
     // indicator starts, before the bot can answer it (so its end cannot overtake its start).
+    // The room's members are read in the same transaction (the first reply in EXEC's array).
     redis::request req;
     req.push("MULTI");
+    req.push("ZRANGEBYSCORE", webchat_members_key(c->room), presence_cutoff(), "+inf");
     for (const auto& cmd : message_cache::store_commands(platform_name, c->room, m)) req.push_range(cmd);
     req.push("PUBLISH", channel, message_frame(c->room, m));
     req.push("PUBLISH", channel, typing_frame(c->room, settings.bot_name, true, e.response_nonce));
     req.push("EXEC");
     auto stored = co_await conn.exec(std::move(req));
-    if (!stored || !stored->back().is_array()) {
+    if (!stored || !stored->back().is_array() || stored->back().elements().empty()) {
       c->send(error_frame("unavailable", "the message could not be stored; try again"));
       co_return;
     }
+    std::vector<std::string> members;
+    for (const auto& member : stored->back().elements()[0].elements()) members.push_back(member.str());
+    e.is_dm = humans_present(members, e.user_id) <= 1;  // one human: a direct conversation
+    e.is_addressed = e.is_dm || webchat_addressed(e.content, settings.bot_name, settings.bot_user_id);
     auto published = co_await bus.publish_inbound(e);
     if (!published) {
       webchat_log().log(log::level::warn, {{"trace_id", e.trace_id}}, "inbound message not published: {}",
@@ -482,6 +544,7 @@ void webchat_platform::add_routes(http::router& routes, http::http_server& serve
 
 task<void> webchat_platform::start() {
   impl_->running = true;
+  spawn(impl_->conn.get_executor(), impl::refresh_presence(impl_), "webchat");
   const std::vector<std::string> patterns{std::string(room_prefix) + "*"};
   // Recorded at once and (re)subscribed on every connect: start does not wait for Redis.
   // (The executor is taken first: GCC 12 destroys a temporary twice when co_await shares a
@@ -495,6 +558,7 @@ task<void> webchat_platform::start() {
 
 task<void> webchat_platform::stop() {
   impl_->running = false;
+  impl_->presence_timer.cancel();
   const auto clients = impl_->clients;  // closing calls back into leave()
   for (const auto& c : clients)
     if (auto s = c->ws.lock()) s->close();

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <set>
 
 namespace stargazer::platform {
 
@@ -92,6 +93,40 @@ std::optional<std::string> normalized_display_name(std::string_view name, std::s
   for (unsigned char c : name)
     if (c < 0x20 || c == 0x7f) return std::nullopt;
   return std::string(name);
+}
+
+namespace {
+
+// "@handle" at the start of the text (after spaces), not followed by a word character.
+bool starts_with_mention(std::string_view text, std::string_view handle) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t' || text.front() == '\n')) text.remove_prefix(1);
+  if (handle.empty() || text.size() < handle.size() + 1 || text.front() != '@') return false;
+  if (!iequals(text.substr(1, handle.size()), handle)) return false;
+  if (text.size() == handle.size() + 1) return true;
+  const auto next = static_cast<unsigned char>(text[handle.size() + 1]);
+  const bool word = (next >= 'a' && next <= 'z') || (next >= 'A' && next <= 'Z') || (next >= '0' && next <= '9') ||
+                    next == '_' || next >= 0x80;
+  return !word;
+}
+
+}  // namespace
+
+bool webchat_addressed(std::string_view text, std::string_view bot_name, std::string_view bot_user_id) {
+  // "@Star ..." names the bot as a word already; the user id is a handle only after '@'.
+  return names_as_word(text, bot_name) || starts_with_mention(text, bot_user_id);
+}
+
+std::string presence_member(std::string_view user_id, std::string_view connection_id) {
+  return std::string(user_id) + ":" + std::string(connection_id);
+}
+
+std::size_t humans_present(const std::vector<std::string>& members, std::string_view sender) {
+  std::set<std::string_view> users{sender};
+  for (const auto& m : members) {
+    const auto colon = m.rfind(':');
+    users.insert(std::string_view(m).substr(0, colon == std::string::npos ? m.size() : colon));
+  }
+  return users.size();
 }
 
 bool webchat_origin_allowed(std::optional<std::string_view> origin, std::optional<std::string_view> host,

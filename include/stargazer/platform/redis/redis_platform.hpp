@@ -36,6 +36,9 @@ struct user_info {
   std::string display_name;
   std::string registered_at;
   std::map<std::string, std::string> metadata;
+  // A privileged user of the instance (the worker's !mode and !quiet): its messages carry
+  // the member role "admin".
+  bool admin = false;
 };
 
 struct created_instance {
@@ -49,6 +52,11 @@ struct inject_request {
   std::string user_name;
   std::string reply_to_id;
   std::vector<bus::attachment> attachments;
+  bool is_addressed = true;  // false: context only (the worker's reply policy decides)
+  std::string channel_name;  // the envelope's room_name
+  std::string message_id;    // the caller's id, unique per instance; empty: generated
+  std::map<std::string, std::string> extra;  // string values as given, other JSON values as JSON text
+  std::string reactions;
   std::string response_nonce;
   // Set: the message is injected at most once per key (an Idempotency-Key's marker, kept
   // for `once_ttl`); a second inject returns the first message id and publishes nothing.
@@ -56,7 +64,7 @@ struct inject_request {
   std::chrono::seconds once_ttl{86400};
 };
 
-enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required };
+enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required, message_id_reused };
 
 struct inject_result {
   inject_refusal refusal = inject_refusal::none;
@@ -90,6 +98,11 @@ inline std::string response_channel(std::string_view instance_id) {
 inline std::string events_stream(std::string_view instance_id) {
   return "redis_platform:events:" + std::string(instance_id);
 }
+// The message ids an instance has used (zset: id → unix time), so a caller's id is never
+// taken twice within the message TTL.
+inline std::string message_ids_key(std::string_view instance_id) {
+  return "redis_platform:message_ids:" + std::string(instance_id);
+}
 
 using stargazer::digest_equals;
 using stargazer::sha256_hex;
@@ -117,14 +130,16 @@ public:
   task<result<bool>> instance_known(const std::string& instance_id);
 
   task<result<user_info>> register_user(const std::string& instance_id, const std::string& user_id,
-                                        const std::string& display_name, const std::map<std::string, std::string>& metadata);
+                                        const std::string& display_name, const std::map<std::string, std::string>& metadata,
+                                        bool admin = false);
   task<result<std::vector<user_info>>> list_users(const std::string& instance_id);
   task<result<std::optional<user_info>>> get_user(const std::string& instance_id, const std::string& user_id);
   task<result<bool>> delete_user(const std::string& instance_id, const std::string& user_id);
   task<bool> user_exists(const std::string& instance_id, const std::string& user_id);
   task<bool> has_users(const std::string& instance_id);
 
-  // Closed roster once any user is registered; open instances need a user name.
+  // Closed roster once any user is registered; open instances need a user name. A caller's
+  // message id is claimed atomically (ZADD NX): a reuse is refused, not injected.
   task<result<inject_result>> inject_message(const std::string& instance_id, inject_request req);
 
   task<result<std::vector<cached_message>>> history(const std::string& instance_id, std::size_t limit,
@@ -176,6 +191,9 @@ public:
   static constexpr std::chrono::seconds file_ttl{86400};
   static constexpr std::chrono::seconds message_ttl = message_cache::ttl;
   static constexpr std::size_t events_maxlen = 1000;
+
+  // The connection the platform's state lives on (the REST API's identity routes use it).
+  redis::connection& connection() const { return conn_; }
 
 private:
   // PUBLISH + XADD to the event stream (+ cache writes), in one MULTI.

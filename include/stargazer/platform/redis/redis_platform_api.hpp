@@ -27,6 +27,9 @@ struct redis_platform_api_settings {
   std::size_t max_name_bytes = 256;
   std::size_t max_metadata_fields = 32;
   std::size_t max_metadata_value_bytes = 1024;
+  std::size_t max_extra_bytes = 4 * 1024;  // inject's `extra`, serialised as compact JSON
+  std::size_t max_extra_key_bytes = 64;
+  std::size_t max_reactions_bytes = 1024;
   std::chrono::seconds default_wait{30};
   std::chrono::seconds max_wait{120};
   std::chrono::seconds idempotency_ttl{86400};
@@ -55,6 +58,8 @@ private:
   friend void add_redis_platform_routes(http::router&, redis_platform&, reply_hub&, redis_platform_api_settings);
 };
 
+// Also registers the identity admin routes (/redis-platform/identities...), which use
+// platform.connection().
 void add_redis_platform_routes(http::router& routes, redis_platform& platform, reply_hub& hub,
                                redis_platform_api_settings settings);
 

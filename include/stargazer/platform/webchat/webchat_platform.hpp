@@ -2,7 +2,8 @@
 // The web chat (docs/webchat.md): browsers open the page served at `/` and talk to the
 // bot over a WebSocket at `/webchat/ws` on any gateway. A message frame becomes an
 // inbound envelope (platform "webchat", channel = room) after it is stored in the
-// message cache. Whatever the bot sends to a room, and every user message, is published
+// message cache; it is addressed when it names the bot (webchat_addressed) or when the
+// room has one human (then it is also direct, is_dm). Whatever the bot sends to a room, and every user message, is published
 // on `stargazer:webchat:room:{room}`; each gateway holds one pattern subscription and
 // forwards those frames to its own sockets in that room, so a reply consumed by one
 // gateway reaches browsers on all of them. Files live in Redis for 24 h and are served
@@ -52,6 +53,9 @@ struct webchat_settings {
   double messages_per_second = 1.0;  // sustained message rate per connection (token bucket); <= 0: unlimited
   double message_burst = 5.0;        // bucket size
   std::chrono::seconds file_ttl{86400};
+  // How often each gateway confirms its connections in the rooms' presence sets; a member
+  // not confirmed for three periods (a gateway that died) no longer counts.
+  std::chrono::seconds presence_refresh{60};
 };
 
 inline std::string webchat_room_channel(std::string_view room) {
@@ -59,6 +63,9 @@ inline std::string webchat_room_channel(std::string_view room) {
 }
 inline std::string webchat_file_key(std::string_view file_id) {
   return "webchat:file:" + std::string(file_id);
+}
+inline std::string webchat_members_key(std::string_view room) {
+  return "webchat:members:" + std::string(room);
 }
 
 class webchat_platform final : public platform_adapter {

@@ -24,6 +24,17 @@ std::optional<std::string> normalized_display_name(std::string_view name, std::s
 bool webchat_origin_allowed(std::optional<std::string_view> origin, std::optional<std::string_view> host,
                             const std::vector<std::string>& allowed);
 
+// Whether a message is meant for the bot: it names the bot as a word, or starts with
+// "@{bot_name}" or "@{bot_user_id}" (ASCII case ignored). Rooms with one human are direct
+// and addressed whatever the text says (the adapter knows who is there).
+bool webchat_addressed(std::string_view text, std::string_view bot_name, std::string_view bot_user_id);
+
+// Room presence (the zset webchat_members_key(room)): each connection is one member,
+// "{user_id}:{connection_id}", scored with the unix time it was last confirmed. The number
+// of humans in a room: the distinct user ids among `members`, counting `sender` too.
+std::string presence_member(std::string_view user_id, std::string_view connection_id);
+std::size_t humans_present(const std::vector<std::string>& members, std::string_view sender);
+
 // A file id the web chat minted: 32 lowercase hex digits.
 bool is_hex32(std::string_view s);
 // Keeps what a filename may safely hold in a URL segment and a header: no separators,
