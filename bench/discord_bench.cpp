@@ -17,6 +17,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -91,7 +92,9 @@ int discord_rate_limits(const args& a) {
       for (const auto& t : discord.bot_messages(id))
         if (!texts.insert(t).second) ++duplicates;
     const int per_channel = static_cast<int>(std::ceil(static_cast<double>(sends) / channels));
-    const double minimum = (std::ceil(static_cast<double>(per_channel) / limit) - 1) * window;
+    // The slower of the two limits: each channel's window, and the global one (per second).
+    const double minimum = std::max((std::ceil(static_cast<double>(per_channel) / limit) - 1) * window,
+                                    std::ceil(static_cast<double>(sends) / global) - 1);
     fmt::print("discord rate limits: {} gateway process(es), {} sends over {} channels, {} per {} s per channel, {}/s global\n",
                gateways, sends, channels, limit, window, global);
     fmt::print("  delivered {} (lost {}, duplicated {}) in {:.1f} s; the limits allow it in {:.1f} s at the least "

@@ -312,6 +312,37 @@ TEST_CASE("discord: a gateway SIGKILLed after Discord accepted a reply and befor
   CHECK(gateway->wait(10s) == 0);
 }
 
+TEST_CASE("discord: the guild owner may change the channel's mode, another member is refused politely",
+          "[discord][process]") {
+  redis_server redis;
+  discord_test_server discord({"--heartbeat-ms", "2000"});
+  const auto channel = discord.channel_id(0, 0);
+  const auto owner = stargazer::json::string_member(discord.control("GET", "/_test/state")["guilds"][0], "owner_id");
+  REQUIRE_FALSE(owner.empty());
+  child_process gateway(gateway_args(redis, discord, "gw-1", free_port()));
+  child_process worker(worker_args(redis, "w-1"));
+  REQUIRE(poll_until([&] { return discord.connected_sessions() == 1; }, 20s));
+
+  discord.post_message(channel, "1002", "!mode always");
+  REQUIRE(poll_until([&] { return discord.bot_messages(channel).size() == 1; }, 20s));
+  CHECK(discord.bot_messages(channel)[0].find("only admins") != std::string::npos);
+  CHECK(redis.cli({"EXISTS", "sg:channel:discord:" + channel + ":mode"}) == "0");
+
+  discord.post_message(channel, owner, "!mode always");
+  REQUIRE(poll_until([&] { return discord.bot_messages(channel).size() == 2; }, 20s));
+  CHECK(discord.bot_messages(channel)[1].find("Mode set to always") != std::string::npos);
+  CHECK(redis.cli({"GET", "sg:channel:discord:" + channel + ":mode"}) == "always");
+  CHECK(redis.cli({"HGET", "sg:discord:guild:" + discord.guild_id(0) + ":admins", "owner"}) == owner);
+
+  // Now every message there is answered, addressed or not; the bot's replies are in the
+  // history the model reads.
+  discord.post_message(channel, "1002", "just chatting among ourselves");
+  REQUIRE(poll_until([&] { return discord.bot_messages(channel).size() == 3; }, 20s));
+  CHECK(redis.cli({"ZCARD", "channel_msgs:discord:" + channel}) == "6");
+  gateway.signal(SIGTERM);
+  CHECK(gateway.wait(10s) == 0);
+}
+
 TEST_CASE("discord: button clicks are acknowledged and answered, reactions are published as context",
           "[discord][process]") {
   redis_server redis;

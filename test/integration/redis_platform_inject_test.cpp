@@ -5,6 +5,7 @@
 #include "api_client.hpp"
 #include "fast_redis.hpp"
 #include "gateway_fixture.hpp"
+#include "inbound_stream.hpp"
 #include "run_coro.hpp"
 
 #include "stargazer/bus/envelope.hpp"
@@ -20,30 +21,6 @@ using namespace stargazer;
 using namespace stargazer::test;
 
 namespace {
-
-// Every envelope on the inbound stream, oldest first, read as a worker reads them.
-std::vector<bus::inbound_envelope> inbound_envelopes(const gateway_fixture& g) {
-  boost::asio::io_context io;
-  redis::connection conn(io.get_executor(), fast_redis_settings(g.redis.url()));
-  conn.start();
-  redis::reply entries;
-  run_coro(io, [&]() -> boost::asio::awaitable<void> {
-    auto r = co_await conn.command("XRANGE", "sg:stream:inbound", "-", "+");
-    if (r) entries = std::move(*r);
-  }());
-  conn.stop();
-  std::vector<bus::inbound_envelope> out;
-  for (const auto& entry : entries.elements()) {
-    const auto& fields = entry.elements()[1].elements();
-    for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
-      if (fields[i].str() != "data") continue;
-      auto decoded = bus::decode_inbound(fields[i + 1].str());
-      REQUIRE(std::holds_alternative<bus::inbound_envelope>(decoded));
-      out.push_back(std::get<bus::inbound_envelope>(std::move(decoded)));
-    }
-  }
-  return out;
-}
 
 // A JSON error body with this status and code whose message contains `mentions`.
 void check_error(const raw_response& r, int status, const std::string& code, const std::string& mentions) {
@@ -75,7 +52,7 @@ TEST_CASE("inject: the original's fields reach the inbound envelope", "[api][inj
   REQUIRE(r.status == 202);
   CHECK(str(json_of(r), "message_id") == "ticket-42:m1");
 
-  const auto envelopes = inbound_envelopes(g);
+  const auto envelopes = inbound_envelopes(g.redis.url());
   REQUIRE(envelopes.size() == 1);
   const auto& e = envelopes[0];
   CHECK_FALSE(e.is_addressed);
@@ -101,7 +78,7 @@ TEST_CASE("inject: without the new fields the envelope has the defaults", "[api]
   const auto r = call(g.port(), "POST", "/redis-platform/instances/" + inst.id + "/messages", bearer(inst.key),
                       R"({"text":"hello","user_id":"u1","user_name":"Ada","is_addressed":null,"extra":null})");
   REQUIRE(r.status == 202);
-  const auto envelopes = inbound_envelopes(g);
+  const auto envelopes = inbound_envelopes(g.redis.url());
   REQUIRE(envelopes.size() == 1);
   const auto& e = envelopes[0];
   CHECK(e.is_addressed);
@@ -124,7 +101,7 @@ TEST_CASE("inject: a message id is used once per instance, 409 names it", "[api]
 
   const auto again = call(g.port(), "POST", path_a, bearer(a.key), body);
   check_error(again, 409, "message_id_reused", "'m-1'");
-  CHECK(inbound_envelopes(g).size() == 1);  // nothing injected the second time
+  CHECK(inbound_envelopes(g.redis.url()).size() == 1);  // nothing injected the second time
   CHECK(json_of(call(g.port(), "GET", path_a, bearer(a.key)))["messages"].Size() == 1);
 
   // Another instance has ids of its own.
@@ -162,7 +139,7 @@ TEST_CASE("inject: of concurrent requests with one message id exactly one goes i
   }
   CHECK(accepted == 1);
   CHECK(refused == 7);
-  CHECK(inbound_envelopes(g).size() == 1);
+  CHECK(inbound_envelopes(g.redis.url()).size() == 1);
 }
 
 TEST_CASE("inject: a retry with the Idempotency-Key is replayed, not refused for its message id", "[api][inject]") {
@@ -175,7 +152,7 @@ TEST_CASE("inject: a retry with the Idempotency-Key is replayed, not refused for
   const auto retry = call(g.port(), "POST", path, headers, body);
   CHECK(retry.status == 202);
   CHECK(retry.headers.find("Idempotent-Replayed: true") != std::string::npos);
-  CHECK(inbound_envelopes(g).size() == 1);
+  CHECK(inbound_envelopes(g.redis.url()).size() == 1);
 }
 
 TEST_CASE("inject: bad types and sizes of the new fields are refused naming the field", "[api][inject]") {
@@ -218,12 +195,12 @@ TEST_CASE("inject: bad types and sizes of the new fields are refused naming the 
     check_error(call(g.port(), "POST", path, bearer(inst.key), base + c.member + "}"), c.status, c.code, c.mentions);
   }
   // Refused before anything was written.
-  CHECK(inbound_envelopes(g).empty());
+  CHECK(inbound_envelopes(g.redis.url()).empty());
   CHECK(g.redis.cli({"EXISTS", "channel_msgs:redis:" + inst.id, "redis_platform:message_ids:" + inst.id}) == "0");
 
   // Exactly 4 KiB is allowed.
   CHECK(call(g.port(), "POST", path, bearer(inst.key), base + R"("extra":)" + full_extra + "}").status == 202);
-  const auto envelopes = inbound_envelopes(g);
+  const auto envelopes = inbound_envelopes(g.redis.url());
   REQUIRE(envelopes.size() == 1);
   CHECK(envelopes[0].extra.at("k").size() == 4096 - 8);
 }
@@ -246,7 +223,7 @@ TEST_CASE("inject: a roster entry with admin true marks the sender's envelopes w
               .status == 202);
   REQUIRE(call(g.port(), "POST", base + "/messages", bearer(inst.key), R"({"text":"!quiet 10","user_id":"u2"})")
               .status == 202);
-  const auto envelopes = inbound_envelopes(g);
+  const auto envelopes = inbound_envelopes(g.redis.url());
   REQUIRE(envelopes.size() == 2);
   CHECK(envelopes[0].username == "Grace");
   CHECK(envelopes[0].member_roles == std::vector<std::string>{"admin"});

@@ -5,6 +5,7 @@
 
 #include "fast_redis.hpp"
 #include "gateway_fixture.hpp"
+#include "inbound_stream.hpp"
 #include "raw_websocket.hpp"
 #include "run_coro.hpp"
 
@@ -48,22 +49,7 @@ struct browser {
 std::vector<bus::inbound_envelope> inbound(const gateway_fixture& g, std::size_t count) {
   for (int i = 0; i < 500 && g.redis.cli({"XLEN", "sg:stream:inbound"}) != std::to_string(count); ++i)
     std::this_thread::sleep_for(10ms);
-  boost::asio::io_context io;
-  redis::connection conn(io.get_executor(), fast_redis_settings(g.redis.url()));
-  conn.start();
-  redis::reply entries;
-  run_coro(io, [&]() -> boost::asio::awaitable<void> {
-    auto r = co_await conn.command("XRANGE", "sg:stream:inbound", "-", "+");
-    if (r) entries = std::move(*r);
-  }());
-  conn.stop();
-  std::vector<bus::inbound_envelope> out;
-  for (const auto& entry : entries.elements()) {
-    const auto& fields = entry.elements()[1].elements();
-    for (std::size_t i = 0; i + 1 < fields.size(); i += 2)
-      if (fields[i].str() == "data")
-        out.push_back(std::get<bus::inbound_envelope>(bus::decode_inbound(fields[i + 1].str())));
-  }
+  auto out = inbound_envelopes(g.redis.url());
   REQUIRE(out.size() == count);
   return out;
 }

@@ -11,6 +11,7 @@
 #include "child_process.hpp"
 #include "fast_redis.hpp"
 #include "gateway_fixture.hpp"
+#include "inbound_stream.hpp"
 #include "raw_http.hpp"
 #include "raw_websocket.hpp"
 #include "redis_server.hpp"
@@ -70,7 +71,7 @@ struct chat_client {
 // reads the inbound stream as a worker would.
 struct bus_client {
   explicit bus_client(const std::string& url)
-      : conn(io.get_executor(), fast_redis_settings(url)), bus(conn, bus::event_bus_settings{}) {
+      : url(url), conn(io.get_executor(), fast_redis_settings(url)), bus(conn, bus::event_bus_settings{}) {
     conn.start();
   }
   ~bus_client() { conn.stop(); }
@@ -85,25 +86,9 @@ struct bus_client {
     REQUIRE_FALSE(ec);
   }
 
-  std::vector<bus::inbound_envelope> inbound() {
-    redis::reply entries;
-    run_coro(io, [&]() -> asio::awaitable<void> {
-      auto r = co_await conn.command("XRANGE", "sg:stream:inbound", "-", "+");
-      if (r) entries = std::move(*r);
-    }());
-    std::vector<bus::inbound_envelope> out;
-    for (const auto& entry : entries.elements()) {
-      const auto& fields = entry.elements()[1].elements();
-      for (std::size_t i = 0; i + 1 < fields.size(); i += 2) {
-        if (fields[i].str() != "data") continue;
-        auto decoded = bus::decode_inbound(fields[i + 1].str());
-        REQUIRE(std::holds_alternative<bus::inbound_envelope>(decoded));
-        out.push_back(std::get<bus::inbound_envelope>(std::move(decoded)));
-      }
-    }
-    return out;
-  }
+  std::vector<bus::inbound_envelope> inbound() { return inbound_envelopes(url); }
 
+  std::string url;
   asio::io_context io;
   redis::connection conn;
   bus::event_bus bus;

@@ -2001,7 +2001,7 @@ class DiscordTestServer:
     async def c_state(self, request):
         guilds = []
         for gid, g in self.guilds.items():
-            guilds.append({"id": gid, "name": g["name"],
+            guilds.append({"id": gid, "name": g["name"], "owner_id": g["owner_id"],
                            "shard_for": {str(n): self.guild_shard(gid, n) for n in range(1, 9)},
                            "channels": [self.channel_obj(self.channels[c]) for c in g["channel_ids"]]})
         dms = [self.channel_obj(c) for c in self.channels.values() if c["type"] == CHANNEL_DM]
