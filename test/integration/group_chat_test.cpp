@@ -287,10 +287,14 @@ struct discord_gateway {
   std::thread thread;
 };
 
+// A clean stop: SIGTERM once the process is up (a signal before its handler is installed,
+// early in a slow ASan start, ends it with 143), then exit status 0.
 void stop(child_process& p) {
+  poll_until([&] { return p.output().find("[service] ready") != std::string::npos; }, 30s);
   p.signal(SIGTERM);
+  const auto status = p.wait(10s);
   INFO(p.output());
-  CHECK(p.wait(10s) == 0);
+  CHECK(status == 0);
 }
 
 }  // namespace
@@ -636,5 +640,37 @@ TEST_CASE("group chat: presence is the model's <dstatus> line, or the configured
   redis.cli({"DEL", "sg:stream:outbound:redis"});
   status_mode = 2;
   REQUIRE(poll_until([&] { return presence_seen("Resting, as Nova", "💬"); }, 20s));
+  stop(worker);
+}
+
+TEST_CASE("group chat: a linked person is named with their other accounts, and the message's extra reaches the prompt",
+          "[group][process][identity]") {
+  redis_server redis;
+  fake_llm_server llm;
+  // `stargazer identity link redis:u-ada webchat:ada-01 --id p-ada7`, as the link script stores it.
+  redis.cli({"SET", "sg:identity:user:redis:u-ada", "p-ada7"});
+  redis.cli({"SET", "sg:identity:user:webchat:ada-01", "p-ada7"});
+  redis.cli({"SADD", "sg:identity:unified:p-ada7", "redis:u-ada", "webchat:ada-01"});
+  child_process worker(worker_args(redis, llm, "w-1"), worker_env);
+  bus_client bus(redis);
+
+  auto e = bus.message("redis", "desk", "Star, where is my order?", true);
+  e.extra = {{"order", "A-42"}, {"tier", "gold"}};
+  bus.turn(e);
+  REQUIRE(llm.request_count() == 1);
+  const auto body = llm.requests()[0].body;
+  INFO(body);
+  CHECK(contains(body, "Ada (person p-ada7, also webchat:ada-01)"));
+  CHECK(contains(body, "order: A-42; tier: gold"));
+
+  // Someone not linked is named as they are, and a message without extra has no extra line.
+  auto other = bus.message("redis", "desk", "Star, hello", true);
+  other.user_id = "u-bob";
+  other.username = "Bob";
+  bus.turn(other);
+  REQUIRE(llm.request_count() == 2);
+  const auto second = llm.requests()[1].body;
+  CHECK_FALSE(contains(second, "(person "));
+  CHECK_FALSE(contains(second, "Details the sender attached"));
   stop(worker);
 }
