@@ -1,6 +1,7 @@
 #include "stargazer/worker/channel_state.hpp"
 
 #include "stargazer/core/error.hpp"
+#include "stargazer/platform/channel_keys.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/redis/connection.hpp"
 
@@ -49,7 +50,7 @@ return 0
 channel_state::channel_state(redis::connection& conn) : conn_(conn) {}
 
 std::string channel_state::key(std::string_view platform, std::string_view channel_id, std::string_view what) {
-  return fmt::format("sg:channel:{}:{}:{}", platform, channel_id, what);
+  return stargazer::platform::channel_state_key(platform, channel_id, what);
 }
 
 std::string channel_state::heartbeat_visit_key(std::string_view platform, std::string_view channel_id) {

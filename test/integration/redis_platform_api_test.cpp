@@ -48,9 +48,16 @@ TEST_CASE("instances: create, list, get, update, delete, keys are stored as dige
   CHECK(call(g.port(), "POST", "/redis-platform/instances", admin, R"({"instance_id":")" + inst.id + "\"}").status ==
         409);
 
+  // What the worker and the notes tool keep for the instance's channel goes with it.
+  g.redis.cli({"HSET", "sg:notes:redis:" + inst.id, "n1", "the deploy is on Friday"});
+  g.redis.cli({"SET", "sg:channel:redis:" + inst.id + ":mode", "always"});
+  g.redis.cli({"SET", "sg:channel:redis:" + inst.id + ":forgotten", "1796190000"});
+
   auto deleted = call(g.port(), "DELETE", "/redis-platform/instances/" + inst.id, admin);
   CHECK(deleted.status == 200);
   CHECK(g.redis.cli({"EXISTS", "redis_platform:meta:" + inst.id}) == "0");
+  CHECK(g.redis.cli({"EXISTS", "sg:notes:redis:" + inst.id, "sg:channel:redis:" + inst.id + ":mode",
+                     "sg:channel:redis:" + inst.id + ":forgotten"}) == "0");
   CHECK(g.redis.cli({"SISMEMBER", "redis_platform:instances", inst.id}) == "0");
   CHECK(call(g.port(), "GET", "/redis-platform/instances/" + inst.id, admin).status == 404);
   CHECK(call(g.port(), "GET", "/redis-platform/instances/" + inst.id, bearer(inst.key)).status == 403);

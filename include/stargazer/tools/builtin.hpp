@@ -5,6 +5,7 @@
 // cache), and channel_info (pinned to the gateway: it asks the live adapter).
 
 #include "stargazer/core/result.hpp"
+#include "stargazer/platform/channel_keys.hpp"
 #include "stargazer/tools/registry.hpp"
 
 #include <chrono>
@@ -43,8 +44,6 @@ std::variant<double, std::string> evaluate_expression(std::string_view expressio
 // the zone is unknown.
 std::optional<std::string> describe_time(std::chrono::system_clock::time_point t, const std::string& zone);
 
-inline std::string notes_key(std::string_view platform, std::string_view channel_id) {
-  return "sg:notes:" + std::string(platform) + ":" + std::string(channel_id);
-}
+using platform::notes_key;
 
 }  // namespace stargazer::tools

@@ -4,6 +4,7 @@
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
+#include "stargazer/platform/channel_keys.hpp"
 #include "stargazer/redis/connection.hpp"
 
 #include <boost/asio.hpp>
@@ -178,6 +179,10 @@ task<result<bool>> redis_platform::delete_instance(const std::string& instance_i
   req.push("DEL", meta_key(instance_id), users_key(instance_id), history_key(instance_id), events_stream(instance_id),
            message_ids_key(instance_id), bus::order_key(names.inbound_stream, "redis:" + instance_id),
            bus::order_key(names.outbound_stream("redis"), instance_id));
+  // What the worker and the tools keep for the instance's channel: a re-created id starts clean.
+  std::vector<std::string> channel_keys{"DEL"};
+  for (auto& k : channel_owned_keys("redis", instance_id)) channel_keys.push_back(std::move(k));
+  req.push_range(channel_keys);
   req.push("EXEC");
   auto r = co_await conn_.exec(std::move(req));
   if (!r) co_return r.error();
