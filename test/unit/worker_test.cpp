@@ -82,6 +82,35 @@ TEST_CASE("the prompt template fills known variables and keeps everything else",
   CHECK(rendered.find("NOW") != std::string::npos);
 }
 
+TEST_CASE("a template line whose variables all render empty is left out, {extra} renders on one line",
+          "[worker][prompt]") {
+  const std::map<std::string, std::string, std::less<>> vars{{"bot_name", "Star"}, {"extra", ""}};
+  CHECK(worker::render_prompt("I am {bot_name}.\nDetails: {extra}.\nBye.", vars) == "I am Star.\nBye.");
+  // A line without variables stays, and so does one with any variable filled.
+  CHECK(worker::render_prompt("plain\n{bot_name}{extra}", vars) == "plain\nStar");
+
+  CHECK(worker::render_extra({}).empty());
+  CHECK(worker::render_extra({{"tier", "gold"}, {"order", "A-42"}}) == "order: A-42; tier: gold");  // key order
+  CHECK(worker::render_extra({{"note", "two\nlines\tand\x7f"}}) == "note: two lines and ");  // control characters
+  CHECK(worker::render_extra({{"tags", R"(["a","b"])"}}) == R"(tags: ["a","b"])");  // JSON text as it came
+}
+
+TEST_CASE("the sender's label names one person across platforms", "[worker][prompt]") {
+  worker::incoming_message m;
+  m.platform = "discord";
+  m.user_id = "123";
+  CHECK(worker::sender_label(m) == "123");  // no display name: the id
+  m.user_name = "Ada";
+  CHECK(worker::sender_label(m) == "Ada");
+  m.unified_user_id = "p-7f3a";
+  m.user_aliases = {"discord:123", "matrix:@ada:example.org", "webchat:ada-01"};
+  CHECK(worker::sender_label(m) == "Ada (person p-7f3a, also matrix:@ada:example.org, webchat:ada-01)");
+  m.user_aliases = {"discord:123"};  // linked to nothing else yet
+  CHECK(worker::sender_label(m) == "Ada (person p-7f3a)");
+  m.unified_user_id = std::string();
+  CHECK(worker::sender_label(m) == "Ada");
+}
+
 TEST_CASE("fetched history survives its JSON form, malformed JSON is refused", "[worker]") {
   std::vector<platform::history_message> h{{"u", "Ada", "hi \"there\"\n", 12.5, "m1", false, "", "👍"},
                                            {"star", "Star", "hello", 13, "m2", true, "m1", ""}};
