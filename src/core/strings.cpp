@@ -64,6 +64,13 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  std::size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // a continuation byte
+  return text.substr(0, cut);
+}
+
 bool names_as_word(std::string_view text, std::string_view name) {
   if (name.empty()) return false;
   const auto word_char = [](unsigned char c) {

@@ -4,6 +4,7 @@
 #include "stargazer/llm/openai_client.hpp"
 
 #include "stargazer/core/json_value.hpp"
+#include "stargazer/core/strings.hpp"
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
@@ -288,9 +289,7 @@ std::string error_excerpt(std::string_view body, std::string_view secret, std::s
       out.replace(at, secret.size(), "<redacted>");
   }
   if (out.size() > limit) {
-    std::size_t cut = limit;
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not mid-character
-    out.resize(cut);
+    out.resize(utf8_prefix(out, limit).size());
     out += "...";
   }
   return out;

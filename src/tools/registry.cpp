@@ -3,6 +3,7 @@
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/json_value.hpp"
+#include "stargazer/core/strings.hpp"
 #include "stargazer/tools/json_schema.hpp"
 
 #include <boost/asio.hpp>
@@ -57,9 +58,7 @@ tool_output failed(std::string why) { return tool_output{error_text(why), {}}; }
 // Cuts `text` to at most `limit` bytes on a UTF-8 boundary, saying so.
 std::string limited(std::string text, std::size_t limit) {
   if (text.size() <= limit) return text;
-  std::size_t cut = limit;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
-  text.resize(cut);
+  text.resize(utf8_prefix(text, limit).size());
   return text + fmt::format("\n[result cut at {} bytes]", limit);
 }
 

@@ -1,6 +1,7 @@
 #include "stargazer/worker/group_chat_rules.hpp"
 
 #include "stargazer/core/strings.hpp"
+#include "stargazer/worker/prompt.hpp"
 
 #include <fmt/format.h>
 
@@ -28,22 +29,7 @@ bool is_ascii_word_char(char c) {
 // At most `max_bytes` of `text`, cut at a UTF-8 character boundary, with "…" when cut.
 std::string shortened(std::string_view text, std::size_t max_bytes) {
   if (text.size() <= max_bytes) return std::string(text);
-  std::size_t end = max_bytes;
-  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
-  return std::string(text.substr(0, end)) + "…";
-}
-
-std::string replace_bot_name(std::string_view tmpl, std::string_view bot_name) {
-  constexpr std::string_view variable = "{bot_name}";
-  std::string out;
-  std::size_t at = 0;
-  for (auto found = tmpl.find(variable); found != std::string_view::npos; found = tmpl.find(variable, at)) {
-    out.append(tmpl.substr(at, found - at));
-    out.append(bot_name);
-    at = found + variable.size();
-  }
-  out.append(tmpl.substr(at));
-  return out;
+  return std::string(utf8_prefix(text, max_bytes)) + "…";
 }
 
 }  // namespace
@@ -384,7 +370,7 @@ std::optional<status_line> extract_dstatus(std::string_view reply) {
 }
 
 status_line fallback_status(std::string_view presence_text, std::string_view bot_name) {
-  return {"💬", replace_bot_name(presence_text, bot_name)};
+  return {"💬", render_prompt(presence_text, {{"bot_name", std::string(bot_name)}})};
 }
 
 }  // namespace stargazer::worker

@@ -19,6 +19,10 @@ std::string ascii_lower(std::string_view in);
 
 bool iequals(std::string_view a, std::string_view b);
 
+// The longest prefix of `text` of at most `max_bytes` that does not end inside a UTF-8
+// character (for cutting text to a limit without leaving half a character).
+std::string_view utf8_prefix(std::string_view text, std::size_t max_bytes);
+
 // Whether `text` names `name` as a whole word: case-insensitive for ASCII, and neither
 // side of the match touches a letter, digit, '_' or non-ASCII byte ("Star," and "@star"
 // name Star; "Starry" does not).
