@@ -9,6 +9,8 @@ STARGAZER_PACKAGES=(
   libhiredis-dev libssl-dev zlib1g-dev
   redis-server redis-sentinel redis-tools
   python3-aiohttp python3-discord  # the Discord test server and its fidelity check (test/support/discord)
+  python3-matrix-nio  # the Matrix test server's fidelity check (test/support/matrix)
+  libcmark-dev  # Markdown to HTML for Matrix messages (CommonMark's reference implementation)
   chromium  # the browser test (test/browser, driven by playwright-core from npm)
   clang libclang-rt-14-dev  # the fuzz targets (test/fuzz); libFuzzer is only a Recommends of clang
 )
