@@ -6,6 +6,7 @@
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
 #include "stargazer/tools/builtin.hpp"
+#include "stargazer/tools/mcp/servers.hpp"
 #include "stargazer/worker/cache_history.hpp"
 
 #include <boost/asio.hpp>
@@ -24,6 +25,17 @@ redis::connection_settings redis_settings(const config& cfg, const std::string& 
   return s;
 }
 
+redis::connection_settings command_redis_settings(const config& cfg, const std::string& command,
+                                                  std::chrono::milliseconds timeout) {
+  auto s = redis_settings(cfg, "stargazer-" + command);
+  s.connect_timeout = timeout;
+  s.command_timeout = timeout;
+  s.health_check_interval = std::chrono::milliseconds(0);
+  s.reconnect_max = std::chrono::milliseconds(500);  // several attempts fit in the timeout
+  s.metrics_name = command;
+  return s;
+}
+
 std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::connection& redis) {
   tools::registry_settings s;
   s.default_deadline = std::chrono::milliseconds(static_cast<std::int64_t>(cfg.tool_timeout_seconds * 1000));
@@ -31,6 +43,20 @@ std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::co
   auto r = std::make_unique<tools::registry>(std::move(s));
   tools::add_builtin_tools(*r, redis, worker::history_from_cache(redis));
   return r;
+}
+
+void add_mcp_tools(process& p, tools::registry& r, bool runs_tools) {
+  if (!runs_tools) {
+    p.host.add(std::make_shared<tools::mcp::catalog_reader>(p.redis, r));
+    return;
+  }
+  auto servers = std::get<0>(tools::mcp::parse_server_configs(p.cfg.mcp_servers));  // validated with the config
+  if (servers.empty()) return;
+  tools::mcp::pool_settings settings;
+  settings.node_id = p.cfg.node_id;
+  settings.client_version = STARGAZER_VERSION;
+  p.host.add(std::make_shared<tools::mcp::server_pool>(p.io.get_executor(), std::move(servers), r, settings, &p.redis,
+                                                       &p.metrics, &p.health));
 }
 
 std::shared_ptr<void> add_health_server(process& p) {

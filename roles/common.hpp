@@ -22,6 +22,10 @@
 namespace stargazer::roles {
 
 redis::connection_settings redis_settings(const config& cfg, const std::string& client_name);
+// For an operator command's short-lived connection (client "stargazer-{command}"): quick
+// timeouts, several reconnects within them, no health checks.
+redis::connection_settings command_redis_settings(const config& cfg, const std::string& command,
+                                                  std::chrono::milliseconds timeout);
 
 // The tool registry with the built-in tools, limits and permissions from the configuration.
 std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::connection& redis);
@@ -49,6 +53,11 @@ struct process {
   bus::event_bus bus;
   service_host host;
 };
+
+// The MCP servers' tools (--mcp-servers) in `r`: where the registry runs tools (the tools
+// role, a worker or standalone with in-process tools) the servers start here; where it
+// only offers them (a worker with --tools-mode=remote) their catalog is read from Redis.
+void add_mcp_tools(process& p, tools::registry& r, bool runs_tools);
 
 // Add the gateway's or the worker's components to p.host; the returned object owns them
 // and must live until p.host.run() returns.

@@ -310,16 +310,6 @@ private:
   std::size_t done_ = 0;
 };
 
-redis::connection_settings settings_for(const config& cfg) {
-  auto s = redis_settings(cfg, "stargazer-dlq");
-  s.connect_timeout = redis_timeout;
-  s.command_timeout = redis_timeout;
-  s.health_check_interval = std::chrono::milliseconds(0);
-  s.reconnect_max = std::chrono::milliseconds(500);  // several attempts fit in the timeout
-  s.metrics_name = "dlq";
-  return s;
-}
-
 }  // namespace
 
 int run_dlq(const parsed_command& cmd) {
@@ -331,7 +321,7 @@ int run_dlq(const parsed_command& cmd) {
 
   redis::connection_settings settings;
   try {
-    settings = settings_for(cmd.cfg);
+    settings = command_redis_settings(cmd.cfg, "dlq", redis_timeout);
   } catch (const std::exception& e) {
     std::cerr << "stargazer: error: --redis-url: " << e.what() << "\n";
     return 2;

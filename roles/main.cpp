@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
     case command::dlq_replay:
     case command::dlq_purge:
       return roles::run_dlq(cmd);
+    case command::tools_list:
+      return roles::run_tools_list(cmd);
     case command::chat:
     case command::instance_create:
     case command::instance_list:

@@ -1,9 +1,11 @@
 #include "options.hpp"
 
+#include "stargazer/core/json_value.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/http/base_url.hpp"
 #include "stargazer/platform/discord/gateway_protocol.hpp"
 #include "stargazer/redis/url.hpp"
+#include "stargazer/tools/mcp/protocol.hpp"
 #include "stargazer/tools/permissions.hpp"
 #include "stargazer/worker/group_chat_rules.hpp"
 
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <map>
 #include <cstdlib>
 #include <ostream>
 #include <random>
@@ -104,6 +107,8 @@ void validate(config& cfg) {
     throw bad_value(fmt::format("--tools-mode: '{}' is not one of in_process, remote", cfg.tools_mode));
   if (auto rules = tools::parse_permissions(cfg.tool_permissions); std::holds_alternative<std::string>(rules))
     throw bad_value(std::get<std::string>(rules));
+  if (auto servers = tools::mcp::parse_server_configs(cfg.mcp_servers); std::holds_alternative<std::string>(servers))
+    throw bad_value(std::get<std::string>(servers));
   if (auto spec = worker::parse_reply_policy_spec(cfg.reply_policy); std::holds_alternative<std::string>(spec))
     throw bad_value(fmt::format("--reply-policy: {}", std::get<std::string>(spec)));
   const auto names_ok = [](const std::vector<std::string>& names) {
@@ -408,6 +413,12 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->check(CLI::Range(0.1, 600.0))
           ->group(tools),
       "SG_TOOL_TIMEOUT");
+  env(app.add_option("--mcp-servers", cfg.mcp_servers,
+                     R"(MCP servers as JSON: {"files": {"command": "npx", "args": [...], "env": ["HOME"]}, )"
+                     R"("search": {"url": "https://host/mcp", "bearer_token_env": "SG_SEARCH_TOKEN"}}; )"
+                     "in the config file also [mcp-servers.NAME] tables (docs/tools.md)")
+          ->group(tools),
+      "SG_MCP_SERVERS");
 
   auto secrets = "Secrets (prefer the environment or the config file: flags show in ps)";
   env(app.add_option("--admin-api-key,--admin-key", cfg.admin_api_key, "Admin key of the REST API")->group(secrets),
@@ -603,6 +614,60 @@ void complete_client_command(const client_command& c, const config& cfg, client_
   if (c.what == command::user_add && opts.name.empty()) opts.name = opts.user_id;
 }
 
+// The config file's [mcp-servers.NAME] tables (and [mcp-servers.NAME.headers]) as the
+// JSON --mcp-servers takes; its parser then checks the fields.
+std::string mcp_servers_json(const std::vector<CLI::ConfigItem>& items, const std::string& path) {
+  struct table {
+    std::vector<std::pair<std::string, std::string>> fields;  // name -> JSON value
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  std::map<std::string, table> servers;
+  for (const auto& item : items) {
+    if (item.parents.size() < 2 || item.parents.size() > 3 ||
+        (item.parents.size() == 3 && item.parents[2] != "headers"))
+      throw bad_value(fmt::format("--config: '{}' in '{}' is not a field of an [mcp-servers.NAME] table",
+                                  item.fullname(), path));
+    auto& t = servers[item.parents[1]];
+    const auto one = [&]() -> const std::string& {
+      if (item.inputs.size() != 1)
+        throw bad_value(fmt::format("--config: '{}' in '{}' must be one value", item.fullname(), path));
+      return item.inputs.front();
+    };
+    if (item.parents.size() == 3) {
+      t.headers.emplace_back(item.name, json::quoted(one()));
+    } else if (item.name == "args" || item.name == "env") {
+      std::string list = "[";
+      for (const auto& v : item.inputs) list += (list.size() > 1 ? "," : "") + json::quoted(v);
+      t.fields.emplace_back(item.name, list + "]");
+    } else if (item.name == "timeout" || item.name == "enabled") {
+      const auto& v = one();  // a TOML number or boolean: valid JSON as written
+      if (json::parse_object("{\"v\":" + v + "}").index() != 0)
+        throw bad_value(fmt::format("--config: '{}' in '{}' is not a number or true/false", item.fullname(), path));
+      t.fields.emplace_back(item.name, v);
+    } else {
+      t.fields.emplace_back(item.name, json::quoted(one()));
+    }
+  }
+  std::string out = "{";
+  for (const auto& [name, t] : servers) {
+    if (out.size() > 1) out += ',';
+    out += json::quoted(name) + ":{";
+    bool first = true;
+    for (const auto& [field, value] : t.fields) {
+      out += (first ? "" : ",") + json::quoted(field) + ":" + value;
+      first = false;
+    }
+    if (!t.headers.empty()) {
+      out += std::string(first ? "" : ",") + "\"headers\":{";
+      for (std::size_t i = 0; i < t.headers.size(); ++i)
+        out += (i ? "," : "") + json::quoted(t.headers[i].first) + ":" + t.headers[i].second;
+      out += '}';
+    }
+    out += '}';
+  }
+  return out + "}";
+}
+
 // Applies the config file's values to the bound variables, leaving every option
 // unparsed so that flags and then environment variables still override them.
 void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
@@ -612,8 +677,13 @@ void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
   } catch (const CLI::Error& e) {
     throw bad_value(fmt::format("--config: cannot read '{}': {}", path, e.what()));
   }
+  std::vector<CLI::ConfigItem> mcp_tables;
   for (const auto& item : items) {
     if (item.name == "++" || item.name == "--") continue;  // CLI11's section markers
+    if (!item.parents.empty() && normalize_key(item.parents.front()) == "mcp-servers") {
+      mcp_tables.push_back(item);
+      continue;
+    }
     const auto key = normalize_key(item.fullname());
     if (key == "config")
       throw bad_value(fmt::format("--config: '{}' sets 'config', which only the command line may set", path));
@@ -634,6 +704,11 @@ void apply_config_file(CLI::App& app, config& cfg, const std::string& path) {
       throw bad_value(fmt::format("--config: key '{}' in '{}': {}", item.fullname(), path, e.what()));
     }
     opt->clear();
+  }
+  if (!mcp_tables.empty()) {
+    if (!cfg.mcp_servers.empty())
+      throw bad_value(fmt::format("--config: '{}' has both mcp-servers and [mcp-servers.NAME] tables", path));
+    cfg.mcp_servers = mcp_servers_json(mcp_tables, path);
   }
 }
 
@@ -679,6 +754,13 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   auto* config_print = config_cmd->add_subcommand("print", "Print the effective configuration, secrets redacted");
   config_cmd->require_subcommand(1);
   const auto dlq = define_dlq_commands(app, result.dlq);
+  auto* tools_cmd = app.add_subcommand("tools", "The tools the persona can use")->fallthrough();
+  tools_cmd->require_subcommand(1);
+  auto* tools_list = tools_cmd->add_subcommand("list",
+                                               "Every tool, its origin (built-in or an MCP server) and whether it is "
+                                               "available now (MCP servers as the processes running them report)")
+                         ->fallthrough();
+  tools_list->add_flag("--json", result.tools_json, "Print JSON instead of a table");
   const auto client = define_client_commands(app, result.client);
 
   try {
@@ -719,6 +801,7 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   if (dlq.list->parsed()) result.what = command::dlq_list;
   if (dlq.replay->parsed()) result.what = command::dlq_replay;
   if (dlq.purge->parsed()) result.what = command::dlq_purge;
+  if (tools_list->parsed()) result.what = command::tools_list;
   return result;
 }
 
@@ -802,6 +885,7 @@ std::string render_config(const config& cfg) {
   line("tools-mode", toml_string(cfg.tools_mode));
   line("tool-permissions", toml_string(cfg.tool_permissions));
   line("tool-timeout", fmt::format("{}", cfg.tool_timeout_seconds));
+  line("mcp-servers", toml_string(cfg.mcp_servers));
   line("admin-api-key", secret(cfg.admin_api_key));
   line("llm-api-key", secret(cfg.llm_api_key));
   line("discord-token", secret(cfg.discord_token));

@@ -29,6 +29,7 @@ enum class command {
   identity_link,
   identity_unlink,
   identity_show,
+  tools_list,
 };
 
 // Options of `stargazer dlq list|replay|purge` (operator commands, not configuration).
@@ -63,6 +64,7 @@ struct parsed_command {
   config cfg;
   dlq_options dlq;
   client_options client;
+  bool tools_json = false;  // tools list --json
 };
 
 // Parsing ended without a command to run: help or version was printed (status 0), or

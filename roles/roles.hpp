@@ -14,6 +14,8 @@ int run_standalone(const config& cfg);
 // `stargazer dlq list|replay|purge` (dlq.cpp): 0 on success, 1 on a Redis failure or an
 // unknown id (one line on stderr).
 int run_dlq(const parsed_command& cmd);
+// `stargazer tools list [--json]`.
+int run_tools_list(const parsed_command& cmd);
 
 // `stargazer chat`, `instance create|list|delete`, `user add|list|remove`, `identity
 // link|unlink|show` (cli.cpp):

@@ -107,6 +107,7 @@ int run_standalone(const config& given) {
     std::unique_ptr<tools::registry> remote_registry;
     if (cfg.tools_mode == "remote") {  // the tools service runs here too
       remote_registry = make_tool_registry(cfg, p.redis);
+      add_mcp_tools(p, *remote_registry, true);
       p.host.add(std::make_shared<tools::tool_service>(p.redis, p.redis_config, p.bus, *remote_registry,
                                                        cfg.node_id, tools::tool_service_settings{}, &p.metrics));
     }

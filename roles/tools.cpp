@@ -13,6 +13,7 @@ int run_tools(const config& cfg) {
   auto registry = make_tool_registry(cfg, p.redis);
   p.host.add(std::make_shared<redis_component>(p.redis, p.health));
   p.host.add(std::make_shared<stream_setup_component>(p.bus, role::tools, std::vector<std::string>{}, p.health));
+  add_mcp_tools(p, *registry, true);
   p.host.add(std::make_shared<tools::tool_service>(p.redis, p.redis_config, p.bus, *registry, cfg.node_id,
                                                    tools::tool_service_settings{}, &p.metrics));
   auto health = add_health_server(p);

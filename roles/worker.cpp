@@ -244,6 +244,7 @@ private:
 std::shared_ptr<void> add_worker(process& p) {
   auto parts = std::make_shared<worker_parts>(p);
   if (parts->remote_tools) p.host.add(parts->remote_tools);
+  add_mcp_tools(p, *parts->tool_registry, parts->remote_tools == nullptr);
   auto consumer = std::make_shared<bus::inbound_consumer>(p.redis, p.redis_config, p.bus, p.cfg.node_id,
                                                           parts->handler(), bus::inbound_consumer_settings{},
                                                           &p.metrics);

@@ -33,3 +33,17 @@ install_packages() {
 }
 
 install_packages "${STARGAZER_PACKAGES[@]}" "$@"
+
+# The tests also start the official MCP servers (npm, pinned in test/mcp/package-lock.json)
+# as real processes; installed into test/mcp/node_modules when missing or stale.
+if [ -n "${SG_DEPS_TEST_SERVERS:-}" ]; then
+  mcp_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../test/mcp" && pwd)"
+  (
+    flock 9
+    if ! cmp -s "$mcp_dir/package-lock.json" "$mcp_dir/node_modules/.stargazer-lock" 2>/dev/null; then
+      echo "Installing the MCP test servers from npm into $mcp_dir/node_modules"
+      (cd "$mcp_dir" && npm ci --no-audit --no-fund --loglevel=error)
+      cp "$mcp_dir/package-lock.json" "$mcp_dir/node_modules/.stargazer-lock"
+    fi
+  ) 9>"${TMPDIR:-/tmp}/stargazer-mcp-npm.lock"
+fi

@@ -69,11 +69,18 @@ struct registry::impl {
 
   struct entry {
     tool definition;
-    std::shared_ptr<rapidjson::Document> schema;
+    compiled_schema schema;
   };
 
   registry_settings settings;
   std::map<std::string, entry, std::less<>> tools;
+  std::map<std::string, std::string, std::less<>> unavailable_origins;  // origin -> why
+
+  const std::string* unavailable(const tool& t) const {
+    if (t.origin.empty()) return nullptr;
+    const auto it = unavailable_origins.find(t.origin);
+    return it == unavailable_origins.end() ? nullptr : &it->second;
+  }
   log::logger log{"tools"};
 };
 
@@ -82,12 +89,48 @@ registry::~registry() = default;
 
 void registry::add(tool t) {
   if (impl_->tools.count(t.name) != 0) throw std::invalid_argument("tool '" + t.name + "' is registered twice");
-  auto schema = std::make_shared<rapidjson::Document>();
-  schema->Parse(t.parameters_json.c_str(), t.parameters_json.size());
-  if (schema->HasParseError() || !schema->IsObject())
-    throw std::invalid_argument("tool '" + t.name + "': parameters are not a JSON-Schema object");
+  auto schema = compiled_schema::compile(t.parameters_json);
+  if (auto* why = std::get_if<std::string>(&schema))
+    throw std::invalid_argument("tool '" + t.name + "': its parameter schema is refused: " + *why);
   auto name = t.name;
-  impl_->tools.emplace(std::move(name), impl::entry{std::move(t), std::move(schema)});
+  impl_->tools.emplace(std::move(name), impl::entry{std::move(t), std::move(std::get<compiled_schema>(schema))});
+}
+
+std::vector<std::string> registry::replace_origin(const std::string& origin, std::vector<tool> tools) {
+  for (auto it = impl_->tools.begin(); it != impl_->tools.end();)
+    it = it->second.definition.origin == origin ? impl_->tools.erase(it) : std::next(it);
+  std::vector<std::string> refused;
+  for (auto& t : tools) {
+    t.origin = origin;
+    if (const auto* held = find(t.name)) {
+      refused.push_back(fmt::format("'{}' is already a tool of {}", t.name, held->origin.empty() ? "built-in" : held->origin));
+      continue;
+    }
+    try {
+      add(std::move(t));
+    } catch (const std::invalid_argument& e) {
+      refused.push_back(e.what());
+    }
+  }
+  return refused;
+}
+
+void registry::set_origin_available(const std::string& origin, bool available, std::string reason) {
+  if (available) impl_->unavailable_origins.erase(origin);
+  else impl_->unavailable_origins[origin] = std::move(reason);
+}
+
+std::vector<tool_listing> registry::list() const {
+  std::vector<tool_listing> out;
+  for (const auto& [name, e] : impl_->tools) {
+    tool_listing l{name, e.definition.description, e.definition.origin.empty() ? "built-in" : e.definition.origin};
+    if (const auto* why = impl_->unavailable(e.definition)) {
+      l.available = false;
+      l.unavailable_reason = *why;
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
 }
 
 void registry::set_permissions(std::map<std::string, permission> permissions) {
@@ -109,7 +152,7 @@ bool registry::permitted(std::string_view name, const call_context& ctx) const {
 std::vector<llm::tool_definition> registry::definitions(const call_context& ctx) const {
   std::vector<llm::tool_definition> out;
   for (const auto& [name, e] : impl_->tools)
-    if (permitted(name, ctx)) out.push_back({name, e.definition.description, e.definition.parameters_json});
+    if (impl_->unavailable(e.definition) == nullptr && permitted(name, ctx)) out.push_back({name, e.definition.description, e.definition.parameters_json});
   return out;
 }
 
@@ -120,6 +163,8 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
   if (it == self->tools.end()) co_return failed("unknown tool '" + name + "'");
   if (!permitted(name, ctx))
     co_return failed(fmt::format("permission denied: '{}' is not allowed here", name));
+  if (const auto* why = self->unavailable(it->second.definition))
+    co_return failed(fmt::format("'{}' is unavailable now: {}", name, *why));
 
   // The model writes the arguments: deep nesting would overflow the stack in RapidJSON's
   // recursive parser (and in handlers that serialise values), so it is refused first.
@@ -129,7 +174,7 @@ asio::awaitable<tool_output> registry::execute(const std::string& name, const st
   args->Parse(args_json.empty() ? "{}" : args_json.c_str());
   if (args->HasParseError() || !args->IsObject())
     co_return failed("the arguments are not a JSON object");
-  if (auto problem = validate(*it->second.schema, *args)) co_return failed(*problem);
+  if (auto problem = it->second.schema.check(*args)) co_return failed(*problem);
 
   // The handler runs as its own coroutine so a deadline can end the wait; a handler that
   // overruns finishes in the background with its result dropped (it owns its inputs).

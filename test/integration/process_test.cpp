@@ -1,5 +1,6 @@
 // The real binary: help, bad flags, and the gateway's lifecycle under SIGTERM.
 
+#include "api_client.hpp"
 #include "child_process.hpp"
 #include "fake_llm_server.hpp"
 #include "raw_http.hpp"
@@ -110,22 +111,6 @@ TEST_CASE("an occupied port is a clear startup error with status 1", "[process]"
 }
 
 namespace {
-
-// Creates an instance through the admin key and injects one message with wait=true.
-std::string inject_and_wait(std::uint16_t port, const std::string& text) {
-  auto created = http_request(port, "POST", "/redis-platform/instances", "{}", "Authorization: Bearer admin-key\r\n");
-  REQUIRE(created.status == 201);
-  const auto id_at = created.body.find("\"instance_id\":\"") + 15;
-  const auto id = created.body.substr(id_at, created.body.find('"', id_at) - id_at);
-  const auto key_at = created.body.find("\"api_key\":\"") + 11;
-  const auto key = created.body.substr(key_at, created.body.find('"', key_at) - key_at);
-  auto r = http_request(port, "POST", "/redis-platform/instances/" + id + "/messages?wait=true&timeout=10",
-                        R"({"text":")" + text + R"(","user_id":"u1","user_name":"Ada"})",
-                        "Authorization: Bearer " + key + "\r\n");
-  INFO(r.raw);
-  CHECK(r.status == 200);
-  return r.body;
-}
 
 bool wait_ready(std::uint16_t port) { return wait_for_http(port, std::chrono::seconds(10), "/readyz"); }
 

@@ -42,4 +42,18 @@ inline created_instance create_instance(gateway_fixture& g, const std::string& b
   return {d["instance_id"].GetString(), d["api_key"].GetString()};
 }
 
+// A process test's turn: creates an instance with the admin key ("admin-key", as the tests
+// start the binary) and injects one message with wait=true; the response body.
+inline std::string inject_and_wait(std::uint16_t port, const std::string& text) {
+  auto created = http_request(port, "POST", "/redis-platform/instances", "{}", "Authorization: Bearer admin-key\r\n");
+  REQUIRE(created.status == 201);
+  auto d = json_of(created);
+  const std::string id = d["instance_id"].GetString(), key = d["api_key"].GetString();
+  auto r = http_request(port, "POST", "/redis-platform/instances/" + id + "/messages?wait=true&timeout=20",
+                        R"({"text":")" + text + R"(","user_id":"u1","user_name":"Ada"})", bearer(key));
+  INFO(r.raw);
+  CHECK(r.status == 200);
+  return r.body;
+}
+
 }  // namespace stargazer::test

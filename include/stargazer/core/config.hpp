@@ -101,6 +101,10 @@ struct config {
   std::string tools_mode = "in_process";  // in_process | remote (the tools role runs them)
   std::string tool_permissions;           // JSON: {"tool" or "*": {"allow_platforms": [...], "deny_users": [...]}}
   double tool_timeout_seconds = 10.0;     // per tool call
+  // MCP servers whose tools the persona uses (docs/tools.md), as JSON: {"name": {"command":
+  // ..., "args": [...], "env": [...], "cwd": ...} | {"url": ..., "headers": {...}}}; in the
+  // config file also as [mcp-servers.NAME] tables.
+  std::string mcp_servers;
 
   // The provider actually used once `auto` is resolved.
   std::string effective_llm_provider() const {

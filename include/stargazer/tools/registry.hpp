@@ -47,6 +47,17 @@ struct tool {
   // Tools that need the live platform connection run on the gateway (execute_tool RPC).
   bool runs_on_gateway = false;
   std::optional<std::chrono::milliseconds> deadline;  // unset: the registry's default
+  // Where the tool comes from: "" for the built-in tools, "mcp:{server}" for an MCP server's.
+  std::string origin;
+};
+
+// A registered tool as `stargazer tools list` and the catalog show it.
+struct tool_listing {
+  std::string name;
+  std::string description;
+  std::string origin;  // "built-in" or "mcp:{server}"
+  bool available = true;
+  std::string unavailable_reason;
 };
 
 struct registry_settings {
@@ -65,6 +76,13 @@ public:
 
   // Throws std::invalid_argument for a duplicate name or a schema that is not a JSON object.
   void add(tool t);
+  // Replaces every tool of `origin` by `tools` (a changed MCP tool list). A tool whose
+  // name another origin holds, or whose schema does not compile, is left out: one line
+  // each in the result says why.
+  std::vector<std::string> replace_origin(const std::string& origin, std::vector<tool> tools);
+  // The tools of an origin whose server is down are not offered and fail when called.
+  void set_origin_available(const std::string& origin, bool available, std::string reason = {});
+  std::vector<tool_listing> list() const;
   void set_permissions(std::map<std::string, permission> permissions);
   const tool* find(std::string_view name) const;
   bool permitted(std::string_view name, const call_context& ctx) const;
