@@ -85,6 +85,7 @@ struct pool_fixture {
     s.client.handshake_timeout = handshake;
     s.client.min_backoff = 100ms;
     s.client.max_backoff = 1s;
+    s.client.ping_interval = 500ms;  // pings go both ways during every test
     pool = std::make_unique<mcp::server_pool>(io.get_executor(), std::move(servers), registry, s, &conn, &metrics, &health);
     run_coro(io, pool->start());
   }
@@ -123,6 +124,16 @@ struct pool_fixture {
   health_registry health;
   std::unique_ptr<mcp::server_pool> pool;
 };
+
+// Until something answers HTTP on the port (the everything server has no 200 route).
+bool wait_listening(std::uint16_t port, std::chrono::milliseconds timeout = 20s) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (http_get(port, "/mcp").status != 0) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
 
 bool listed(const std::vector<llm::tool_definition>& defs, const std::string& name) {
   return std::any_of(defs.begin(), defs.end(), [&](const auto& d) { return d.name == name; });
@@ -388,7 +399,7 @@ TEST_CASE("a turn calls the everything server over stdio and over Streamable HTT
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("the tools role runs the MCP servers; a remote worker offers their tools and `tools list` shows them",
+TEST_CASE("the tools role runs the MCP servers, a remote worker offers their tools, and `tools list` shows them",
           "[process][e2e][mcp]") {
   redis_server redis;
   fake_llm_server llm;
@@ -442,4 +453,28 @@ TEST_CASE("the tools role runs the MCP servers; a remote worker offers their too
   for (auto* p : {&worker, &gateway}) p->signal(SIGTERM);
   CHECK(worker.wait(5s) == 0);
   CHECK(gateway.wait(5s) == 0);
+}
+
+TEST_CASE("a Streamable HTTP server that restarts loses the session, and the client initialises a new one",
+          "[mcp][tools]") {
+  REQUIRE(std::filesystem::exists(everything_server));  // scripts/deps.sh installs it (SG_DEPS_TEST_SERVERS=1)
+  const auto http_port = free_port();
+  const std::vector<std::string> env{"PORT=" + std::to_string(http_port), "PATH=" + std::string(std::getenv("PATH"))};
+  auto server = std::make_unique<child_process>(std::vector<std::string>{"node", everything_server, "streamableHttp"}, env);
+  REQUIRE(wait_listening(http_port));
+  pool_fixture f;
+  mcp::server_config c;
+  c.name = "web";
+  c.url = "http://127.0.0.1:" + std::to_string(http_port) + "/mcp";
+  f.start({c});
+  REQUIRE(f.wait_ready("web"));
+  CHECK(f.call("web__echo", R"({"message":"first session"})").text == "Echo: first session");
+
+  server->signal(SIGKILL);
+  server->wait(5s);
+  server = std::make_unique<child_process>(std::vector<std::string>{"node", everything_server, "streamableHttp"}, env);
+  REQUIRE(wait_listening(http_port));
+  // The event stream (or the next request) finds the session gone: a new one is made.
+  REQUIRE(f.wait_ready("web", 2));
+  CHECK(f.call("web__echo", R"({"message":"second session"})").text == "Echo: second session");
 }

@@ -1,4 +1,5 @@
 #include "roles/options.hpp"
+#include "stargazer/tools/mcp/protocol.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -380,4 +381,51 @@ TEST_CASE("the process is named by --node-id, and --instance-id is its deprecate
   auto both = parse({"--instance-id=old", "--node-id=new"});
   REQUIRE(std::holds_alternative<parsed_command>(both.result));
   CHECK(std::get<parsed_command>(both.result).cfg.node_id == "new");
+}
+
+TEST_CASE("MCP servers come as JSON or as [mcp-servers.NAME] tables, and bad ones name the field", "[config][mcp]") {
+  temp_file file(R"([mcp-servers.files]
+command = "npx"
+args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/a b"]
+env = ["PATH", "LOG_LEVEL=warn"]
+timeout = 20
+
+[mcp-servers.search]
+url = "https://search.internal/mcp"
+bearer_token_env = "SG_SEARCH_TOKEN"
+enabled = false
+
+[mcp-servers.search.headers]
+X-Team = "support"
+)");
+  auto o = parse({"--config", file.path});
+  INFO(o.err);
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  auto servers = tools::mcp::parse_server_configs(cfg_of(o).mcp_servers);
+  REQUIRE(std::holds_alternative<std::vector<tools::mcp::server_config>>(servers));
+  const auto& list = std::get<std::vector<tools::mcp::server_config>>(servers);
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].name == "files");
+  CHECK(list[0].args == std::vector<std::string>{"-y", "@modelcontextprotocol/server-filesystem", "/srv/a b"});
+  CHECK(list[0].env == std::vector<std::string>{"PATH", "LOG_LEVEL=warn"});
+  CHECK(list[0].timeout == std::chrono::seconds(20));
+  CHECK(list[1].url == "https://search.internal/mcp");
+  CHECK(list[1].headers.at("X-Team") == "support");
+  CHECK_FALSE(list[1].enabled);
+
+  // The rendered configuration loads back to the same servers.
+  temp_file rendered(render_config(cfg_of(o)));
+  auto again = parse({"--config", rendered.path});
+  REQUIRE(std::holds_alternative<parsed_command>(again.result));
+  CHECK(cfg_of(again).mcp_servers == cfg_of(o).mcp_servers);
+
+  temp_file bad("[mcp-servers.files]\ncommand = \"npx\"\nshell = true\n");
+  auto refused = parse({"--config", bad.path});
+  REQUIRE(std::holds_alternative<parse_exit>(refused.result));
+  CHECK(status_of(refused) == 2);
+  CHECK(refused.err.find("server 'files' has an unknown field 'shell'") != std::string::npos);
+
+  auto flag = parse({"--mcp-servers", R"({"x": {"command": "a", "url": "http://h"}})"});
+  REQUIRE(std::holds_alternative<parse_exit>(flag.result));
+  CHECK(flag.err.find("--mcp-servers: server 'x' needs exactly one of") != std::string::npos);
 }

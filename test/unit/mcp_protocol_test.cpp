@@ -156,7 +156,7 @@ TEST_CASE("a server's tools are named {server}__{tool} within the model API's ru
   CHECK_FALSE(registry_name("fs", "read file"));
 }
 
-TEST_CASE("--mcp-servers is parsed with errors naming the server and the field", "[mcp]") {
+TEST_CASE("the MCP servers option is parsed, with errors naming the server and the field", "[mcp]") {
   auto ok = parse_server_configs(R"({
       "everything": {"command": "node", "args": ["x.js", "stdio"], "env": ["PATH", "MODE=test"], "cwd": "/tmp", "timeout": 2.5},
       "remote": {"url": "http://127.0.0.1:3001/mcp", "headers": {"X-Team": "a"}, "bearer_token_env": "TOKEN", "enabled": false}})");

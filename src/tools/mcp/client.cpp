@@ -307,17 +307,23 @@ struct client::impl : std::enable_shared_from_this<impl> {
     if (failure.empty() && !conn->ended && !stopping) {
       ++status.connections;
       set_state(server_state::ready, fmt::format("{} tools", tools.size()));
-      boost::system::error_code ec;
-      co_await conn->ended_signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      // Up until the connection ends; a server that stops answering pings (hung, or an
+      // HTTP server gone quiet) is dropped and connected again.
+      while (!conn->ended && !stopping) {
+        conn->ended_signal.expires_after(settings.ping_interval);
+        boost::system::error_code ec;
+        co_await conn->ended_signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (conn->ended || stopping) break;
+        auto pinged = co_await request("ping", "", settings.ping_timeout);
+        if (auto* why = std::get_if<std::string>(&pinged); why != nullptr && !conn->ended)
+          connection_ended(conn, "did not answer a ping: " + *why);
+      }
       failure = conn->ended ? conn->why : std::string("stopped");
     } else if (failure.empty()) {
       failure = conn->ended ? conn->why : std::string("stopped");
     }
-    if (!conn->ended) {
-      conn->ended = true;
-      auto link = std::move(conn->link);
-      co_await link->close(settings.stop_grace);
-    }
+    conn->ended = true;
+    if (auto link = std::move(conn->link)) co_await link->close(settings.stop_grace);
     fail_pending(fmt::format("the MCP server '{}' {}", status.name, failure));
     co_return failure;
   }

@@ -115,8 +115,8 @@ public:
       co_return make_error_code(errc::reply_too_large);
     }
     const auto& head = *answered;
-    if (head.status == 404 && !s->session_id.empty()) {
-      s->close_with("lost its session (HTTP 404): it restarted or ended it");
+    if (s->session_lost(head)) {
+      s->close_with(fmt::format("lost its session (HTTP {}): it restarted or ended it", head.status));
       co_return make_error_code(errc::not_connected);
     }
     if (head.status >= 200 && head.status < 300) {
@@ -198,6 +198,15 @@ private:
       return req;
     }
 
+    // The specification answers a request on a session the server no longer has with 404;
+    // servers built on the TypeScript SDK's examples answer 400 naming the session.
+    bool session_lost(const http::response& r) const {
+      if (session_id.empty()) return false;
+      if (r.status == 404) return true;
+      if (r.status != 400) return false;
+      return ascii_lower(std::string_view(r.body).substr(0, 500)).find("session") != std::string::npos;
+    }
+
     void deliver(std::string text) {
       if (!closed && handlers.on_message) handlers.on_message(std::move(text));
     }
@@ -234,8 +243,8 @@ private:
         auto ended = co_await listener->stream(std::move(req), std::move(handler));
         if (closed) co_return;
         if (ended && ended->status == 405) co_return;
-        if (ended && ended->status == 404 && !session_id.empty()) {
-          close_with("lost its session (HTTP 404 on the event stream)");
+        if (ended && session_lost(*ended)) {
+          close_with(fmt::format("lost its session (HTTP {} on the event stream)", ended->status));
           co_return;
         }
         if (ended && ended->status >= 200 && ended->status < 300) wait = 1s;

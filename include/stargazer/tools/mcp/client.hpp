@@ -47,6 +47,8 @@ struct client_settings {
   std::chrono::milliseconds min_backoff{500};
   std::chrono::milliseconds max_backoff{30'000};
   std::chrono::milliseconds stop_grace{2'000};
+  std::chrono::milliseconds ping_interval{30'000};  // while connected and idle or not
+  std::chrono::milliseconds ping_timeout{10'000};
   std::string client_version = "0";
 };
 
