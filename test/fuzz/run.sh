@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 seconds="${1:-600}"
 shift || true
 jobs="${SG_FUZZ_JOBS:-1}"
-all_targets=(fuzz_config fuzz_discord_gateway fuzz_envelope fuzz_history fuzz_llm_response fuzz_mcp fuzz_resp fuzz_rest_body fuzz_sse fuzz_tools)
+all_targets=(fuzz_config fuzz_discord_gateway fuzz_envelope fuzz_history fuzz_llm_response fuzz_matrix_sync fuzz_mcp fuzz_resp fuzz_rest_body fuzz_sse fuzz_tools)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 
@@ -19,9 +19,9 @@ cmake --preset fuzz >/dev/null
 flock /tmp/sg-build.lock cmake --build --preset fuzz
 
 # Longest input and dictionary per target.
-declare -A max_len=([fuzz_config]=2048 [fuzz_discord_gateway]=4096 [fuzz_envelope]=4096 [fuzz_history]=4096 [fuzz_llm_response]=8192 [fuzz_mcp]=4096
+declare -A max_len=([fuzz_config]=2048 [fuzz_discord_gateway]=4096 [fuzz_envelope]=4096 [fuzz_history]=4096 [fuzz_llm_response]=8192 [fuzz_matrix_sync]=4096 [fuzz_mcp]=4096
                     [fuzz_resp]=4096 [fuzz_rest_body]=4096 [fuzz_sse]=2048 [fuzz_tools]=2048)
-declare -A dict=([fuzz_config]=config.dict [fuzz_history]=json.dict [fuzz_llm_response]=json.dict [fuzz_mcp]=json.dict
+declare -A dict=([fuzz_config]=config.dict [fuzz_history]=json.dict [fuzz_llm_response]=json.dict [fuzz_matrix_sync]=json.dict [fuzz_mcp]=json.dict
                  [fuzz_resp]=resp.dict [fuzz_rest_body]=json.dict [fuzz_tools]=json.dict)
 
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/sg-fuzz.XXXXXX")"

@@ -6,11 +6,10 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
-#define CMARK_NO_SHORT_NAMES  // cmark.h would otherwise define TEXT, PARAGRAPH, ... as macros
-#include <cmark.h>
-
+#define CMARK_NO_SHORT_NAMES  // cmark.h would otherwise define NODE_TEXT, ORDERED_LIST, ... as macros
 #include <algorithm>
 #include <cctype>
+#include <cmark.h>
 #include <memory>
 
 namespace stargazer::platform::matrix {
@@ -19,7 +18,9 @@ namespace {
 
 // ---- UTF-8 ----
 
-bool is_continuation(char c) { return (static_cast<unsigned char>(c) & 0xC0) == 0x80; }
+bool is_continuation(char c) {
+  return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
+}
 
 // Length of the valid UTF-8 sequence at the start of `s` (not empty), 0 when it is not one.
 std::size_t utf8_sequence(std::string_view s) {
@@ -27,10 +28,14 @@ std::size_t utf8_sequence(std::string_view s) {
   if (b0 < 0x80) return 1;
   std::size_t n = 0;
   std::uint32_t cp = 0;
-  if ((b0 & 0xE0) == 0xC0) n = 2, cp = b0 & 0x1F;
-  else if ((b0 & 0xF0) == 0xE0) n = 3, cp = b0 & 0x0F;
-  else if ((b0 & 0xF8) == 0xF0) n = 4, cp = b0 & 0x07;
-  else return 0;
+  if ((b0 & 0xE0) == 0xC0)
+    n = 2, cp = b0 & 0x1F;
+  else if ((b0 & 0xF0) == 0xE0)
+    n = 3, cp = b0 & 0x0F;
+  else if ((b0 & 0xF8) == 0xF0)
+    n = 4, cp = b0 & 0x07;
+  else
+    return 0;
   if (s.size() < n) return 0;
   for (std::size_t i = 1; i < n; ++i) {
     const auto b = static_cast<unsigned char>(s[i]);
@@ -69,7 +74,9 @@ std::string valid_utf8(std::string_view text) {
   return out;
 }
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
@@ -95,7 +102,9 @@ void put(json_writer& w, const char* key, std::string_view value) {
   put_string(w, value);
 }
 
-std::string text_of(const rapidjson::StringBuffer& buf) { return {buf.GetString(), buf.GetSize()}; }
+std::string text_of(const rapidjson::StringBuffer& buf) {
+  return {buf.GetString(), buf.GetSize()};
+}
 
 // ---- Markdown ----
 
@@ -142,7 +151,9 @@ bool allowed_link(std::string_view url) {
 }
 
 // `<img src>` must be in the media repository.
-bool allowed_image(std::string_view url) { return url.size() > 6 && iequals(url.substr(0, 6), "mxc://"); }
+bool allowed_image(std::string_view url) {
+  return url.size() > 6 && iequals(url.substr(0, 6), "mxc://");
+}
 
 bool inside_link(cmark_node* node) {
   for (auto* p = cmark_node_parent(node); p; p = cmark_node_parent(p))
@@ -196,8 +207,10 @@ void make_safe(cmark_node* node) {
       break;
     }
     case CMARK_NODE_LINK:
-      if (!allowed_link(url_of(node))) unwrap(node);
-      else cmark_node_set_title(node, "");  // `title` is not among the attributes `<a>` may have
+      if (!allowed_link(url_of(node)))
+        unwrap(node);
+      else
+        cmark_node_set_title(node, "");  // `title` is not among the attributes `<a>` may have
       break;
     case CMARK_NODE_IMAGE:
       if (allowed_image(url_of(node))) break;
@@ -256,8 +269,10 @@ rendering render(std::string_view markdown) {
         --depth;
         continue;
       }
-      if (is_container(type)) deepest = std::max(deepest, ++depth);
-      else deepest = std::max(deepest, depth + (type == CMARK_NODE_CODE_BLOCK ? 2 : 1));  // <pre><code>
+      if (is_container(type))
+        deepest = std::max(deepest, ++depth);
+      else
+        deepest = std::max(deepest, depth + (type == CMARK_NODE_CODE_BLOCK ? 2 : 1));  // <pre><code>
       switch (type) {
         case CMARK_NODE_DOCUMENT:
         case CMARK_NODE_PARAGRAPH:
@@ -293,8 +308,9 @@ rendering render(std::string_view markdown) {
 
   auto* first = cmark_node_first_child(doc.get());
   std::string_view html = out.html;
-  if (first && first == cmark_node_last_child(doc.get()) && cmark_node_get_type(first) == CMARK_NODE_PARAGRAPH &&
-      html.starts_with("<p>") && html.ends_with("</p>\n")) {
+  if (first && first == cmark_node_last_child(doc.get()) &&
+      cmark_node_get_type(first) == CMARK_NODE_PARAGRAPH && html.starts_with("<p>") &&
+      html.ends_with("</p>\n")) {
     html = html.substr(3, html.size() - 3 - 5);
   }
   while (!html.empty() && html.back() == '\n') html.remove_suffix(1);
@@ -342,7 +358,8 @@ std::vector<fence_block> find_fences(std::string_view text) {
           b.reopen_indent = std::string(std::min<std::size_t>(indent, 3), ' ');
           const auto info = trim(after);
           const auto language = info.substr(0, info.find_first_of(" \t"));
-          b.reopen = b.reopen_indent + b.fence + std::string(language.size() <= 32 ? language : std::string_view());
+          b.reopen =
+              b.reopen_indent + b.fence + std::string(language.size() <= 32 ? language : std::string_view());
           open = std::move(b);
         }
       } else if (c == open->fence[0] && run >= open->fence.size() &&
@@ -363,7 +380,7 @@ std::vector<fence_block> find_fences(std::string_view text) {
 }
 
 class splitter {
-public:
+ public:
   splitter(std::string_view text, std::size_t max_bytes)
       : text_(text), max_(max_bytes), blocks_(find_fences(text)) {}
 
@@ -376,7 +393,8 @@ public:
       }
       auto cut = size_of(text_.size()) <= max_ ? text_.size() : choose_cut();
       const fence_block* open = cut < text_.size() ? splitting(cut) : nullptr;
-      if (open && size_of(cut) > max_) open = nullptr;  // only after a forced cut; cannot happen with sane fences
+      if (open && size_of(cut) > max_)
+        open = nullptr;  // only after a forced cut; cannot happen with sane fences
 
       std::string part = carried_ ? carried_->reopen + "\n" : std::string();
       auto chunk = text_.substr(pos_, cut - pos_);
@@ -398,7 +416,7 @@ public:
     return parts;
   }
 
-private:
+ private:
   // The block a cut at `c` (0 < c < size) would split: opened before `c`, not closed by it.
   const fence_block* splitting(std::size_t c) const {
     auto it = std::upper_bound(blocks_.begin(), blocks_.end(), c,
@@ -408,7 +426,9 @@ private:
     return c < it->end ? &*it : nullptr;
   }
 
-  std::string closer(const fence_block* b) const { return (b == carried_ ? b->reopen_indent : b->indent) + b->fence; }
+  std::string closer(const fence_block* b) const {
+    return (b == carried_ ? b->reopen_indent : b->indent) + b->fence;
+  }
 
   std::size_t head() const { return carried_ ? carried_->reopen.size() + 1 : 0; }
 
@@ -515,7 +535,8 @@ void put_mentions(json_writer& w, const std::vector<std::string>& user_ids) {
 }
 
 std::string message_json(std::string_view msgtype, const formatted_text& text, const std::string* html,
-                         const reply_target* reply, bool later_part, const std::vector<std::string>& mentions) {
+                         const reply_target* reply, bool later_part,
+                         const std::vector<std::string>& mentions) {
   rapidjson::StringBuffer buf;
   json_writer w(buf);
   w.StartObject();
@@ -541,7 +562,9 @@ std::string message_content(std::string_view msgtype, std::string_view markdown,
   return message_json(msgtype, text, nullptr, reply, later_part, mentions);
 }
 
-std::string_view msgtype_of(text_kind kind) { return kind == text_kind::notice ? "m.notice" : "m.text"; }
+std::string_view msgtype_of(text_kind kind) {
+  return kind == text_kind::notice ? "m.notice" : "m.text";
+}
 
 void append_contents(std::vector<std::string>& out, std::string_view markdown, const reply_target* reply,
                      const std::vector<std::string>& mentions, text_kind kind, std::size_t max_bytes) {
@@ -562,7 +585,8 @@ void append_contents(std::vector<std::string>& out, std::string_view markdown, c
 bool ends_with_period_list(std::string_view markdown) {
   const auto doc = parse(markdown);
   auto* last = doc ? cmark_node_last_child(doc.get()) : nullptr;
-  return last && cmark_node_get_type(last) == CMARK_NODE_LIST && cmark_node_get_list_type(last) == CMARK_ORDERED_LIST &&
+  return last && cmark_node_get_type(last) == CMARK_NODE_LIST &&
+         cmark_node_get_list_type(last) == CMARK_ORDERED_LIST &&
          cmark_node_get_list_delim(last) == CMARK_PERIOD_DELIM;
 }
 
@@ -586,7 +610,9 @@ std::string_view strip_reply_fallback(std::string_view body) {
 
 // ---- Markdown ----
 
-std::string markdown_to_html(std::string_view markdown) { return render(valid_utf8(markdown)).html; }
+std::string markdown_to_html(std::string_view markdown) {
+  return render(valid_utf8(markdown)).html;
+}
 
 formatted_text format_markdown(std::string_view markdown) {
   formatted_text out{valid_utf8(markdown), std::nullopt};
@@ -595,7 +621,9 @@ formatted_text format_markdown(std::string_view markdown) {
   return out;
 }
 
-bool has_formatting(std::string_view markdown) { return format_markdown(markdown).formatted_body.has_value(); }
+bool has_formatting(std::string_view markdown) {
+  return format_markdown(markdown).formatted_body.has_value();
+}
 
 // ---- Splitting ----
 
@@ -692,7 +720,8 @@ std::string buttons_text(std::string_view text, const std::vector<std::string>& 
   return out;
 }
 
-std::optional<std::size_t> button_choice(std::string_view reply_body, const std::vector<std::string>& labels) {
+std::optional<std::size_t> button_choice(std::string_view reply_body,
+                                         const std::vector<std::string>& labels) {
   const auto reply = trim(strip_reply_fallback(reply_body));
   if (reply.empty() || labels.empty()) return std::nullopt;
   std::size_t digits = 0;
@@ -703,7 +732,8 @@ std::optional<std::size_t> button_choice(std::string_view reply_body, const std:
     auto rest = reply.substr(digits);
     if (!rest.empty() && (rest.front() == '.' || rest.front() == ')')) rest.remove_prefix(1);
     rest = trim(rest);
-    if (n >= 1 && n <= labels.size() && (rest.empty() || iequals(rest, one_line(labels[n - 1])))) return n - 1;
+    if (n >= 1 && n <= labels.size() && (rest.empty() || iequals(rest, one_line(labels[n - 1]))))
+      return n - 1;
   }
   for (std::size_t i = 0; i < labels.size(); ++i)
     if (iequals(reply, one_line(labels[i]))) return i;
@@ -736,6 +766,8 @@ std::string presence_body(std::string_view status_msg) {
   return text_of(buf);
 }
 
-std::string receipt_body() { return "{}"; }
+std::string receipt_body() {
+  return "{}";
+}
 
 }  // namespace stargazer::platform::matrix

@@ -194,7 +194,9 @@ std::optional<message_event> decode_message(const value& ev, std::string& why) {
   m.format = optional_string(*content, "format");
   m.formatted_body = optional_string(*content, "formatted_body");
 
-  // Relations: a reply, a thread, an edit.
+  // Relations: a reply, a thread, an edit. A reply's body may start with the original
+  // quoted (rich_replies.md); a thread's fallback reply carries no such quote.
+  bool quoted_reply = false;
   if (const value* rel = member(*content, "m.relates_to"); rel != nullptr && rel->IsObject()) {
     const auto rel_type = optional_string(*rel, "rel_type");
     if (rel_type == "m.replace") {
@@ -224,14 +226,11 @@ std::optional<message_event> decode_message(const value& ev, std::string& why) {
     }
     if (const value* reply = member(*rel, "m.in_reply_to"); reply != nullptr) {
       const bool fallback = rel_type == "m.thread" && is_true(member(*rel, "is_falling_back"));
+      quoted_reply = !fallback;
       auto target = string_at(member(*reply, "event_id"));
       if (!fallback && target && plausible_id(*target, '$')) m.reply_to = std::move(*target);
     }
   }
-  const bool quoted_reply = [&] {
-    const value* rel = member(*content, "m.relates_to");
-    return rel != nullptr && member(*rel, "m.in_reply_to") != nullptr;
-  }();
   if (quoted_reply) m.formatted_body = strip_reply_fallback_html(m.formatted_body);
 
   if (const value* mentions = member(*content, "m.mentions"); mentions != nullptr && mentions->IsObject()) {

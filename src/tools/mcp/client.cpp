@@ -45,7 +45,8 @@ struct pending_request {
 // One connection: the transport and whether it ended.
 struct connection {
   explicit connection(asio::any_io_executor ex) : ended_signal(std::move(ex)) {}
-  std::unique_ptr<transport> link;
+  // Shared: whoever awaits on it (opening, stopping, sending) keeps it alive.
+  std::shared_ptr<transport> link;
   asio::steady_timer ended_signal;  // waits "forever"; cancelled when the connection ends
   bool ended = false;
   std::string why;
@@ -111,7 +112,8 @@ struct client::impl : std::enable_shared_from_this<impl> {
         ex,
         [self, conn, text = std::move(text), id]() -> asio::awaitable<void> {
           if (conn->ended || !conn->link) co_return;
-          const auto ec = co_await conn->link->send(text);
+          auto link = conn->link;
+          const auto ec = co_await link->send(text);
           if (!ec) co_return;
           if (id == 0) {
             self->log.debug("could not send a notification: {}", ec.message());
@@ -125,10 +127,6 @@ struct client::impl : std::enable_shared_from_this<impl> {
           }
         },
         "mcp:" + status.name);
-  }
-
-  void notify_server(std::string_view method, std::string_view params) {
-    if (current && !current->ended) send_in_background(current, encode_notification(method, params), 0);
   }
 
   asio::awaitable<request_result> request(std::string method, std::string params, std::chrono::milliseconds deadline) {
@@ -253,7 +251,8 @@ struct client::impl : std::enable_shared_from_this<impl> {
   // Connects and serves until the connection ends; the reason, for the log and status.
   asio::awaitable<std::string> serve_one_connection() {
     auto conn = std::make_shared<connection>(ex);
-    conn->link = make_transport();
+    conn->link = std::shared_ptr<transport>(make_transport());
+    if (!conn->link) co_return std::string("stopped");  // the pool is gone
     conn->ended_signal.expires_at(asio::steady_timer::time_point::max());
     current = conn;
     set_state(server_state::starting, "connecting");
@@ -271,7 +270,9 @@ struct client::impl : std::enable_shared_from_this<impl> {
       auto c = weak_conn.lock();
       if (self && c) self->connection_ended(c, std::move(why));
     };
-    const auto open_error = co_await conn->link->open(std::move(handlers));
+    auto opening = conn->link;
+    const auto open_error = co_await opening->open(std::move(handlers));
+    if (!conn->link) co_return std::string("stopped");  // stop() took the link while it opened
     if (open_error) {
       conn->ended = true;
       co_return fmt::format("could not connect: {} [{}]", open_error.message(), conn->link->describe());
@@ -292,10 +293,16 @@ struct client::impl : std::enable_shared_from_this<impl> {
         const auto& server = std::get<server_info>(info);
         status.protocol_version = server.protocol_version;
         conn->link->set_protocol_version(server.protocol_version);
-        notify_server("notifications/initialized", "");
+        // Sent and delivered before any request: over HTTP each message is its own POST,
+        // and a server may refuse requests that overtake it.
+        auto sender = conn->link;
+        const auto initialized = co_await sender->send(encode_notification("notifications/initialized"));
+        if (initialized) failure = fmt::format("could not send notifications/initialized: {}", initialized.message());
         log.info("connected over {}: {} {}, protocol {}", status.transport, utf8_prefix(server.name, 80),
                  utf8_prefix(server.version, 40), server.protocol_version);
-        if (!server.tools) {
+        if (!failure.empty() || conn->ended || !conn->link) {
+          if (failure.empty()) failure = conn->ended ? conn->why : std::string("stopped");
+        } else if (!server.tools) {
           tools.clear();
         } else {
           auto listed = co_await list_tools();
@@ -309,14 +316,21 @@ struct client::impl : std::enable_shared_from_this<impl> {
       set_state(server_state::ready, fmt::format("{} tools", tools.size()));
       // Up until the connection ends; a server that stops answering pings (hung, or an
       // HTTP server gone quiet) is dropped and connected again.
+      // Pings only when nothing is in flight (a server that handles one request at a time
+      // cannot answer while it works), and two missed in a row end the connection.
+      int missed = 0;
       while (!conn->ended && !stopping) {
         conn->ended_signal.expires_after(settings.ping_interval);
         boost::system::error_code ec;
         co_await conn->ended_signal.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         if (conn->ended || stopping) break;
+        if (!pending.empty()) continue;
         auto pinged = co_await request("ping", "", settings.ping_timeout);
-        if (auto* why = std::get_if<std::string>(&pinged); why != nullptr && !conn->ended)
-          connection_ended(conn, "did not answer a ping: " + *why);
+        if (auto* why = std::get_if<std::string>(&pinged)) {
+          if (++missed >= 2 && !conn->ended) connection_ended(conn, "did not answer two pings: " + *why);
+        } else {
+          missed = 0;
+        }
       }
       failure = conn->ended ? conn->why : std::string("stopped");
     } else if (failure.empty()) {

@@ -19,6 +19,8 @@
 #include <boost/asio.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace stargazer::tools::mcp {
 
 namespace asio = boost::asio;
@@ -89,13 +91,20 @@ public:
       event_stream = head.content_type.find("text/event-stream") != std::string::npos;
       return true;
     };
+    const auto id = request_id(text);
+    bool answered_here = false;
     handler.on_body = [&, s](std::string_view piece) {
       if (s->closed) return false;
       if (event_stream) {
-        for (auto& e : events.feed(piece))
-          if (e.type == "message" && !e.data.empty()) s->deliver(std::move(e.data));
+        for (auto& e : events.feed(piece)) {
+          if (e.type != "message" || e.data.empty()) continue;
+          if (!id.empty() && answers(e.data, id)) answered_here = true;
+          s->deliver(std::move(e.data));
+        }
         if (events.failed()) too_large = true;
-        return !events.failed();
+        // The stream has served its request once the answer is in: a server that keeps
+        // it open (with heartbeats) would otherwise hold a connection per call.
+        return !events.failed() && !answered_here;
       }
       if (json_body.size() + piece.size() > s->settings.max_message_bytes) {
         too_large = true;
@@ -123,14 +132,11 @@ public:
       if (!event_stream && !json_body.empty()) s->deliver(std::move(json_body));
       co_return std::error_code{};
     }
-    // Any other status: the body may be a JSON-RPC error for the request; otherwise the
-    // request is answered here with one naming the status, so its caller learns why.
-    auto id = request_id(text);
-    auto decoded = decode(head.body);
-    if (std::holds_alternative<std::vector<message>>(decoded)) {
-      s->deliver(std::string(head.body));
-    } else if (!id.empty()) {
-      s->deliver(encode_error(id, -32000, fmt::format("HTTP {}: {}", head.status, utf8_prefix(head.body, 300))));
+    // Any other status (401, 403, 406, 5xx): the request is answered here, naming the
+    // status and the body (often a JSON-RPC error with a null id, which would reach nobody).
+    if (!id.empty()) {
+      if (answers(head.body, id)) s->deliver(std::string(head.body));
+      else s->deliver(encode_error(id, -32000, fmt::format("HTTP {}: {}", head.status, utf8_prefix(head.body, 300))));
     }
     co_return std::error_code{};
   }
@@ -255,6 +261,16 @@ private:
       }
     }
   };
+
+  // Whether `body` is the answer (result or error) to the request with this id.
+  static bool answers(std::string_view body, const std::string& id_json) {
+    auto decoded = decode(body);
+    auto* messages = std::get_if<std::vector<message>>(&decoded);
+    if (messages == nullptr) return false;
+    return std::any_of(messages->begin(), messages->end(), [&](const message& m) {
+      return (m.type == message::kind::result || m.type == message::kind::error) && m.id_json == id_json;
+    });
+  }
 
   // The id of a request as JSON text ("" for a notification or an answer).
   static std::string request_id(std::string_view text) {

@@ -327,8 +327,10 @@ std::variant<std::vector<server_config>, std::string> parse_server_configs(std::
       return fmt::format("--mcp-servers: '{}' is not a server name (letters, digits, '-' and single '_', at most 32)",
                          utf8_prefix(c.name, 40));
     if (!value.IsObject()) return bad("is not an object");
-    for (const auto& [field_name, field] : value.GetObject()) {
-      const std::string_view f(field_name.GetString(), field_name.GetStringLength());
+    for (auto member_it = value.MemberBegin(); member_it != value.MemberEnd(); ++member_it) {
+      // Not a structured binding: clang 14 (the fuzz build) cannot capture one in a lambda.
+      const auto& field = member_it->value;
+      const std::string_view f(member_it->name.GetString(), member_it->name.GetStringLength());
       const auto need_string = [&](std::string& into) -> std::optional<std::string> {
         if (!field.IsString()) return bad(fmt::format("'{}' is not a string", f));
         into.assign(field.GetString(), field.GetStringLength());
@@ -366,6 +368,7 @@ std::variant<std::vector<server_config>, std::string> parse_server_configs(std::
     if (c.command.empty() == c.url.empty()) return bad("needs exactly one of 'command' (stdio) and 'url' (HTTP)");
     if (!c.url.empty() && c.url.rfind("http://", 0) != 0 && c.url.rfind("https://", 0) != 0)
       return bad("'url' must start with http:// or https://");
+    if (c.url.find_first_of("?#") != std::string::npos) return bad("'url' must have no query or fragment");
     if (c.is_stdio() && (!c.headers.empty() || !c.bearer_token_env.empty()))
       return bad("'headers' and 'bearer_token_env' belong to HTTP servers");
     if (!c.is_stdio() && (!c.args.empty() || !c.env.empty() || !c.cwd.empty()))

@@ -227,6 +227,7 @@ struct server_pool::impl : std::enable_shared_from_this<impl> {
       for (const auto& refused : tools.replace_origin(origin, std::move(list)))
         log.error("server '{}': a tool is refused: {}", s->config.name, refused);
       s->registered = std::move(fingerprint);
+      publish();  // remote workers learn the new list now, not at the next refresh
     }
     const bool ready = status.state == server_state::ready;
     tools.set_origin_available(origin, ready,
@@ -365,6 +366,8 @@ asio::awaitable<void> server_pool::stop(std::chrono::milliseconds) {
   auto self = impl_;
   self->stopping = true;
   self->refresh.cancel();
+  // Not offered from now on, while the children stop one after the other.
+  for (const auto& s : self->servers) self->tools.set_origin_available(origin_of(s->config.name), false, "stopping");
   for (const auto& s : self->servers) {
     s->up_gauge = {};
     co_await s->connection->stop();

@@ -696,12 +696,17 @@ public:
     st->closing = true;
     close_quietly(st->in);  // a server exits at the end of its input
     wake_writers(*st);
+    // The specification's order: end of input first, then SIGTERM, then SIGKILL. A server
+    // gets a third of the grace to leave on its own.
     if (st->pid > 0 && !try_reap(*st)) {
-      signal_group(*st, SIGTERM);
-      bool gone = co_await wait_exit(st, grace);
+      bool gone = co_await wait_exit(st, grace / 3);
       if (!gone) {
-        st->log.warn("pid {} did not exit within {} ms of SIGTERM: killing its process group", st->pid,
-                     grace.count());
+        signal_group(*st, SIGTERM);
+        gone = co_await wait_exit(st, grace - grace / 3);
+      }
+      if (!gone) {
+        st->log.warn("pid {} did not exit within {} ms of the end of its input and SIGTERM: killing its process group",
+                     st->pid, grace.count());
         signal_group(*st, SIGKILL);
         gone = co_await wait_exit(st, exit_after_kill);
         if (!gone) reap_now(*st);

@@ -55,7 +55,8 @@ inline constexpr std::string_view html_format = "org.matrix.custom.html";
 // ---- Markdown ----
 
 // The Markdown as HTML, safe as described above; a lone paragraph comes without its
-// `<p>` (the spec asks for no needless tags). Always HTML, even for plain text.
+// `<p>` (the spec asks for no needless tags). Always HTML, even for plain text and for
+// nesting deeper than `max_html_depth` (format_markdown decides what is sent).
 std::string markdown_to_html(std::string_view markdown);
 
 struct formatted_text {
@@ -74,8 +75,8 @@ bool has_formatting(std::string_view markdown);
 
 // ---- Splitting ----
 
-// Parts in order, none empty, each at most `max_bytes` bytes (`max_bytes` >= 256) and
-// valid UTF-8 (an invalid byte becomes U+FFFD). A part ends at a paragraph break (a blank
+// Parts in order, none empty (none at all for blank text), each at most `max_bytes` bytes
+// (a smaller `max_bytes` counts as 256) and valid UTF-8 (an invalid byte becomes U+FFFD). A part ends at a paragraph break (a blank
 // line) if one fits in its last three quarters, else at a line break, else after a space,
 // else between two characters. Cuts stay out of fenced code blocks (``` or ~~~) when they
 // can: before splitting a block, a part ends early at the line break before it if the
@@ -113,15 +114,16 @@ std::string notice_content(std::string_view markdown, const reply_target* reply,
 
 enum class text_kind { text, notice };
 
-// A whole reply as the contents to send in order: split_message, then one content per
-// part. The first part answers `reply` and mentions `mention_user_ids`; the rest mention
+// A whole reply as the contents to send in order (none for blank text): split_message,
+// then one content per part. The first part answers `reply` and mentions `mention_user_ids`; the rest mention
 // nobody (one notification per reply) and, in a thread, stay in it (falling back to a
 // reply to `reply->event_id`). A part whose content would still exceed
 // `max_content_bytes` without HTML (text that JSON escaping inflates, such as quotes or
 // control characters) is split again, smaller.
 std::vector<std::string> text_contents(std::string_view markdown, const reply_target* reply,
                                        const std::vector<std::string>& mention_user_ids,
-                                       text_kind kind = text_kind::text, std::size_t max_bytes = max_body_bytes);
+                                       text_kind kind = text_kind::text,
+                                       std::size_t max_bytes = max_body_bytes);
 
 // `m.image` for image/*, `m.audio` for audio/*, `m.video` for video/*, else `m.file`
 // (the type and subtype are case-insensitive; parameters such as "; charset=" ignored).
@@ -132,7 +134,8 @@ std::string_view msgtype_for_mimetype(std::string_view mimetype);
 // chosen from the mimetype. An empty filename becomes "file"; an empty mimetype is left out
 // of `info`. With a `reply`, the file answers it as text_content does.
 std::string file_content(std::string_view mxc_uri, std::string_view filename, std::string_view mimetype,
-                         std::uint64_t size, std::string_view msgtype = {}, const reply_target* reply = nullptr);
+                         std::uint64_t size, std::string_view msgtype = {},
+                         const reply_target* reply = nullptr);
 
 // An `m.reaction`: {"m.relates_to":{"rel_type":"m.annotation","event_id":...,"key":...}}.
 std::string reaction_content(std::string_view event_id, std::string_view key);

@@ -10,8 +10,8 @@
 // / `rooms.invite` / `rooms.leave` present with the wrong type (the adapter then retries
 // the same `since` instead of skipping what it could not read). Anything smaller (a room,
 // an event, a field) that is malformed is left out and listed in `sync_batch::skipped` with
-// the reason. Optional fields of the wrong type count as absent; a JSON null counts as
-// absent everywhere. Every id and text handed out is valid UTF-8 (RapidJSON decodes the
+// the reason. Optional fields of the wrong type count as absent; a member set to null
+// counts as absent. Every id and text handed out is valid UTF-8 (RapidJSON decodes the
 // escape "\udc00" into bytes that are not; a field holding one counts as the wrong type).
 
 #include <cstdint>
@@ -143,7 +143,10 @@ struct sync_batch {
 
 struct sync_limits {
   std::size_t max_bytes = 32 * 1024 * 1024;
-  unsigned max_depth = 64;  // JSON nesting, checked before parsing
+  // JSON nesting, checked before parsing. The whole response is refused, so an event
+  // nested this deep (room members choose their events' content) stops the sync at its
+  // token until the limit is raised or the event leaves the timeline window.
+  unsigned max_depth = 64;
 };
 
 // A /sync response body → the batch, or what makes it unusable. `bot_user_id` finds the
