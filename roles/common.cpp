@@ -77,7 +77,7 @@ std::shared_ptr<void> add_health_server(process& p) {
 
 // Every platform's stream and group exist whether or not a gateway serves it yet, so a
 // worker can publish to any (Discord's entries wait for a gateway with a token).
-std::vector<std::string> gateway_platforms() { return {"redis", "webchat", "discord"}; }
+std::vector<std::string> gateway_platforms() { return {"redis", "webchat", "discord", "matrix"}; }
 
 redis_component::redis_component(redis::connection& conn, health_registry& health) : conn_(conn) {
   health.add("redis", [&conn] {

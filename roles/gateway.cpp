@@ -12,6 +12,7 @@
 #include "stargazer/http/server.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/platform/discord/discord_platform.hpp"
+#include "stargazer/platform/matrix/matrix_platform.hpp"
 #include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
@@ -54,7 +55,35 @@ struct gateway_parts {
     if (p.cfg.webchat_enabled) webchat.add_routes(routes, *server);
     if (!p.cfg.discord_token.empty()) discord = std::make_unique<discord_parts>(p, pinned_tools_factory());
     else log::logger("gateway").info("Discord is off: no --discord-token (SG_DISCORD_TOKEN)");
+    if (!p.cfg.matrix_homeserver.empty()) matrix = std::make_unique<matrix_parts>(p, pinned_tools_factory());
+    else log::logger("gateway").info("Matrix is off: no --matrix-homeserver (SG_MATRIX_HOMESERVER)");
   }
+
+  // The Matrix platform, when a homeserver is configured (credentials checked with the config).
+  struct matrix_parts {
+    matrix_parts(process& p, const std::function<platform::gateway_tool_runner(platform::platform_adapter&)>& tools)
+        : adapter(p.redis, p.bus, settings_from(p.cfg), &p.metrics),
+          dispatch(adapter, tools(adapter)),
+          outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(), p.cfg.node_id,
+                                                            dispatch, bus::outbound_consumer_settings{}, &p.metrics)) {
+      p.health.add("matrix", [this] { return adapter.health(); });
+    }
+    static platform::matrix::matrix_settings settings_from(const config& cfg) {
+      platform::matrix::matrix_settings s;
+      s.homeserver = cfg.matrix_homeserver;
+      s.user_id = cfg.matrix_user_id;
+      s.access_token = cfg.matrix_access_token;
+      s.password = cfg.matrix_password;
+      s.join_policy = *platform::matrix::parse_auto_join(cfg.matrix_auto_join);  // validated with the config
+      s.allowed_users = cfg.matrix_allowed_users;
+      s.bot_name = cfg.bot_name;
+      s.node_id = cfg.node_id;
+      return s;
+    }
+    platform::matrix::matrix_platform adapter;
+    platform::outbound_dispatcher dispatch;
+    std::shared_ptr<bus::outbound_consumer> outbound;
+  };
 
   // The Discord platform, when a token is configured.
   struct discord_parts {
@@ -122,6 +151,7 @@ struct gateway_parts {
   http::router routes;
   std::shared_ptr<http::http_server> server;
   std::unique_ptr<discord_parts> discord;
+  std::unique_ptr<matrix_parts> matrix;
 };
 
 // Starts and stops an adapter that needs nothing else (its outbound consumer is added before it).
@@ -147,6 +177,10 @@ gateway_handle add_gateway(process& p) {
   if (p.cfg.webchat_enabled) {
     p.host.add(parts->webchat_outbound);
     p.host.add(std::make_shared<adapter_component>(parts->webchat, parts->rooms, p.health));
+  }
+  if (parts->matrix) {
+    p.host.add(parts->matrix->outbound);
+    p.host.add(std::make_shared<platform_component>(parts->matrix->adapter));
   }
   if (parts->discord) {
     p.host.add(parts->discord->outbound);

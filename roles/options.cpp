@@ -4,6 +4,7 @@
 #include "stargazer/core/log.hpp"
 #include "stargazer/http/base_url.hpp"
 #include "stargazer/platform/discord/gateway_protocol.hpp"
+#include "stargazer/platform/matrix/sync_events.hpp"
 #include "stargazer/redis/url.hpp"
 #include "stargazer/tools/mcp/protocol.hpp"
 #include "stargazer/tools/permissions.hpp"
@@ -96,6 +97,17 @@ void validate(config& cfg) {
     throw bad_value(fmt::format("--discord-gateway-url: '{}' is not a ws:// or wss:// URL", g));
   if (cfg.discord_token.find_first_of(" \t\r\n") != std::string::npos)
     throw bad_value("--discord-token: a token has no whitespace");
+  if (!cfg.matrix_homeserver.empty()) {
+    if (std::string error; !http::parse_base_url(cfg.matrix_homeserver, &error))
+      throw bad_value(fmt::format("--matrix-homeserver: {}", error));
+    const auto& u = cfg.matrix_user_id;
+    if (u.size() < 4 || u[0] != '@' || u.find(':') == std::string::npos || u.find_first_of(" \t\r\n/") != std::string::npos)
+      throw bad_value(fmt::format("--matrix-user-id: '{}' is not a Matrix user id like @bot:example.org", u));
+    if (cfg.matrix_access_token.empty() && cfg.matrix_password.empty())
+      throw bad_value("--matrix-access-token or --matrix-password: one is needed with --matrix-homeserver");
+  }
+  if (std::string error; !platform::matrix::parse_auto_join(cfg.matrix_auto_join, &error))
+    throw bad_value(fmt::format("--matrix-auto-join: {}", error));
   if (!cfg.redis_sentinels.empty() && cfg.redis_sentinel_master.empty())
     throw bad_value("--redis-sentinel-master: must not be empty when sentinels are given");
   if (cfg.llm_provider != "auto" && cfg.llm_provider != "echo" && cfg.llm_provider != "openai")
@@ -398,6 +410,33 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->capture_default_str()
           ->group(discord),
       "SG_DISCORD_ALLOW_BOTS");
+
+  auto matrix = "Matrix (docs/matrix.md)";
+  env(app.add_option("--matrix-homeserver", cfg.matrix_homeserver,
+                     "Homeserver base URL; with it and credentials, the gateway and standalone roles join Matrix")
+          ->group(matrix),
+      "SG_MATRIX_HOMESERVER");
+  env(app.add_option("--matrix-user-id", cfg.matrix_user_id, "The bot's account, @bot:example.org")->group(matrix),
+      "SG_MATRIX_USER_ID");
+  env(app.add_option("--matrix-access-token", cfg.matrix_access_token,
+                     "Access token of the bot's account (a secret: prefer SG_MATRIX_ACCESS_TOKEN)")
+          ->group(matrix),
+      "SG_MATRIX_ACCESS_TOKEN");
+  env(app.add_option("--matrix-password", cfg.matrix_password,
+                     "Password: logs in once (m.login.password), keeps the token and device id in Redis (a secret: "
+                     "prefer SG_MATRIX_PASSWORD)")
+          ->group(matrix),
+      "SG_MATRIX_PASSWORD");
+  env(app.add_option("--matrix-auto-join", cfg.matrix_auto_join,
+                     "Invites joined: off, invited-by-allowed (an allowed user invites), all")
+          ->capture_default_str()
+          ->group(matrix),
+      "SG_MATRIX_AUTO_JOIN");
+  env(app.add_option("--matrix-allowed-users", cfg.matrix_allowed_users,
+                     "Who the bot answers and whose invites it takes: patterns like @*:example.org (empty: everyone)")
+          ->delimiter(',')
+          ->group(matrix),
+      "SG_MATRIX_ALLOWED_USERS");
 
   auto tools = "Tools";
   env(app.add_option("--tools-mode", cfg.tools_mode,
@@ -882,6 +921,12 @@ std::string render_config(const config& cfg) {
   line("discord-api-url", toml_string(cfg.discord_api_url));
   line("discord-gateway-url", toml_string(cfg.discord_gateway_url));
   line("discord-allow-bots", cfg.discord_allow_bots ? "true" : "false");
+  line("matrix-homeserver", toml_string(cfg.matrix_homeserver));
+  line("matrix-user-id", toml_string(cfg.matrix_user_id));
+  line("matrix-auto-join", toml_string(cfg.matrix_auto_join));
+  std::string matrix_allowed;
+  for (const auto& u : cfg.matrix_allowed_users) matrix_allowed += (matrix_allowed.empty() ? "" : ", ") + toml_string(u, true);
+  line("matrix-allowed-users", "[" + matrix_allowed + "]");
   line("tools-mode", toml_string(cfg.tools_mode));
   line("tool-permissions", toml_string(cfg.tool_permissions));
   line("tool-timeout", fmt::format("{}", cfg.tool_timeout_seconds));
@@ -889,6 +934,8 @@ std::string render_config(const config& cfg) {
   line("admin-api-key", secret(cfg.admin_api_key));
   line("llm-api-key", secret(cfg.llm_api_key));
   line("discord-token", secret(cfg.discord_token));
+  line("matrix-access-token", secret(cfg.matrix_access_token));
+  line("matrix-password", secret(cfg.matrix_password));
   return out;
 }
 

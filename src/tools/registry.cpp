@@ -156,8 +156,7 @@ std::vector<llm::tool_definition> registry::definitions(const call_context& ctx)
   return out;
 }
 
-asio::awaitable<tool_output> registry::execute(const std::string& name, const std::string& args_json,
-                                               call_context ctx) const {
+asio::awaitable<tool_output> registry::execute(std::string name, std::string args_json, call_context ctx) const {
   auto self = impl_;  // the registry outlives no call by contract, but the state is shared anyway
   const auto it = self->tools.find(name);
   if (it == self->tools.end()) co_return failed("unknown tool '" + name + "'");

@@ -1,7 +1,8 @@
 // What a Matrix homeserver answers to /sync (platform/matrix/sync_events.hpp): any bytes
-// through decode_sync never crash, and what it decodes keeps its promises (ids with their
-// sigils, every string UTF-8, media with mxc:// URIs, reactions with a target and a key,
-// each event once per room); the rules run on everything decoded. The same bytes also
+// through decode_sync never crash (also as one event's content, nested however deep), and
+// what it decodes keeps its promises (ids with their sigils, every string UTF-8, media with
+// mxc:// URIs, reactions with a target and a key, each event once per room, one deep event
+// never costs the others); the rules run on everything decoded. The same bytes also
 // check the allow-list glob against a reference matcher, the reply-fallback stripper and
 // the transaction ids.
 
@@ -151,6 +152,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check_batch(*batch);
   else
     FUZZ_CHECK(!std::get<std::string>(r).empty());
+
+  // The same bytes as one timeline event's content, after a plain message: however the
+  // content nests (the body is parsed iteratively, events are measured without recursion),
+  // the batch is refused only when it is not JSON (or absurdly deep), and the plain message
+  // is decoded. (The bytes may close the event early and add members; RapidJSON's
+  // FindMember takes the first of repeated keys, so the room and its first event stay ours.)
+  if (size <= 64 * 1024) {
+    const auto plain = [](const char* id) {
+      return std::string(R"({"type":"m.room.message","event_id":")") + id +
+             R"(","sender":"@a:example.org","origin_server_ts":1,"content":{"msgtype":"m.text","body":"x"}})";
+    };
+    const auto wrapped = std::string(R"({"next_batch":"s1","rooms":{"join":{"!r:example.org":{"timeline":{"events":[)") +
+                         plain("$a") + R"(,{"type":"m.room.message","event_id":"$b","sender":"@a:example.org",)"
+                         R"("origin_server_ts":1,"content":)" + std::string(text) + "}," + plain("$c") + "]}}}}}";
+    auto w = matrix::decode_sync(wrapped, bot);
+    if (const auto* batch = std::get_if<matrix::sync_batch>(&w)) {
+      check_batch(*batch);
+      FUZZ_CHECK(!batch->joined.empty() && batch->joined[0].room_id == "!r:example.org");
+      FUZZ_CHECK(!batch->joined[0].events.empty() && matrix::is_from_bot(batch->joined[0].events[0], "@a:example.org"));
+    } else {
+      FUZZ_CHECK(std::get<std::string>(w).find("not JSON") != std::string::npos ||
+                 std::get<std::string>(w).find("nests deeper") != std::string::npos);
+    }
+  }
 
   // The same bytes as power levels content.
   if (const auto p = matrix::parse_power_levels(text)) (void)matrix::power_level_of(*p, bot);

@@ -205,9 +205,7 @@ TEST_CASE("an MCP server killed mid-call fails the call at once and is started a
   const auto first_pid = std::stoi(read_file(dir + "/pid"));
 
   std::optional<tools::tool_output> out;
-  // execute() takes its strings by reference: they outlive the call here.
-  const std::string tool = "scripted__sleep", args = R"({"seconds":30})";
-  asio::co_spawn(f.io, f.registry.execute(tool, args, on("redis")),
+  asio::co_spawn(f.io, f.registry.execute("scripted__sleep", R"({"seconds":30})", on("redis")),
                  [&](std::exception_ptr, tools::tool_output o) { out = std::move(o); });
   f.io.run_for(300ms);  // the call is in flight
   REQUIRE_FALSE(out);

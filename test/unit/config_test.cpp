@@ -152,7 +152,7 @@ TEST_CASE("a config file with an unknown key or a bad value is refused", "[confi
   }
 }
 
-TEST_CASE("--help lists roles and options with defaults, --version prints the version", "[config]") {
+TEST_CASE("stargazer --help lists roles and options with defaults, and --version prints the version", "[config]") {
   auto help = parse({"--help"});
   REQUIRE(std::holds_alternative<parse_exit>(help.result));
   CHECK(status_of(help) == 0);

@@ -591,18 +591,151 @@ TEST_CASE("an unusable envelope is refused", "[matrix]") {
   CHECK(std::get<std::string>(r) == "a /sync response of 19 bytes (limit 10)");
 }
 
-TEST_CASE("nesting deeper than 64 levels is refused before parsing", "[matrix]") {
-  // The envelope is one level; 63 more nested arrays make 64 in all.
+TEST_CASE("only absurd nesting refuses the whole response", "[matrix]") {
+  // Outside any event, nesting is parsed (iteratively) and not walked.
   const auto nested = [](int levels) {
     return R"({"next_batch":"s1","x":)" + std::string(static_cast<std::size_t>(levels), '[') +
            std::string(static_cast<std::size_t>(levels), ']') + "}";
   };
   CHECK(decode_ok(nested(63)).next_batch == "s1");
-  CHECK(decode_error(nested(64)) == "the /sync response nests deeper than 64 levels");
+  CHECK(decode_ok(nested(64)).next_batch == "s1");
+  CHECK(decode_ok(nested(9999)).next_batch == "s1");  // 10,000 levels with the envelope
+  CHECK(decode_error(nested(10000)) == "the /sync response nests deeper than 10000 levels");
   // Unbalanced: refused by the depth check, not by a recursing parser.
-  CHECK(decode_error(std::string(100000, '[')) == "the /sync response nests deeper than 64 levels");
+  CHECK(decode_error(std::string(100000, '[')) == "the /sync response nests deeper than 10000 levels");
+  // Unbalanced but within the cap: the iterative parser reports the truncation.
+  CHECK(decode_error(R"({"next_batch":"s1","x":)" + std::string(5000, '[')).find("not JSON") != std::string::npos);
   // Brackets inside strings do not count.
   CHECK(decode_ok(R"({"next_batch":"s1","x":")" + std::string(200, '[') + R"("})").next_batch == "s1");
+  // A lower cap is honoured.
+  sync_limits low;
+  low.max_body_depth = 10;
+  auto r = decode_sync(nested(10), bot, low);
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(std::get<std::string>(r) == "the /sync response nests deeper than 10 levels");
+}
+
+TEST_CASE("a 5000-level body parses without overflowing the stack", "[matrix]") {
+  // Everywhere a deep value can hide: an event's content, an unknown top-level field, an
+  // unknown room field, a state event of an ignored type. Under ASan a recursing parser or
+  // walk would overflow the stack here.
+  const std::string deep = std::string(5000, '[') + std::string(5000, ']');
+  const std::string deep_object = [] {
+    std::string s;
+    for (int i = 0; i < 5000; ++i) s += R"({"a":)";
+    s += "1";
+    s += std::string(5000, '}');
+    return s;
+  }();
+  const auto body = std::string(R"({"next_batch":"s9","account_data":)") + deep +
+                    R"(,"rooms":{"join":{"!room:example.org":{"ephemeral":)" + deep_object +
+                    R"(,"state":{"events":[{"type":"m.room.topic","state_key":"","content":)" + deep +
+                    R"(}]},"timeline":{"events":[)" +
+                    message("$deep:example.org", R"({"msgtype":"m.text","body":"hi","x":)" + deep_object + "}") +
+                    "," + message("$ok:example.org", R"({"msgtype":"m.text","body":"still here"})") + "]}}}}}";
+  const auto b = decode_ok(body);
+  CHECK(b.next_batch == "s9");
+  REQUIRE(b.joined.size() == 1);
+  REQUIRE(b.joined[0].events.size() == 1);
+  CHECK(msg(b.joined[0], 0).event_id == "$ok:example.org");
+  CHECK(skipped_with(b, "$deep:example.org", "nests deeper than 64 levels"));
+}
+
+TEST_CASE("an event nested too deep is skipped, not the batch", "[matrix]") {
+  // 1000 levels of arrays inside one message's content.
+  const std::string deep = std::string(1000, '[') + std::string(1000, ']');
+  const auto body = one_room(message("$before:example.org", R"({"msgtype":"m.text","body":"one"})") + "," +
+                             message("$deep:example.org", R"({"msgtype":"m.text","body":"deep","x":)" + deep + "}") +
+                             "," + message("$after:example.org", R"({"msgtype":"m.text","body":"two"})") + "," +
+                             R"({"type":"m.reaction","event_id":"$r:example.org","sender":"@bob:example.org",)"
+                             R"("origin_server_ts":1,"content":{"m.relates_to":{"rel_type":"m.annotation",)"
+                             R"("event_id":"$before:example.org","key":"x","deep":)" +
+                             deep + "}}}");
+  const auto b = decode_ok(body);
+  REQUIRE(b.joined.size() == 1);
+  const auto& room = b.joined[0];
+  REQUIRE(room.events.size() == 2);
+  CHECK(msg(room, 0).body == "one");
+  CHECK(msg(room, 1).body == "two");
+  CHECK(room.prev_batch == "t1_0");
+  CHECK(skipped_with(b, "$deep:example.org", "the event nests deeper than 64 levels"));
+  CHECK(skipped_with(b, "$r:example.org", "the event nests deeper than 64 levels"));
+  for (const auto& s : b.skipped)
+    if (s.event_id == "$deep:example.org") {
+      CHECK(s.room_id == "!room:example.org");
+      CHECK(s.type == "m.room.message");
+    }
+}
+
+TEST_CASE("the per-event depth limit counts from the event object", "[matrix]") {
+  // The event is level 1, content level 2; `levels` more arrays inside content.
+  const auto with_arrays = [](int levels) {
+    return message("$e:example.org", R"({"msgtype":"m.text","body":"hi","x":)" +
+                                         std::string(static_cast<std::size_t>(levels), '[') +
+                                         std::string(static_cast<std::size_t>(levels), ']') + "}");
+  };
+  const auto at_limit = decode_ok(one_room(with_arrays(62)));  // 64 levels
+  REQUIRE(at_limit.joined.size() == 1);
+  CHECK(at_limit.joined[0].events.size() == 1);
+  CHECK(at_limit.skipped.empty());
+  const auto over = decode_ok(one_room(with_arrays(63)));  // 65 levels
+  REQUIRE(over.joined.size() == 1);
+  CHECK(over.joined[0].events.empty());
+  CHECK(skipped_with(over, "$e:example.org", "nests deeper than 64 levels"));
+
+  // A configured limit.
+  sync_limits tight;
+  tight.max_depth = 3;
+  auto r = decode_sync(one_room(with_arrays(1)), bot, tight);  // event, content, array: 3
+  REQUIRE(std::holds_alternative<sync_batch>(r));
+  CHECK(std::get<sync_batch>(r).joined[0].events.size() == 1);
+  r = decode_sync(one_room(with_arrays(2)), bot, tight);
+  REQUIRE(std::holds_alternative<sync_batch>(r));
+  CHECK(std::get<sync_batch>(r).joined[0].events.empty());
+  CHECK(skipped_with(std::get<sync_batch>(r), "$e:example.org", "nests deeper than 3 levels"));
+}
+
+TEST_CASE("deep state and invite events are skipped one by one", "[matrix]") {
+  const std::string deep = std::string(1000, '[') + std::string(1000, ']');
+  // Power levels and a member event nested deep: skipped; the shallow member still counts.
+  const auto body = one_room(
+      message("$m:example.org", R"({"msgtype":"m.text","body":"hi"})"),
+      R"("state":{"events":[)"
+      R"({"type":"m.room.power_levels","event_id":"$pl:example.org","state_key":"","sender":"@alice:example.org",)"
+      R"("content":{"users":{"@alice:example.org":100},"events":)" +
+          deep +
+          R"(}},)"
+          R"({"type":"m.room.member","event_id":"$m1:example.org","state_key":"@bob:example.org",)"
+          R"("sender":"@bob:example.org","content":{"membership":"join","x":)" +
+          deep +
+          R"(}},)"
+          R"({"type":"m.room.member","event_id":"$m2:example.org","state_key":"@carol:example.org",)"
+          R"("sender":"@carol:example.org","content":{"membership":"join"}}]},)");
+  const auto b = decode_ok(body);
+  REQUIRE(b.joined.size() == 1);
+  const auto& room = b.joined[0];
+  CHECK(!room.power);
+  CHECK(room.members.count("@bob:example.org") == 0);
+  CHECK(room.members.count("@carol:example.org") == 1);
+  CHECK(room.events.size() == 1);
+  CHECK(skipped_with(b, "$pl:example.org", "nests deeper than 64 levels"));
+  CHECK(skipped_with(b, "$m1:example.org", "nests deeper than 64 levels"));
+
+  // An invite whose name event nests deep: that event is skipped, the rest is read.
+  const auto invite = std::string(R"({"next_batch":"s1","rooms":{"invite":{"!inv:example.org":{"invite_state":{"events":[)") +
+                      R"({"type":"m.room.name","state_key":"","sender":"@alice:example.org","content":{"name":"Deep","x":)" +
+                      deep + R"(}},)" +
+                      R"({"type":"m.room.member","state_key":"@bot:example.org","sender":"@alice:example.org",)"
+                      R"("content":{"membership":"invite"}}]}}}}})";
+  const auto inv = decode_ok(invite);
+  REQUIRE(inv.invited.size() == 1);
+  CHECK(inv.invited[0].inviter == "@alice:example.org");
+  CHECK(inv.invited[0].name.empty());
+  bool name_skipped = false;
+  for (const auto& s : inv.skipped)
+    name_skipped |= s.room_id == "!inv:example.org" && s.type == "m.room.name" &&
+                    s.reason.find("nests deeper than 64 levels") != std::string::npos;
+  CHECK(name_skipped);
 }
 
 TEST_CASE("invalid UTF-8 is refused", "[matrix]") {
@@ -821,7 +954,7 @@ TEST_CASE("the sync filter", "[matrix]") {
   CHECK(sync_filter_json(0).find(R"("limit":1)") != std::string::npos);  // the spec requires limit > 0
 }
 
-TEST_CASE("power levels rank users; 50 and above are channel admins", "[matrix]") {
+TEST_CASE("power levels rank users, and 50 and above are channel admins", "[matrix]") {
   const auto p = parse_power_levels(
       R"({"ban":50,"events":{"m.room.name":100},"events_default":0,"users":{"@alice:example.org":100,"@mod:example.org":50,
           "@helper:example.org":49,"@old:example.org":" 75 ","@odd:example.org":1.5},"users_default":0})");

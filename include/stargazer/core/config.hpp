@@ -47,6 +47,14 @@ struct config {
   std::string discord_gateway_url;  // empty: the URL GET /gateway/bot returns
   bool discord_allow_bots = false;   // answer other bots (never the bot itself)
 
+  // Matrix (gateway and standalone): on when a homeserver and credentials are set (docs/matrix.md).
+  std::string matrix_homeserver;     // base URL
+  std::string matrix_user_id;        // @bot:example.org
+  std::string matrix_access_token;   // secret
+  std::string matrix_password;       // secret: logs in once, the token and device id are kept in Redis
+  std::string matrix_auto_join = "invited-by-allowed";  // off | invited-by-allowed | all
+  std::vector<std::string> matrix_allowed_users;         // glob patterns (@*:example.org); empty: everyone
+
   // Process.
   std::string data_dir = "./stargazer-data";
   std::string log_level = "info";

@@ -91,8 +91,8 @@ public:
   std::vector<llm::tool_definition> definitions(const call_context& ctx) const;
 
   // Runs a tool here (see the header comment); the text starts with "error:" on failure.
-  boost::asio::awaitable<tool_output> execute(const std::string& name, const std::string& args_json,
-                                              call_context ctx) const;
+  // By value: a coroutine keeps its arguments, so callers may pass temporaries.
+  boost::asio::awaitable<tool_output> execute(std::string name, std::string args_json, call_context ctx) const;
 
 private:
   struct impl;

@@ -13,6 +13,7 @@
 #include <array>
 #include <charconv>
 #include <set>
+#include <utility>
 
 namespace stargazer::platform::matrix {
 
@@ -118,6 +119,29 @@ std::optional<std::int64_t> integer_at(const value* v, bool allow_string) {
 
 bool is_true(const value* v) { return v != nullptr && v->IsBool() && v->GetBool(); }
 
+// Whether `v` nests deeper than `limit` levels (a scalar is level 0, `[]` and `{}` level 1,
+// as json::nesting_depth counts). An explicit stack instead of recursion: an untrusted value
+// of any depth is measured without growing the call stack, and no further than level
+// limit + 1.
+bool deeper_than(const value& v, unsigned limit) {
+  if (!v.IsObject() && !v.IsArray()) return false;
+  std::vector<std::pair<const value*, unsigned>> pending{{&v, 1u}};
+  while (!pending.empty()) {
+    const auto [at, depth] = pending.back();
+    pending.pop_back();
+    if (depth > limit) return true;
+    const auto push = [&, depth = depth](const value& child) {
+      if (child.IsObject() || child.IsArray()) pending.emplace_back(&child, depth + 1);
+    };
+    if (at->IsObject()) {
+      for (const auto& m : at->GetObject()) push(m.value);
+    } else {
+      for (const auto& e : at->GetArray()) push(e);
+    }
+  }
+  return false;
+}
+
 power_levels decode_power_levels(const value& content) {
   power_levels p;
   if (const auto d = integer_at(member(content, "users_default"), true)) p.users_default = *d;
@@ -136,8 +160,16 @@ power_levels decode_power_levels(const value& content) {
 struct room_context {
   std::string_view room_id;
   std::vector<skipped_item>* skipped;
+  unsigned max_depth;  // sync_limits::max_depth
   void skip(const value& ev, std::string type, std::string reason) const {
     skipped->push_back({std::string(room_id), optional_string(ev, "event_id"), std::move(type), std::move(reason)});
+  }
+  // Whether the event `ev` (an object) nests deeper than max_depth; it is then skipped. Checked
+  // before anything else reads its content, so nothing that might walk it (recursively) sees it.
+  bool too_deep(const value& ev, const std::string& type) const {
+    if (!deeper_than(ev, max_depth)) return false;
+    skip(ev, type, fmt::format("the event nests deeper than {} levels", max_depth));
+    return true;
   }
 };
 
@@ -332,6 +364,7 @@ void decode_room_event(const value& ev, bool in_timeline, joined_room& room, con
 
   if (*type == "m.room.message" || *type == "m.reaction") {
     if (!in_timeline) return;  // not state; a server would not send it there
+    if (ctx.too_deep(ev, *type)) return;
     std::optional<timeline_event> decoded;
     if (*type == "m.room.message") {
       if (auto m = decode_message(ev, why)) decoded = std::move(*m);
@@ -351,6 +384,7 @@ void decode_room_event(const value& ev, bool in_timeline, joined_room& room, con
   const bool wanted = *type == "m.room.member" || *type == "m.room.encryption" || *type == "m.room.name" ||
                       *type == "m.room.power_levels";
   if (!wanted) return;
+  if (ctx.too_deep(ev, *type)) return;
 
   std::string state_key;
   const value* content = nullptr;
@@ -386,10 +420,11 @@ const value* events_of(const value& obj, const char* name, const room_context& c
   return events;
 }
 
-joined_room decode_joined(std::string room_id, const value& r, std::vector<skipped_item>& skipped) {
+joined_room decode_joined(std::string room_id, const value& r, std::vector<skipped_item>& skipped,
+                          unsigned max_depth) {
   joined_room room;
   room.room_id = std::move(room_id);
-  const room_context ctx{room.room_id, &skipped};
+  const room_context ctx{room.room_id, &skipped, max_depth};
   std::set<std::string, std::less<>> seen;
   if (const value* state = events_of(r, "state", ctx))
     for (const auto& ev : state->GetArray()) decode_room_event(ev, false, room, ctx, seen);
@@ -411,10 +446,10 @@ joined_room decode_joined(std::string room_id, const value& r, std::vector<skipp
 }
 
 invited_room decode_invited(std::string room_id, const value& r, std::string_view bot_user_id,
-                            std::vector<skipped_item>& skipped) {
+                            std::vector<skipped_item>& skipped, unsigned max_depth) {
   invited_room room;
   room.room_id = std::move(room_id);
-  const room_context ctx{room.room_id, &skipped};
+  const room_context ctx{room.room_id, &skipped, max_depth};
   const value* events = events_of(r, "invite_state", ctx);
   if (events == nullptr) return room;
   for (const auto& ev : events->GetArray()) {
@@ -429,6 +464,7 @@ invited_room decode_invited(std::string room_id, const value& r, std::string_vie
       continue;
     }
     if (*type != "m.room.member" && *type != "m.room.encryption" && *type != "m.room.name") continue;
+    if (ctx.too_deep(ev, *type)) continue;
     std::string state_key;
     const value* content = nullptr;
     if (!state_parts(ev, state_key, content, why)) {
@@ -552,10 +588,13 @@ std::variant<sync_batch, std::string> decode_sync(std::string_view body, std::st
                                                   const sync_limits& limits) {
   if (body.size() > limits.max_bytes)
     return fmt::format("a /sync response of {} bytes (limit {})", body.size(), limits.max_bytes);
-  if (json::nesting_depth(body) > limits.max_depth)
-    return fmt::format("the /sync response nests deeper than {} levels", limits.max_depth);
-  rapidjson::Document doc;
-  doc.Parse<rapidjson::kParseValidateEncodingFlag>(body.data(), body.size());
+  // Only against absurd input: the iterative parser keeps its stack on the heap (bounded by
+  // max_bytes), the Document frees its values without walking them (a memory pool), and
+  // nothing below walks a value recursively. Events are held to limits.max_depth one by one.
+  if (json::nesting_depth(body) > limits.max_body_depth)
+    return fmt::format("the /sync response nests deeper than {} levels", limits.max_body_depth);
+  rapidjson::Document doc;  // MemoryPoolAllocator: no recursive destruction
+  doc.Parse<rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag>(body.data(), body.size());
   if (doc.HasParseError())
     return fmt::format("the /sync response is not JSON (offset {}: {})", doc.GetErrorOffset(),
                        rapidjson::GetParseError_En(doc.GetParseError()));
@@ -580,11 +619,11 @@ std::variant<sync_batch, std::string> decode_sync(std::string_view body, std::st
 
   if (join != nullptr)
     for_each_room(*join, "join", batch.skipped, [&](std::string id, const value& r) {
-      batch.joined.push_back(decode_joined(std::move(id), r, batch.skipped));
+      batch.joined.push_back(decode_joined(std::move(id), r, batch.skipped, limits.max_depth));
     });
   if (invite != nullptr)
     for_each_room(*invite, "invite", batch.skipped, [&](std::string id, const value& r) {
-      batch.invited.push_back(decode_invited(std::move(id), r, bot_user_id, batch.skipped));
+      batch.invited.push_back(decode_invited(std::move(id), r, bot_user_id, batch.skipped, limits.max_depth));
     });
   if (leave != nullptr)
     for_each_room(*leave, "leave", batch.skipped,

@@ -362,15 +362,34 @@ asio::awaitable<void> server_pool::start() {
   co_return;
 }
 
-asio::awaitable<void> server_pool::stop(std::chrono::milliseconds) {
+asio::awaitable<void> server_pool::stop(std::chrono::milliseconds deadline) {
   auto self = impl_;
   self->stopping = true;
   self->refresh.cancel();
-  // Not offered from now on, while the children stop one after the other.
-  for (const auto& s : self->servers) self->tools.set_origin_available(origin_of(s->config.name), false, "stopping");
+  // Not offered from now on; the children stop side by side, within the deadline (one that
+  // is still running then is killed with its transport).
+  struct stopping_state {
+    explicit stopping_state(asio::any_io_executor ex) : all_stopped(std::move(ex)) {}
+    asio::steady_timer all_stopped;
+    std::size_t left = 0;
+  };
+  auto state = std::make_shared<stopping_state>(self->ex);
+  state->all_stopped.expires_after(deadline);
+  state->left = self->servers.size();
   for (const auto& s : self->servers) {
+    self->tools.set_origin_available(origin_of(s->config.name), false, "stopping");
     s->up_gauge = {};
-    co_await s->connection->stop();
+    spawn(
+        self->ex,
+        [s, state]() -> asio::awaitable<void> {
+          co_await s->connection->stop();
+          if (--state->left == 0) state->all_stopped.cancel();
+        },
+        "mcp:" + s->config.name);
+  }
+  if (state->left > 0) {
+    boost::system::error_code ec;
+    co_await state->all_stopped.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   // Readers see the servers stopped at once, not only once the entries go stale.
   co_await self->write_catalog();

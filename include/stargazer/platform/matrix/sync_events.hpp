@@ -6,13 +6,21 @@
 // Pure: the adapter (HTTP, long poll, media download) does the I/O.
 //
 // Decoding is defensive. The batch fails only when the envelope is unusable: not JSON, not
-// UTF-8, nested too deep, not an object, no `next_batch` string, or `rooms` / `rooms.join`
-// / `rooms.invite` / `rooms.leave` present with the wrong type (the adapter then retries
-// the same `since` instead of skipping what it could not read). Anything smaller (a room,
-// an event, a field) that is malformed is left out and listed in `sync_batch::skipped` with
-// the reason. Optional fields of the wrong type count as absent; a member set to null
-// counts as absent. Every id and text handed out is valid UTF-8 (RapidJSON decodes the
-// escape "\udc00" into bytes that are not; a field holding one counts as the wrong type).
+// UTF-8, absurdly deep (sync_limits::max_body_depth), not an object, no `next_batch`
+// string, or `rooms` / `rooms.join` / `rooms.invite` / `rooms.leave` present with the wrong
+// type (the adapter then retries the same `since` instead of skipping what it could not
+// read). Anything smaller (a room, an event, a field) that is malformed is left out and
+// listed in `sync_batch::skipped` with the reason; so is an event the bot would read that
+// nests deeper than sync_limits::max_depth (room members choose their events' content: one
+// such event must not stall the sync at its token). Optional fields of the wrong type count
+// as absent; a member set to null counts as absent. Every id and text handed out is valid
+// UTF-8 (RapidJSON decodes the escape "\udc00" into bytes that are not; a field holding one
+// counts as the wrong type).
+//
+// Nothing recurses once per nesting level of the response: it is parsed with RapidJSON's
+// iterative parser (its stack is on the heap), an event's depth is measured with an explicit
+// stack before its content is read, and nothing walks a whole value (no to_string, Accept or
+// CopyFrom of untrusted values).
 
 #include <cstdint>
 #include <map>
@@ -143,10 +151,13 @@ struct sync_batch {
 
 struct sync_limits {
   std::size_t max_bytes = 32 * 1024 * 1024;
-  // JSON nesting, checked before parsing. The whole response is refused, so an event
-  // nested this deep (room members choose their events' content) stops the sync at its
-  // token until the limit is raised or the event leaves the timeline window.
+  // How deeply one event the bot reads may nest (the event object is level 1, its content
+  // level 2, ...). A deeper event is left out and listed in `skipped`; the rest of the
+  // batch is decoded. Events of types the bot ignores are not measured.
   unsigned max_depth = 64;
+  // How deeply the whole response may nest before it is refused (checked before parsing).
+  // Only against absurd input: parsing does not recurse, so this need not be tight.
+  unsigned max_body_depth = 10000;
 };
 
 // A /sync response body → the batch, or what makes it unusable. `bot_user_id` finds the
