@@ -5,6 +5,7 @@
 
 #include "stargazer/core/json_value.hpp"
 #include "stargazer/core/strings.hpp"
+#include "stargazer/core/utf8.hpp"
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
@@ -27,44 +28,15 @@ constexpr auto parse_flags = rapidjson::kParseIterativeFlag;  // no recursion on
 // response nested deeper is refused; real ones nest about six levels.
 constexpr unsigned max_response_depth = 64;
 
-// Length of the valid UTF-8 sequence at the start of `s`, 0 when it is not one.
-std::size_t utf8_sequence(std::string_view s) {
-  const auto b0 = static_cast<unsigned char>(s[0]);
-  if (b0 < 0x80) return 1;
-  std::size_t n = 0;
-  std::uint32_t cp = 0;
-  if ((b0 & 0xE0) == 0xC0) n = 2, cp = b0 & 0x1F;
-  else if ((b0 & 0xF0) == 0xE0) n = 3, cp = b0 & 0x0F;
-  else if ((b0 & 0xF8) == 0xF0) n = 4, cp = b0 & 0x07;
-  else return 0;
-  if (s.size() < n) return 0;
-  for (std::size_t i = 1; i < n; ++i) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    if ((b & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < smallest[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
 // JSON needs valid UTF-8: an invalid byte becomes U+FFFD (user text may arrive truncated
 // mid-character).
 void write_text(json_writer& w, std::string_view text) {
-  std::string repaired;
-  for (std::size_t i = 0; i < text.size();) {
-    const auto n = utf8_sequence(text.substr(i));
-    if (n == 0) {
-      if (repaired.empty()) repaired.assign(text.substr(0, i));
-      repaired += "\xEF\xBF\xBD";
-      ++i;
-      continue;
-    }
-    if (!repaired.empty()) repaired.append(text.substr(i, n));
-    i += n;
+  if (utf8::is_valid(text)) {
+    w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
+    return;
   }
-  if (repaired.empty()) w.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
-  else w.String(repaired.data(), static_cast<rapidjson::SizeType>(repaired.size()));
+  const auto repaired = utf8::repaired(text);
+  w.String(repaired.data(), static_cast<rapidjson::SizeType>(repaired.size()));
 }
 
 void write_key_text(json_writer& w, const char* key, std::string_view text) {
@@ -110,7 +82,7 @@ std::string participant_name(std::string_view name) {
     const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
                          c == '-';
     out.push_back(allowed ? c : '_');
-    i += std::max<std::size_t>(1, utf8_sequence(name.substr(i)));
+    i += std::max<std::size_t>(1, utf8::sequence_length(name.substr(i)));
   }
   return out;
 }

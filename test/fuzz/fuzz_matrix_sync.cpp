@@ -6,6 +6,7 @@
 // check the allow-list glob against a reference matcher, the reply-fallback stripper and
 // the transaction ids.
 
+#include "stargazer/core/utf8.hpp"
 #include "stargazer/platform/matrix/sync_events.hpp"
 
 #include "fuzz_check.hpp"
@@ -24,29 +25,8 @@ namespace {
 
 constexpr std::string_view bot = "@bot:example.org";
 
-bool utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    const std::size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    for (std::size_t k = 1; k < len; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    const auto second = static_cast<unsigned char>(s[i + 1]);
-    if ((c == 0xe0 && second < 0xa0) || (c == 0xed && second > 0x9f) || (c == 0xf0 && second < 0x90) ||
-        (c == 0xf4 && second > 0x8f))
-      return false;
-    i += len;
-  }
-  return true;
-}
-
 bool id_with(std::string_view id, char sigil) {
-  return id.size() >= 2 && id.size() <= 255 && id.front() == sigil && utf8(id);
+  return id.size() >= 2 && id.size() <= 255 && id.front() == sigil && stargazer::utf8::is_valid(id);
 }
 
 // The reference glob: dynamic programming over (pattern prefix, text prefix).
@@ -67,18 +47,18 @@ bool reference_glob(std::string_view p, std::string_view t) {
 void check_message(const matrix::message_event& m) {
   FUZZ_CHECK(id_with(m.event_id, '$'));
   FUZZ_CHECK(id_with(m.sender, '@'));
-  FUZZ_CHECK(utf8(m.msgtype) && utf8(m.body) && utf8(m.format) && utf8(m.formatted_body));
+  FUZZ_CHECK(stargazer::utf8::is_valid(m.msgtype) && stargazer::utf8::is_valid(m.body) && stargazer::utf8::is_valid(m.format) && stargazer::utf8::is_valid(m.formatted_body));
   FUZZ_CHECK(m.reply_to.empty() || id_with(m.reply_to, '$'));
   FUZZ_CHECK(m.thread_root.empty() || id_with(m.thread_root, '$'));
-  for (const auto& id : m.mentioned_user_ids) FUZZ_CHECK(utf8(id));
+  for (const auto& id : m.mentioned_user_ids) FUZZ_CHECK(stargazer::utf8::is_valid(id));
   if (m.media) {
     FUZZ_CHECK(matrix::parse_mxc(m.media->url).has_value());
-    FUZZ_CHECK(utf8(m.media->filename) && utf8(m.media->mimetype));
+    FUZZ_CHECK(stargazer::utf8::is_valid(m.media->filename) && stargazer::utf8::is_valid(m.media->mimetype));
     FUZZ_CHECK(!m.media->size || *m.media->size >= 0);
   }
   if (m.edit) {
     FUZZ_CHECK(id_with(m.edit->replaces_event_id, '$'));
-    FUZZ_CHECK(utf8(m.edit->body) && utf8(m.edit->msgtype) && utf8(m.edit->formatted_body));
+    FUZZ_CHECK(stargazer::utf8::is_valid(m.edit->body) && stargazer::utf8::is_valid(m.edit->msgtype) && stargazer::utf8::is_valid(m.edit->formatted_body));
   }
   // The rules: the bot's own message is always ignored; the others run without failing.
   FUZZ_CHECK(matrix::should_ignore(m, m.sender).has_value());
@@ -90,18 +70,18 @@ void check_message(const matrix::message_event& m) {
 }
 
 void check_batch(const matrix::sync_batch& b) {
-  FUZZ_CHECK(!b.next_batch.empty() && utf8(b.next_batch));
+  FUZZ_CHECK(!b.next_batch.empty() && stargazer::utf8::is_valid(b.next_batch));
   std::set<std::string> joined;
   for (const auto& room : b.joined) {
     FUZZ_CHECK(id_with(room.room_id, '!'));
     FUZZ_CHECK(joined.insert(room.room_id).second);
-    FUZZ_CHECK(utf8(room.prev_batch));
-    FUZZ_CHECK(!room.name || utf8(*room.name));
+    FUZZ_CHECK(stargazer::utf8::is_valid(room.prev_batch));
+    FUZZ_CHECK(!room.name || stargazer::utf8::is_valid(*room.name));
     FUZZ_CHECK(!room.joined_member_count || *room.joined_member_count >= 0);
     for (const auto& [user, info] : room.members) {
       FUZZ_CHECK(id_with(user, '@'));
-      FUZZ_CHECK(utf8(info.membership));
-      FUZZ_CHECK(!info.displayname || utf8(*info.displayname));
+      FUZZ_CHECK(stargazer::utf8::is_valid(info.membership));
+      FUZZ_CHECK(!info.displayname || stargazer::utf8::is_valid(*info.displayname));
     }
     if (room.power)
       for (const auto& [user, level] : room.power->users) FUZZ_CHECK(matrix::power_level_of(*room.power, user) == level);
@@ -115,7 +95,7 @@ void check_batch(const matrix::sync_batch& b) {
         FUZZ_CHECK(id_with(r.event_id, '$'));
         FUZZ_CHECK(id_with(r.sender, '@'));
         FUZZ_CHECK(id_with(r.target_event_id, '$'));
-        FUZZ_CHECK(!r.key.empty() && utf8(r.key));
+        FUZZ_CHECK(!r.key.empty() && stargazer::utf8::is_valid(r.key));
         FUZZ_CHECK(ids.insert(r.event_id).second);
       }
       FUZZ_CHECK(matrix::is_from_bot(ev, bot) == (std::visit([](const auto& e) { return e.sender; }, ev) == bot));
@@ -126,7 +106,7 @@ void check_batch(const matrix::sync_batch& b) {
     FUZZ_CHECK(id_with(room.room_id, '!'));
     FUZZ_CHECK(invited.insert(room.room_id).second);
     FUZZ_CHECK(room.inviter.empty() || id_with(room.inviter, '@'));
-    FUZZ_CHECK(utf8(room.name));
+    FUZZ_CHECK(stargazer::utf8::is_valid(room.name));
     const auto d = matrix::should_join(matrix::auto_join::all, room.inviter, {}, room.encrypted);
     FUZZ_CHECK(d.join == !room.encrypted);
   }
@@ -137,7 +117,7 @@ void check_batch(const matrix::sync_batch& b) {
   }
   for (const auto& s : b.skipped) {
     FUZZ_CHECK(!s.reason.empty());
-    FUZZ_CHECK(utf8(s.room_id) && utf8(s.event_id) && utf8(s.type));
+    FUZZ_CHECK(stargazer::utf8::is_valid(s.room_id) && stargazer::utf8::is_valid(s.event_id) && stargazer::utf8::is_valid(s.type));
   }
 }
 

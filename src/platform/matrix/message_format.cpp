@@ -1,6 +1,7 @@
 #include "stargazer/platform/matrix/message_format.hpp"
 
 #include "stargazer/core/strings.hpp"
+#include "stargazer/core/utf8.hpp"
 
 #include <fmt/format.h>
 #include <rapidjson/stringbuffer.h>
@@ -22,58 +23,6 @@ bool is_continuation(char c) {
   return (static_cast<unsigned char>(c) & 0xC0) == 0x80;
 }
 
-// Length of the valid UTF-8 sequence at the start of `s` (not empty), 0 when it is not one.
-std::size_t utf8_sequence(std::string_view s) {
-  const auto b0 = static_cast<unsigned char>(s[0]);
-  if (b0 < 0x80) return 1;
-  std::size_t n = 0;
-  std::uint32_t cp = 0;
-  if ((b0 & 0xE0) == 0xC0)
-    n = 2, cp = b0 & 0x1F;
-  else if ((b0 & 0xF0) == 0xE0)
-    n = 3, cp = b0 & 0x0F;
-  else if ((b0 & 0xF8) == 0xF0)
-    n = 4, cp = b0 & 0x07;
-  else
-    return 0;
-  if (s.size() < n) return 0;
-  for (std::size_t i = 1; i < n; ++i) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    if ((b & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b & 0x3F);
-  }
-  static constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < smallest[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  return n;
-}
-
-bool is_valid_utf8(std::string_view text) {
-  for (std::size_t i = 0; i < text.size();) {
-    const auto n = utf8_sequence(text.substr(i));
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
-
-// `text` with every byte that starts no valid sequence replaced by U+FFFD (model output
-// and user text may arrive cut mid-character; JSON must be UTF-8).
-std::string valid_utf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (std::size_t i = 0; i < text.size();) {
-    const auto n = utf8_sequence(text.substr(i));
-    if (n == 0) {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    } else {
-      out.append(text.substr(i, n));
-      i += n;
-    }
-  }
-  return out;
-}
-
 bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
@@ -89,10 +38,10 @@ std::string_view trim(std::string_view s) {
 using json_writer = rapidjson::Writer<rapidjson::StringBuffer>;
 
 void put_string(json_writer& w, std::string_view s) {
-  if (is_valid_utf8(s)) {
+  if (utf8::is_valid(s)) {
     w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
   } else {
-    const auto repaired = valid_utf8(s);
+    const auto repaired = utf8::repaired(s);
     w.String(repaired.data(), static_cast<rapidjson::SizeType>(repaired.size()));
   }
 }
@@ -611,11 +560,11 @@ std::string_view strip_reply_fallback(std::string_view body) {
 // ---- Markdown ----
 
 std::string markdown_to_html(std::string_view markdown) {
-  return render(valid_utf8(markdown)).html;
+  return render(utf8::repaired(markdown)).html;
 }
 
 formatted_text format_markdown(std::string_view markdown) {
-  formatted_text out{valid_utf8(markdown), std::nullopt};
+  formatted_text out{utf8::repaired(markdown), std::nullopt};
   auto r = render(out.body);
   if (r.formatted && !r.too_deep) out.formatted_body = std::move(r.html);
   return out;
@@ -628,7 +577,7 @@ bool has_formatting(std::string_view markdown) {
 // ---- Splitting ----
 
 std::vector<std::string> split_message(std::string_view text, std::size_t max_bytes) {
-  const auto valid = valid_utf8(text);
+  const auto valid = utf8::repaired(text);
   return splitter(valid, std::max<std::size_t>(max_bytes, 256)).run();
 }
 

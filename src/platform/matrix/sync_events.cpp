@@ -4,6 +4,7 @@
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/json_value.hpp"
 #include "stargazer/core/strings.hpp"
+#include "stargazer/core/utf8.hpp"
 
 #include <fmt/format.h>
 #include <rapidjson/document.h>
@@ -23,28 +24,6 @@ using value = rapidjson::Value;
 
 // ---- reading values ----------------------------------------------------------------------
 
-// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
-bool valid_utf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    const std::size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    for (std::size_t k = 1; k < len; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    const auto second = static_cast<unsigned char>(s[i + 1]);
-    if ((c == 0xe0 && second < 0xa0) || (c == 0xed && second > 0x9f) || (c == 0xf0 && second < 0x90) ||
-        (c == 0xf4 && second > 0x8f))
-      return false;
-    i += len;
-  }
-  return true;
-}
-
 // The member `name` of `obj`; nullptr when `obj` is not an object, or the member is absent or null.
 const value* member(const value& obj, const char* name) {
   if (!obj.IsObject()) return nullptr;
@@ -57,7 +36,7 @@ std::string_view view_of(const value& v) { return {v.GetString(), v.GetStringLen
 
 // The string at `v` when it is a valid UTF-8 string, else nullopt (absent, another type).
 std::optional<std::string> string_at(const value* v) {
-  if (v == nullptr || !v->IsString() || !valid_utf8(view_of(*v))) return std::nullopt;
+  if (v == nullptr || !v->IsString() || !utf8::is_valid(view_of(*v))) return std::nullopt;
   return std::string(view_of(*v));
 }
 
@@ -75,7 +54,7 @@ std::optional<std::string> required_string(const value& obj, const char* name, s
     why = fmt::format("'{}' is not a string", name);
     return std::nullopt;
   }
-  if (!valid_utf8(view_of(*v))) {
+  if (!utf8::is_valid(view_of(*v))) {
     why = fmt::format("'{}' is not valid UTF-8", name);
     return std::nullopt;
   }
@@ -85,7 +64,7 @@ std::optional<std::string> required_string(const value& obj, const char* name, s
 // An id: its sigil, then at least one character; at most 255 bytes (the spec's limit for
 // user and room ids, applied to event ids too); no control characters.
 bool plausible_id(std::string_view id, char sigil) {
-  if (id.size() < 2 || id.size() > 255 || id.front() != sigil || !valid_utf8(id)) return false;
+  if (id.size() < 2 || id.size() > 255 || id.front() != sigil || !utf8::is_valid(id)) return false;
   return std::none_of(id.begin(), id.end(), [](char c) {
     const auto u = static_cast<unsigned char>(c);
     return u < 0x20 || u == 0x7f;
@@ -149,7 +128,7 @@ power_levels decode_power_levels(const value& content) {
     for (const auto& m : users->GetObject()) {
       const auto level = integer_at(&m.value, true);
       const auto user = view_of(m.name);
-      if (level && valid_utf8(user)) p.users.insert_or_assign(std::string(user), *level);
+      if (level && utf8::is_valid(user)) p.users.insert_or_assign(std::string(user), *level);
     }
   }
   return p;
