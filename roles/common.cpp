@@ -59,6 +59,18 @@ void add_mcp_tools(process& p, tools::registry& r, bool runs_tools) {
                                                        &p.metrics, &p.health));
 }
 
+http::server_settings http_settings(const config& cfg, std::uint16_t port) {
+  http::server_settings s;
+  s.host = cfg.http_host;
+  s.port = port;
+  s.max_body_bytes = cfg.http_max_body_bytes;
+  s.header_timeout =
+      std::chrono::milliseconds(static_cast<std::int64_t>(cfg.http_header_timeout_seconds * 1000));
+  s.max_connections_per_ip = cfg.http_max_connections_per_ip;
+  s.proxies = *http::trusted_proxies::parse(cfg.http_trusted_proxies);  // validated with the config
+  return s;
+}
+
 std::shared_ptr<void> add_health_server(process& p) {
   if (p.cfg.health_port == 0) return nullptr;
   struct parts {
@@ -67,10 +79,8 @@ std::shared_ptr<void> add_health_server(process& p) {
   };
   auto s = std::make_shared<parts>();
   http::add_observability_routes(s->routes, p.health, p.metrics);
-  http::server_settings hs;
-  hs.host = p.cfg.http_host;
-  hs.port = p.cfg.health_port;
-  s->server = std::make_shared<http::http_server>(p.io, hs, s->routes, p.metrics);
+  s->server = std::make_shared<http::http_server>(p.io, http_settings(p.cfg, p.cfg.health_port), s->routes,
+                                                  p.metrics);
   p.host.add(s->server);
   return s;
 }

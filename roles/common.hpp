@@ -6,6 +6,7 @@
 #include "stargazer/core/config.hpp"
 #include "stargazer/core/service.hpp"
 #include "stargazer/core/spawn.hpp"
+#include "stargazer/http/server.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
@@ -26,6 +27,9 @@ redis::connection_settings redis_settings(const config& cfg, const std::string& 
 // timeouts, several reconnects within them, no health checks.
 redis::connection_settings command_redis_settings(const config& cfg, const std::string& command,
                                                   std::chrono::milliseconds timeout);
+
+// The HTTP server's settings from the --http-* options, listening on `port`.
+http::server_settings http_settings(const config& cfg, std::uint16_t port);
 
 // The tool registry with the built-in tools, limits and permissions from the configuration.
 std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::connection& redis);

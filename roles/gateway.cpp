@@ -47,11 +47,8 @@ struct gateway_parts {
     platform::redis_platform_api_settings api;
     if (!p.cfg.admin_api_key.empty()) api.admin_key_sha256 = platform::sha256_hex(p.cfg.admin_api_key);
     platform::add_redis_platform_routes(routes, redis_platform, hub, api);
-    http::server_settings hs;
-    hs.host = p.cfg.http_host;
-    hs.port = p.cfg.http_port;
-    hs.max_body_bytes = p.cfg.http_max_body_bytes;
-    server = std::make_shared<http::http_server>(p.io, hs, routes, p.metrics);
+    server =
+        std::make_shared<http::http_server>(p.io, http_settings(p.cfg, p.cfg.http_port), routes, p.metrics);
     if (p.cfg.webchat_enabled) webchat.add_routes(routes, *server);
     if (!p.cfg.discord_token.empty()) discord = std::make_unique<discord_parts>(p, pinned_tools_factory());
     else log::logger("gateway").info("Discord is off: no --discord-token (SG_DISCORD_TOKEN)");

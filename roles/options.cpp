@@ -3,6 +3,7 @@
 #include "stargazer/core/json_value.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/http/base_url.hpp"
+#include "stargazer/http/trusted_proxies.hpp"
 #include "stargazer/platform/discord/gateway_protocol.hpp"
 #include "stargazer/platform/matrix/sync_events.hpp"
 #include "stargazer/redis/url.hpp"
@@ -77,6 +78,8 @@ void validate(config& cfg) {
         parsed.ptr != s.data() + s.size() || port == 0 || port > 65535)
       throw bad_value(fmt::format("--redis-sentinels: '{}' is not host:port", s));
   }
+  if (std::string error; !http::trusted_proxies::parse(cfg.http_trusted_proxies, &error))
+    throw bad_value(fmt::format("--http-trusted-proxies: {}", error));
   for (const auto& o : cfg.webchat_allowed_origins) {
     const auto rest = o.starts_with("http://") ? o.substr(7) : o.starts_with("https://") ? o.substr(8) : std::string();
     if (o != "*" && (rest.empty() || rest.find_first_of("/?# \t") != std::string::npos))
@@ -183,6 +186,24 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->capture_default_str()
           ->group(http),
       "SG_HTTP_MAX_BODY_BYTES");
+  env(app.add_option("--http-header-timeout", cfg.http_header_timeout_seconds,
+                     "Seconds a client has for a request's headers, from connecting or from a kept-alive "
+                     "request's first byte; slower connections are closed")
+          ->check(CLI::Range(0.1, 3600.0))
+          ->capture_default_str()
+          ->group(http),
+      "SG_HTTP_HEADER_TIMEOUT");
+  env(app.add_option("--http-max-connections-per-ip", cfg.http_max_connections_per_ip,
+                     "Open connections one client address may hold (0: no cap); one more gets 429")
+          ->check(CLI::Range(std::size_t{0}, std::size_t{1'000'000}))
+          ->capture_default_str()
+          ->group(http),
+      "SG_HTTP_MAX_CONNECTIONS_PER_IP");
+  env(app.add_option("--http-trusted-proxies", cfg.http_trusted_proxies,
+                     "Reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client")
+          ->delimiter(',')
+          ->group(http),
+      "SG_HTTP_TRUSTED_PROXIES");
 
   auto webchat = "Web chat";
   env(app.add_option("--webchat-enabled", cfg.webchat_enabled,
@@ -873,6 +894,12 @@ std::string render_config(const config& cfg) {
   line("http-host", toml_string(cfg.http_host));
   line("http-port", std::to_string(cfg.http_port));
   line("http-max-body-bytes", std::to_string(cfg.http_max_body_bytes));
+  line("http-header-timeout", fmt::format("{}", cfg.http_header_timeout_seconds));
+  line("http-max-connections-per-ip", std::to_string(cfg.http_max_connections_per_ip));
+  std::string proxies;
+  for (const auto& p : cfg.http_trusted_proxies)
+    proxies += (proxies.empty() ? "" : ", ") + toml_string(p, true);
+  line("http-trusted-proxies", "[" + proxies + "]");
   line("health-port", std::to_string(cfg.health_port));
   std::string origins;
   for (const auto& o : cfg.webchat_allowed_origins) origins += (origins.empty() ? "" : ", ") + toml_string(o, true);

@@ -32,7 +32,8 @@ redis-server --port 0 --unixsocket "$tmp/redis.sock" --save "" --appendonly no -
 for _ in $(seq 100); do redis-cli -s "$tmp/redis.sock" ping >/dev/null 2>&1 && break; sleep 0.05; done
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export SG_REDIS_URL="unix://$tmp/redis.sock" SG_ADMIN_API_KEY=bench-admin SG_LOG_LEVEL=warn
-"$bin" --role=gateway --http-port="$port" --node-id=gw >"$tmp/gateway.log" 2>&1 & gateway=$!; pids+=($gateway)
+# wrk connects from 127.0.0.1 alone: no per-address cap.
+"$bin" --role=gateway --http-port="$port" --http-max-connections-per-ip=0 --node-id=gw >"$tmp/gateway.log" 2>&1 & gateway=$!; pids+=($gateway)
 worker_pids=()
 for i in $(seq "$workers"); do
   "$bin" --role=worker --node-id="w$i" --llm-provider=echo --llm-echo-delay-ms="$delay" >"$tmp/worker$i.log" 2>&1 &

@@ -1,5 +1,6 @@
 #include "stargazer/bus/outbound_consumer.hpp"
 
+#include "stargazer/core/failpoint.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 
@@ -116,6 +117,9 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
       if (idempotent_send) co_await commands.command("DEL", claim_key(e.message_key));  // let a retry proceed
       co_return outcome::retry(fmt::format("{} to {} failed: {}", to_string(e.type), e.channel_id, sent.error().message()));
     }
+    // Tests: the platform has the message, this entry is not acknowledged and its marker
+    // may be missing; the redelivery must not post it twice.
+    failpoint("outbound.delivered");
     if (completes_turn(e)) co_await handler.turn_complete(e.channel_id, e.response_nonce);
     if (idempotent_send && !sent->empty()) {
       const std::vector<std::string> keys{e.message_key};

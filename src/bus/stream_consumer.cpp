@@ -137,10 +137,17 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
   static asio::awaitable<void> process(std::shared_ptr<impl> self, stream_entry e, delivery d) {
     const auto started = clock_type::now();
     outcome result;
-    try {
-      result = co_await self->handler(e, d);
-    } catch (const std::exception& ex) {
-      result = outcome::retry(std::string("handler threw: ") + ex.what());
+    auto pause = self->settings.retry_pause;
+    for (std::size_t tries = 0;; ++tries) {
+      try {
+        result = co_await self->handler(e, d);
+      } catch (const std::exception& ex) {
+        result = outcome::retry(std::string("handler threw: ") + ex.what());
+      }
+      if (result.what != outcome::kind::retry || tries >= self->settings.local_retries || !self->running) break;
+      self->log.debug("entry {} runs again in {} ms: {}", e.id, pause.count(), result.reason);
+      co_await self->pause(pause);
+      pause = std::min(pause * 2, self->settings.retry_pause_max);
     }
     if (self->duration != nullptr)
       self->duration->observe(std::chrono::duration<double>(clock_type::now() - started).count());

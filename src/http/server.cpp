@@ -11,7 +11,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <array>
 #include <deque>
+#include <sstream>
 #include <unordered_map>
 
 namespace stargazer::http {
@@ -29,7 +31,7 @@ const log::logger& server_log() {
   return instance;
 }
 
-request to_request(bhttp::request<bhttp::string_body>&& in, const tcp::socket& socket) {
+request to_request(bhttp::request<bhttp::string_body>&& in, std::string remote_address) {
   request out;
   out.verb = method_from(std::string_view(in.method_string().data(), in.method_string().size()));
   out.target = std::string(in.target());
@@ -41,9 +43,7 @@ request to_request(bhttp::request<bhttp::string_body>&& in, const tcp::socket& s
     out.headers.emplace_back(ascii_lower(std::string_view(field.name_string().data(), field.name_string().size())),
                              std::string(field.value()));
   out.body = std::move(in.body());
-  error_code ec;
-  const auto ep = socket.remote_endpoint(ec);
-  if (!ec) out.remote_address = ep.address().to_string();
+  out.remote_address = std::move(remote_address);
   return out;
 }
 
@@ -61,6 +61,53 @@ bhttp::response<bhttp::string_body> to_beast(response&& in, unsigned version, bo
   }
   return out;
 }
+
+// Every X-Forwarded-For line, joined into one list (RFC 9110 5.3).
+std::string forwarded_for(const bhttp::fields& fields) {
+  std::string list;
+  const auto [first, last] = fields.equal_range("X-Forwarded-For");
+  for (auto it = first; it != last; ++it) {
+    if (!list.empty()) list += ',';
+    list.append(it->value().data(), it->value().size());
+  }
+  return list;
+}
+
+// Connections and proxied requests held per client address.
+using address_counts = std::unordered_map<std::string, std::size_t>;
+
+// One place under the per-address cap, given back when dropped: every path that closes a
+// connection or ends a proxied request destroys its slot.
+class address_slot {
+public:
+  address_slot() = default;  // holds nothing (no cap, or a trusted proxy's connection)
+  address_slot(std::shared_ptr<address_counts> counts, std::string address)
+      : counts_(std::move(counts)), address_(std::move(address)) {
+    ++(*counts_)[address_];
+  }
+  address_slot(address_slot&&) noexcept = default;
+  address_slot& operator=(address_slot&& other) noexcept {
+    if (this != &other) {
+      release();
+      counts_ = std::move(other.counts_);
+      address_ = std::move(other.address_);
+    }
+    return *this;
+  }
+  ~address_slot() { release(); }
+
+private:
+  void release() {
+    if (!counts_) return;
+    if (auto it = counts_->find(address_); it != counts_->end() && --it->second == 0) counts_->erase(it);
+    counts_.reset();
+  }
+
+  std::shared_ptr<address_counts> counts_;  // shared: a slot may outlive the server's impl
+  std::string address_;
+};
+
+constexpr std::string_view over_cap_message = "too many connections from this address";
 
 }  // namespace
 
@@ -153,8 +200,11 @@ private:
 
 struct http_server::impl : std::enable_shared_from_this<impl> {
   struct connection {
-    explicit connection(tcp::socket s) : stream(std::move(s)) {}
+    connection(tcp::socket s, std::string peer, address_slot slot)
+        : stream(std::move(s)), peer(std::move(peer)), slot(std::move(slot)) {}
     beast::tcp_stream stream;
+    std::string peer;   // the TCP peer's canonical address
+    address_slot slot;  // its place under max_connections_per_ip (none for a trusted proxy)
     bool busy = false;  // a handler is running for this connection
     std::weak_ptr<beast_websocket_session> websocket;  // set once upgraded; owns the socket then
   };
@@ -168,8 +218,16 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         duration(m.make_histogram("stargazer_http_request_duration_seconds",
                                   "Time from a request's last byte to its response, by route")),
         connections_gauge(m.make_gauge("stargazer_http_connections", "Open HTTP and WebSocket connections")),
-        rejected_connections(m.make_counter("stargazer_http_rejected_connections_total",
-                                            "Connections closed at once because max_connections was reached")) {}
+        rejected_connections(
+            m.make_counter("stargazer_http_rejected_connections_total",
+                           "Connections closed at once because max_connections was reached")),
+        address_limited(
+            m.make_counter("stargazer_http_address_limited_total",
+                           "Connections and proxied requests refused with 429 because their client "
+                           "address had max_connections_per_ip")),
+        header_timeouts(
+            m.make_counter("stargazer_http_header_timeouts_total",
+                           "Connections closed because a request's headers took over header_timeout")) {}
 
   asio::io_context& io;
   server_settings settings;
@@ -179,6 +237,9 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
   metrics::histogram& duration;
   metrics::gauge& connections_gauge;
   metrics::counter& rejected_connections;
+  metrics::counter& address_limited;
+  metrics::counter& header_timeouts;
+  std::shared_ptr<address_counts> per_address = std::make_shared<address_counts>();
   std::unordered_map<std::string, websocket_route> websockets;
   std::unordered_map<std::uint64_t, std::weak_ptr<connection>> connections;
   std::uint64_t next_id = 1;
@@ -191,6 +252,40 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
                        {"route", req.route.empty() ? "unmatched" : req.route},
                        {"status", std::to_string(status)}})
         .inc();
+  }
+
+  // A place for `address` under the per-address cap; nullopt when it has its share already.
+  std::optional<address_slot> take_slot(const std::string& address) {
+    if (settings.max_connections_per_ip == 0) return address_slot{};
+    if (auto it = per_address->find(address);
+        it != per_address->end() && it->second >= settings.max_connections_per_ip) {
+      address_limited.inc();
+      return std::nullopt;
+    }
+    return address_slot(per_address, address);
+  }
+
+  // A connection over its address's cap, refused without holding up the accept loop: the
+  // 429 goes out in one non-blocking write (it fits the empty send buffer of a new
+  // socket; if not, the client just sees the close). What the client sent already is
+  // read and dropped, so the close is a FIN rather than a reset that could discard the
+  // answer at the client.
+  static void refuse_over_cap(tcp::socket& socket) {
+    static const std::string answer = [] {
+      std::ostringstream out;
+      out << to_beast(response::error(429, "too_many_connections", over_cap_message), 11, false, false);
+      return out.str();
+    }();
+    error_code ec;
+    socket.non_blocking(true, ec);
+    socket.write_some(asio::buffer(answer), ec);
+    socket.shutdown(tcp::socket::shutdown_send, ec);
+    std::array<char, 4096> sink;
+    for (int i = 0; i < 4; ++i) {
+      socket.read_some(asio::buffer(sink), ec);
+      if (ec) break;
+    }
+    socket.close(ec);
   }
 
   asio::awaitable<void> accept_loop() {
@@ -208,8 +303,24 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         socket.close(ec);
         continue;
       }
+      const auto endpoint = socket.remote_endpoint(ec);
+      if (ec) {  // already gone
+        socket.close(ec);
+        continue;
+      }
+      auto peer = canonical_address(endpoint.address().to_string()).value_or(std::string());
+      address_slot slot;
+      // A trusted proxy's connection carries many clients: it is counted per request instead.
+      if (!settings.proxies.contains(peer)) {
+        auto taken = take_slot(peer);
+        if (!taken) {
+          refuse_over_cap(socket);
+          continue;
+        }
+        slot = std::move(*taken);
+      }
       socket.set_option(tcp::no_delay(true), ec);  // avoid delayed-ACK stalls on keep-alive
-      auto conn = std::make_shared<connection>(std::move(socket));
+      auto conn = std::make_shared<connection>(std::move(socket), std::move(peer), std::move(slot));
       const auto id = next_id++;
       connections.emplace(id, conn);
       connections_gauge.set(static_cast<double>(connections.size()));
@@ -283,14 +394,26 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
     auto self = shared_from_this();
     beast::flat_buffer buffer;
     error_code ec;
-    while (!stopping) {
+    const bool proxied = settings.proxies.contains(conn->peer);
+    for (bool fresh = true; !stopping; fresh = false) {
       bhttp::request_parser<bhttp::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(settings.max_header_bytes));
       parser.body_limit(settings.max_body_bytes);
 
-      conn->stream.expires_after(settings.idle_timeout);
+      // Between requests a kept-alive connection may idle for idle_timeout; a request's
+      // headers, from its first byte (a new connection's from accept), get header_timeout.
+      // Beast closes the socket when a deadline passes, so a late client gets no 408.
+      if (!fresh && buffer.size() == 0) {
+        conn->stream.expires_after(settings.idle_timeout);
+        const auto n = co_await conn->stream.async_read_some(buffer.prepare(1024),
+                                                             asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) break;  // closed, reset, idle too long or stopped
+        buffer.commit(n);
+      }
+      conn->stream.expires_after(settings.header_timeout);
       co_await bhttp::async_read_header(conn->stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
+        if (ec == beast::error::timeout) header_timeouts.inc();
         if (ec == bhttp::error::end_of_stream || ec == beast::error::timeout ||
             ec == asio::error::operation_aborted || ec == asio::error::connection_reset || stopping ||
             !conn->stream.socket().is_open())
@@ -299,9 +422,24 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         break;
       }
 
+      // Behind a trusted proxy the client is known only now: the request holds a place
+      // under its client's cap until its response is written (or its WebSocket closes).
+      std::string client = conn->peer;
+      address_slot request_slot;
+      if (proxied) {
+        client = settings.proxies.client_of(conn->peer, forwarded_for(parser.get()));
+        auto taken = take_slot(client);
+        if (!taken) {
+          co_await write_error_and_close(*conn, 429, "too_many_connections", over_cap_message);
+          break;
+        }
+        request_slot = std::move(*taken);
+      }
+
       const auto& header = parser.get();
       if (const auto expect = header[bhttp::field::expect]; iequals(std::string_view(expect.data(), expect.size()), "100-continue")) {
         bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+        conn->stream.expires_after(settings.write_timeout);
         co_await bhttp::async_write(conn->stream, cont, asio::redirect_error(asio::use_awaitable, ec));
         if (ec) break;
       }
@@ -325,7 +463,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       if (upgrade) {
         const auto path = std::string(beast_req.target().substr(0, beast_req.target().find('?')));
         if (auto it = websockets.find(path); it != websockets.end()) {
-          auto req = to_request(bhttp::request<bhttp::string_body>(beast_req), conn->stream.socket());
+          auto req = to_request(bhttp::request<bhttp::string_body>(beast_req), client);
           req.route = path;
           if (it->second.authorize) {
             if (auto refusal = it->second.authorize(req)) {
@@ -343,7 +481,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         }
       }
 
-      auto req = to_request(std::move(beast_req), conn->stream.socket());
+      auto req = to_request(std::move(beast_req), std::move(client));
       const bool head = req.verb == method::head;
       conn->busy = true;
       auto res = co_await routes.dispatch(req);

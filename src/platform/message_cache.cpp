@@ -104,6 +104,44 @@ return out
 
 }  // namespace
 
+namespace {
+
+// KEYS: the channel index, the original's hash, the edit's hash. ARGV: the author, the new
+// text, the ttl. The original keeps `edited_as` (the hash now in the index), so a second
+// edit replaces the first in the index.
+const redis::script edit_script(R"lua(
+local original = redis.call('HMGET', KEYS[2], 'user_id', 'timestamp', 'edited_as')
+if not original[1] or original[1] ~= ARGV[1] then return 0 end
+local fields = redis.call('HGETALL', KEYS[2])
+local copy = {}
+for i = 1, #fields, 2 do
+  if fields[i] ~= 'edited_as' then
+    copy[#copy + 1] = fields[i]
+    copy[#copy + 1] = fields[i] == 'text' and ARGV[2] or fields[i + 1]
+  end
+end
+redis.call('HSET', KEYS[3], unpack(copy))
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('ZREM', KEYS[1], original[3] or KEYS[2])
+redis.call('ZADD', KEYS[1], original[2], KEYS[3])
+redis.call('HSET', KEYS[2], 'edited_as', KEYS[3])
+return 1
+)lua");
+
+}  // namespace
+
+boost::asio::awaitable<result<bool>> message_cache::edit(const std::string& platform, const std::string& channel_id,
+                                                         const std::string& message_id, const std::string& author_id,
+                                                         const std::string& edit_id, const std::string& text) {
+  const std::vector<std::string> keys{channel_key(platform, channel_id), message_key(platform, channel_id, message_id),
+                                      message_key(platform, channel_id, edit_id)};
+  const std::vector<std::string> args{author_id, text, std::to_string(ttl.count())};
+  auto r = co_await conn_.eval(edit_script, keys, args);
+  if (!r) co_return r.error();
+  if (r->is_error()) co_return make_error_code(errc::redis_error);
+  co_return r->to_integer().value_or(0) == 1;
+}
+
 boost::asio::awaitable<result<std::vector<cached_message>>> message_cache::recent(const std::string& platform,
                                                                                   const std::string& channel_id,
                                                                                   std::size_t limit,

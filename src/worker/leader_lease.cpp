@@ -1,5 +1,6 @@
 #include "stargazer/worker/leader_lease.hpp"
 
+#include "stargazer/bus/lease.hpp"
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
@@ -12,29 +13,6 @@
 namespace stargazer::worker {
 
 namespace asio = boost::asio;
-
-namespace {
-
-// Renew when held by us, take when free, else report who holds it.
-const redis::script acquire_or_renew{R"(
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return 1
-end
-return 0
-)"};
-
-const redis::script release_if_held{R"(
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-)"};
-
-}  // namespace
 
 leader_lease_settings leader_lease_settings::for_interval(std::chrono::milliseconds interval) {
   leader_lease_settings s;
@@ -52,10 +30,8 @@ struct leader_lease::impl : std::enable_shared_from_this<impl> {
   }
 
   asio::awaitable<bool> check() {
-    const std::vector<std::string> keys{settings.key};
-    const std::vector<std::string> args{holder, std::to_string(settings.ttl.count())};
-    auto r = co_await conn.eval(acquire_or_renew, keys, args);
-    const bool now_leader = r && r->to_integer().value_or(0) == 1;
+    auto r = co_await bus::take_or_renew_lease(conn, settings.key, holder, settings.ttl);
+    const bool now_leader = r && *r;
     if (!r) log.debug("lease check failed: {}", r.error().message());
     if (now_leader != leader) log.info("{} the leader lease {}", now_leader ? "holding" : "lost", settings.key);
     leader = now_leader;
@@ -101,9 +77,7 @@ asio::awaitable<void> leader_lease::stop(std::chrono::milliseconds) {
   impl_->stopped = true;
   impl_->timer.cancel();
   if (impl_->leader) {
-    const std::vector<std::string> keys{impl_->settings.key};
-    const std::vector<std::string> args{impl_->holder};
-    auto r = co_await impl_->conn.eval(release_if_held, keys, args);
+    auto r = co_await bus::release_lease(impl_->conn, impl_->settings.key, impl_->holder);
     if (!r) impl_->log.warn("lease not released (it expires by itself): {}", r.error().message());
     impl_->leader = false;
     if (impl_->leader_gauge != nullptr) impl_->leader_gauge->set(0);

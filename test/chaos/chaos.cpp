@@ -2,14 +2,19 @@
 // processes of the real binary on a real Redis, messages sent while workers are SIGKILLed
 // and restarted every few seconds and a gateway is SIGKILLed once. Per mode: through the
 // REST API with Redis restarted once (restart) or its master killed and failed over by
-// Sentinel (sentinel); or through the Discord test server with gateways sharing the shards
-// and one gateway connection dropped (discord). At the end it checks, prints and exits non-zero on any
-// failure: every acknowledged message answered exactly once, per-channel order kept, the
-// dead-letter streams holding only the deliberately poisoned entries, no pending entries
-// left, every process exiting 0 on SIGTERM. docs/chaos.md describes the run.
+// Sentinel (sentinel); through the Discord test server with gateways sharing the shards
+// and one gateway connection dropped (discord); or through the Matrix homeserver test
+// server with the syncing one of two gateways killed and one /sync answer dropped
+// (matrix). At the end it checks, prints and exits non-zero on any failure: every
+// acknowledged message answered exactly once, per-channel order kept, the dead-letter
+// streams holding only the deliberately poisoned entries, no pending entries left, every
+// process exiting 0 on SIGTERM. docs/chaos.md describes the run.
+
+#include "stargazer/core/json_value.hpp"
 
 #include "child_process.hpp"
 #include "discord_server.hpp"
+#include "matrix_server.hpp"
 #include "raw_http.hpp"
 #include "redis_server.hpp"
 #include "sentinel_cluster.hpp"
@@ -31,8 +36,11 @@
 #include <optional>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace stargazer::test;
@@ -43,12 +51,12 @@ namespace {
 
 struct options {
   std::string binary = STARGAZER_BINARY;
-  std::string mode = "restart";           // restart | sentinel | discord
+  std::string mode = "restart";           // restart | sentinel | discord | matrix
   std::string redis_restart = "graceful";  // graceful (SIGTERM) | kill (SIGKILL, appendfsync always)
   int messages = 600;
   int channels = 20;
   int workers = 3;
-  int gateways = 2;                    // discord mode: gateway processes sharing the shards
+  int gateways = 2;                    // discord and matrix modes: gateway processes of the one bot
   int shards = 4;                      // discord mode
   int rate = 20;                       // messages per second, all senders together
   int senders = 4;                     // sending threads; a channel belongs to one
@@ -65,10 +73,10 @@ struct options {
 [[noreturn]] void usage(const std::string& problem) {
   std::fprintf(stderr,
                "stargazer_chaos: %s\n"
-               "usage: stargazer_chaos [--binary PATH] [--mode restart|sentinel|discord] [--redis-restart graceful|kill]\n"
-               "  [--messages N] [--channels N] [--workers N] [--gateways N] [--shards N] [--rate N] [--senders N] [--kill-interval-ms N]\n"
-               "  [--echo-delay-ms N] [--poison N] [--drain-seconds N] [--shutdown-timeout N] [--seed N] [--log-dir DIR]\n"
-               "  [--log-level LEVEL]\n",
+               "usage: stargazer_chaos [--binary PATH] [--mode restart|sentinel|discord|matrix]\n"
+               "  [--redis-restart graceful|kill] [--messages N] [--channels N] [--workers N] [--gateways N]\n"
+               "  [--shards N] [--rate N] [--senders N] [--kill-interval-ms N] [--echo-delay-ms N] [--poison N]\n"
+               "  [--drain-seconds N] [--shutdown-timeout N] [--seed N] [--log-dir DIR] [--log-level LEVEL]\n",
                problem.c_str());
   std::exit(2);
 }
@@ -106,8 +114,8 @@ options parse(int argc, char** argv) {
     else if (flag == "--log-level") o.log_level = value;
     else usage("unknown flag " + flag);
   }
-  if (o.mode != "restart" && o.mode != "sentinel" && o.mode != "discord")
-    usage("--mode is restart, sentinel or discord");
+  if (o.mode != "restart" && o.mode != "sentinel" && o.mode != "discord" && o.mode != "matrix")
+    usage("--mode is restart, sentinel, discord or matrix");
   if (o.redis_restart != "graceful" && o.redis_restart != "kill") usage("--redis-restart is graceful or kill");
   if (o.messages < 1 || o.channels < 1 || o.workers < 1 || o.gateways < 1 || o.shards < 1 || o.rate < 1 ||
       o.senders < 1 || o.poison < 0)
@@ -305,6 +313,9 @@ public:
   virtual std::string second_fault(redis_deployment& redis, std::mt19937& rng) = 0;
   // Platform figures for the summary.
   virtual std::vector<std::string> figures() { return {}; }
+  // The takeover after the gateway kill, where the platform measures one: the check's name
+  // and whether it came within 10 s.
+  virtual std::optional<std::pair<std::string, bool>> takeover_check() const { return std::nullopt; }
   // Post-mortem commands for a channel whose checks failed.
   virtual std::vector<std::vector<std::string>> post_mortem(int c) = 0;
 };
@@ -591,7 +602,10 @@ public:
   bool settled() const override { return crashed_ == nullptr; }
 
   // Whether the takeover happened in time is a check of its own.
-  bool took_over_in_time() const { return takeover_seconds_ && *takeover_seconds_ <= 10.0; }
+  std::optional<std::pair<std::string, bool>> takeover_check() const override {
+    return std::pair<std::string, bool>("shards taken over within 10 s",
+                                        takeover_seconds_ && *takeover_seconds_ <= 10.0);
+  }
 
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto& id = channel_ids_[static_cast<std::size_t>(c)];
@@ -625,6 +639,266 @@ private:
   clock_type::time_point crashed_at_;
   clock_type::time_point next_poll_;
   long resumes_before_kill_ = 0;
+  std::optional<double> takeover_seconds_;
+};
+
+// Matrix through the homeserver test server (test/support/matrix): several gateway
+// processes for the one bot account, of which the holder of the sync lease syncs; a human
+// posts through the server's control API in rooms she shares with the bot alone (a room of
+// two is a direct chat: every message is addressed), the replies are the bot's
+// m.room.message events in each room. Faults of its own: the syncing gateway SIGKILLed
+// (another takes the lease over and syncs on from the stored token; the killed one is
+// started again once that has happened) and one /sync answer dropped after the server
+// made it.
+class matrix_under_test final : public platform_under_test {
+public:
+  matrix_under_test(const options& o, const common_args& common, redis_deployment& redis)
+      : o_(o), redis_(redis) {
+    for (int g = 1; g <= o.gateways; ++g) {
+      const auto port = free_port();
+      ports_.push_back(port);
+      gateways_.push_back(std::make_unique<role_process>(
+          "gateway-" + std::to_string(g),
+          common({o.binary, "--role=gateway", "--node-id=" + node_id(g),
+                  "--http-port=" + std::to_string(port), "--webchat-enabled=false",
+                  "--matrix-homeserver=" + homeserver_.url(), std::string("--matrix-user-id=") + bot}),
+          std::vector<std::string>{std::string("SG_MATRIX_PASSWORD=") + bot_password}, o.log_dir));
+    }
+  }
+
+  std::string name() const override { return "matrix"; }
+  role_list gateways() override {
+    role_list out;
+    for (auto& g : gateways_) out.push_back(g.get());
+    return out;
+  }
+
+  // The users and rooms first, so the first sync knows them all and answers none of their
+  // history. One gateway starts alone: it logs in and keeps the session (the device the
+  // transaction ids belong to) in Redis, takes the lease and syncs; the others start once
+  // that is done, reuse the session and stand by.
+  bool start(int channels, std::string& problem) override {
+    try {
+      homeserver_.user("bot", bot_password);
+      homeserver_.user("alice", "alicepw");
+      for (int c = 0; c < channels; ++c) {
+        const auto created = homeserver_.control(
+            "POST", "/_test/rooms",
+            fmt::format(R"({{"creator":"{}","name":"{}","members":["{}"]}})", human, channel_name(c), bot));
+        room_ids_.emplace_back(created["room_id"].GetString());
+      }
+    } catch (const std::exception& e) {
+      problem = std::string("setting up the Matrix test homeserver: ") + e.what();
+      return false;
+    }
+    gateways_.front()->start();
+    if (!ready(0, problem)) return false;
+    // The first sync (no token, no wait) is behind the gateway once the second arrives.
+    const auto until = clock_type::now() + 60s;
+    while (syncs() < 2) {
+      if (clock_type::now() > until) {
+        problem = fmt::format("{} did not sync twice within 60 s (log: {})", gateways_.front()->name(),
+                              gateways_.front()->log_path());
+        return false;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+    for (std::size_t g = 1; g < gateways_.size(); ++g) gateways_[g]->start();
+    for (std::size_t g = 1; g < gateways_.size(); ++g)
+      if (!ready(g, problem)) return false;
+    if (const auto holder = lease_holder(); holder != node_id(1)) {
+      problem = fmt::format("the sync lease is held by '{}', not {}", holder, node_id(1));
+      return false;
+    }
+    return true;
+  }
+
+  // The control API always takes a joined member's post; the gateway's part starts at the
+  // sync that carries it.
+  send_state send(int c, int m, counters&, std::string& problem) override {
+    try {
+      homeserver_.post(room_ids_[static_cast<std::size_t>(c)], human, message_text(c, m));
+      return send_state::acknowledged;
+    } catch (const std::exception& e) {
+      problem = e.what();
+      return send_state::unconfirmed;
+    }
+  }
+
+  // The room keeps every event the bot created: one per delivery (a send repeated with its
+  // transaction id from the same device gets the first event back instead of another).
+  reply_log replies(int c) override {
+    reply_log out;
+    try {
+      for (const auto& body : bot_bodies(room_ids_[static_cast<std::size_t>(c)])) add_reply(out, c, body);
+    } catch (const std::exception& e) {
+      note("reading the replies in {} failed: {}", room_ids_[static_cast<std::size_t>(c)], e.what());
+    }
+    return out;
+  }
+
+  long replies_delivered(int channels) override {
+    try {
+      long n = 0;
+      for (int c = 0; c < channels; ++c)
+        n += static_cast<long>(bot_bodies(room_ids_[static_cast<std::size_t>(c)]).size());
+      return n;
+    } catch (const std::exception&) {
+      return -1;
+    }
+  }
+
+  // SIGKILL the gateway that syncs (the lease's holder); it stays down until another holds
+  // the lease (poll), so the takeover is what is measured.
+  std::string crash_gateway(const run_state&, std::mt19937&) override {
+    const auto holder = lease_holder();
+    std::size_t victim = 0;
+    for (std::size_t g = 0; g < gateways_.size(); ++g)
+      if (node_id(static_cast<int>(g) + 1) == holder) victim = g;
+    crashed_node_ = node_id(static_cast<int>(victim) + 1);
+    crashed_ = gateways_[victim].get();
+    crashed_->crash();
+    crashed_at_ = clock_type::now();
+    if (holder == crashed_node_) return fmt::format("{} SIGKILLed holding the sync lease", crashed_->name());
+    return fmt::format("{} SIGKILLed; the sync lease was held by '{}', not a gateway of the run",
+                       crashed_->name(), holder);
+  }
+
+  std::vector<std::string> poll() override {
+    if (crashed_ == nullptr || clock_type::now() < next_poll_) return {};
+    next_poll_ = clock_type::now() + 250ms;
+    std::vector<std::string> events;
+    // Taken over: another gateway of the run holds the lease.
+    const auto holder = lease_holder();
+    bool taken_over = false;
+    for (int g = 1; g <= o_.gateways; ++g)
+      taken_over = taken_over || (holder == node_id(g) && holder != crashed_node_);
+    const auto since = std::chrono::duration<double>(clock_type::now() - crashed_at_).count();
+    if (taken_over) {
+      takeover_seconds_ = since;
+      events.push_back(fmt::format("{} holds the sync lease {:.1f} s after the kill", holder, since));
+    } else if (since < 30) {
+      return events;
+    } else {
+      events.push_back("the sync lease not taken over 30 s after the kill");
+    }
+    crashed_->start();
+    events.push_back(fmt::format("{} started again", crashed_->name()));
+    crashed_ = nullptr;
+    return events;
+  }
+
+  // The next /sync answer is made (the batch it carries included) and its connection closed
+  // before it is sent: the gateway must sync again from the same token.
+  std::string second_fault(redis_deployment&, std::mt19937&) override {
+    try {
+      homeserver_.control("POST", "/_test/force",
+                          R"({"path":"/sync$","method":"GET","count":1,"drop":"after"})");
+      return "the next /sync answer dropped after the homeserver made it";
+    } catch (const std::exception& e) {
+      return fmt::format("forcing a dropped /sync answer failed: {}", e.what());
+    }
+  }
+
+  std::vector<std::string> figures() override {
+    const auto takeover =
+        takeover_seconds_ ? fmt::format("{:.1f} s", *takeover_seconds_) : std::string("never");
+    try {
+      const auto recording = homeserver_.control("GET", "/_test/requests?path=^$");
+      if (!recording.IsObject() || !recording.HasMember("counters") || !recording["counters"].IsObject())
+        throw std::runtime_error("no counters in GET /_test/requests");
+      const auto counters = recording["counters"].GetObject();
+      const auto count = [&](const char* name) -> std::int64_t {
+        return counters.HasMember(name) && counters[name].IsInt64() ? counters[name].GetInt64() : 0;
+      };
+      std::vector<std::string> out{fmt::format(
+          "Matrix: {} gateways, {} rooms; sync lease taken over after the gateway kill: {}; syncs {}, "
+          "transaction replays answered {}, answers dropped {}",
+          o_.gateways, room_ids_.size(), takeover, count("syncs"), count("txn_dedup"), count("dropped"))};
+      // The homeserver's error answers, by errcode.
+      for (const auto& c : counters)
+        if (std::string_view(c.name.GetString()).starts_with("errors_") && c.value.IsInt64())
+          out.push_back(fmt::format("  {}: {}", c.name.GetString(), c.value.GetInt64()));
+      return out;
+    } catch (const std::exception& e) {
+      return {fmt::format(
+          "Matrix: {} gateways; sync lease taken over after the gateway kill: {}; the homeserver's "
+          "counters unreadable: {}",
+          o_.gateways, takeover, e.what())};
+    }
+  }
+
+  bool settled() const override { return crashed_ == nullptr; }
+
+  std::optional<std::pair<std::string, bool>> takeover_check() const override {
+    return std::pair<std::string, bool>("sync taken over within 10 s",
+                                        takeover_seconds_ && *takeover_seconds_ <= 10.0);
+  }
+
+  std::vector<std::vector<std::string>> post_mortem(int c) override {
+    const auto& id = room_ids_[static_cast<std::size_t>(c)];
+    return {{"HGETALL", "sg:order:sg:stream:outbound:matrix:" + id},
+            {"ZRANGE", "channel_msgs:matrix:" + id, "0", "-1", "WITHSCORES"}};
+  }
+
+private:
+  static constexpr const char* bot = "@bot:localhost";
+  static constexpr const char* bot_password = "botpw";
+  static constexpr const char* human = "@alice:localhost";
+
+  static std::string node_id(int g) { return fmt::format("chaos-gateway-{}", g); }
+
+  bool ready(std::size_t g, std::string& problem) {
+    if (wait_for_http(ports_[g], 60s, "/readyz")) return true;
+    problem =
+        fmt::format("{} was not ready within 60 s (log: {})", gateways_[g]->name(), gateways_[g]->log_path());
+    return false;
+  }
+
+  // The /sync requests the homeserver has had (counted when they arrive).
+  long syncs() {
+    try {
+      const auto r = homeserver_.control("GET", "/_test/requests?path=^$");
+      return r.IsObject() && r.HasMember("counters") && r["counters"].IsObject() &&
+                     r["counters"].HasMember("syncs") && r["counters"]["syncs"].IsInt64()
+                 ? r["counters"]["syncs"].GetInt64()
+                 : 0;
+    } catch (const std::exception&) {
+      return 0;
+    }
+  }
+
+  // The node id holding the sync lease (docs/matrix.md, keys); "" when nobody does.
+  std::string lease_holder() const {
+    return redis_.cli({"GET", std::string("sg:matrix:") + bot + ":sync_lease"});
+  }
+
+  // The bodies of the bot's m.room.message events in the room, oldest first.
+  std::vector<std::string> bot_bodies(const std::string& room_id) {
+    const auto events =
+        homeserver_.control("GET", "/_test/rooms/" + stargazer::percent_encode(room_id) + "/events");
+    std::vector<std::string> out;
+    if (!events.IsArray()) return out;
+    for (const auto& e : events.GetArray()) {
+      if (!e.IsObject() || stargazer::json::string_member(e, "sender") != bot ||
+          stargazer::json::string_member(e, "type") != "m.room.message")
+        continue;
+      out.push_back(e.HasMember("content") ? stargazer::json::string_member(e["content"], "body")
+                                           : std::string());
+    }
+    return out;
+  }
+
+  const options& o_;
+  redis_deployment& redis_;
+  matrix_test_server homeserver_;
+  std::vector<std::uint16_t> ports_;
+  std::vector<std::unique_ptr<role_process>> gateways_;
+  std::vector<std::string> room_ids_;
+  role_process* crashed_ = nullptr;
+  std::string crashed_node_;
+  clock_type::time_point crashed_at_;
+  clock_type::time_point next_poll_;
   std::optional<double> takeover_seconds_;
 };
 
@@ -703,11 +977,10 @@ int main(int argc, char** argv) {
     return args;
   };
   std::unique_ptr<platform_under_test> platform;
-  discord_under_test* discord = nullptr;
   if (o.mode == "discord") {
-    auto d = std::make_unique<discord_under_test>(o, common, redis);
-    discord = d.get();
-    platform = std::move(d);
+    platform = std::make_unique<discord_under_test>(o, common, redis);
+  } else if (o.mode == "matrix") {
+    platform = std::make_unique<matrix_under_test>(o, common, redis);
   } else {
     platform = std::make_unique<redis_platform_under_test>(o, common, redis);
   }
@@ -961,7 +1234,8 @@ int main(int argc, char** argv) {
       std::all_of(pending.begin(), pending.end(), [](const auto& p) { return p.second == 0; });
   const bool sends_ok = state.count.unconfirmed == 0 && unsent_answered == 0;
   const bool replies_ok = lost == 0 && duplicated == 0 && foreign == 0;
-  const bool takeover_ok = discord == nullptr || discord->took_over_in_time();
+  const auto takeover = platform->takeover_check();
+  const bool takeover_ok = !takeover || takeover->second;
   const bool passed =
       sends_ok && replies_ok && order_violations == 0 && dlq_ok && pending_ok && exits_ok && takeover_ok;
   const auto elapsed = std::chrono::duration<double>(clock_type::now() - run_started).count();
@@ -997,7 +1271,7 @@ int main(int argc, char** argv) {
   for (const auto& [name, st] : exits)
     row("exit on SIGTERM: " + name, st ? std::to_string(*st) : "still running", st && *st == 0);
   row("unexpected exits during the run", std::to_string(unexpected_exits.size()), unexpected_exits.empty());
-  if (discord != nullptr) row("shards taken over within 10 s", discord->took_over_in_time() ? "yes" : "no", takeover_ok);
+  if (takeover) row(takeover->first, takeover->second ? "yes" : "no", takeover->second);
   for (const auto& r : inbound_dlq.reasons) std::printf("  inbound dead letter: %s\n", r.c_str());
   for (const auto& r : outbound_dlq.reasons) std::printf("  outbound dead letter: %s\n", r.c_str());
   for (const auto& d : details) std::printf("  %s\n", d.c_str());

@@ -220,7 +220,9 @@ TEST_CASE("a poison entry is dead-lettered after the attempt limit while the res
   int poison_runs = 0;
   run_coro(f.io, [&]() -> asio::awaitable<void> {
     co_await f.bus->ensure_group("s", "g");
-    stream_consumer c(f.conn, f.settings, f.consumer("s", "g", "c"),
+    auto settings = f.consumer("s", "g", "c");
+    settings.local_retries = 0;  // every run here is a delivery the sweep counts
+    stream_consumer c(f.conn, f.settings, settings,
                       [&](const stream_entry& e, const delivery&) -> asio::awaitable<outcome> {
                         if (e.field("data") == "poison") {
                           ++poison_runs;
@@ -247,6 +249,32 @@ TEST_CASE("a poison entry is dead-lettered after the attempt limit while the res
   CHECK(dlq.find("dlq_consumer") != std::string::npos);
   CHECK(f.server.cli({"XLEN", "s:dlq"}) == "1");
   CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+}
+
+TEST_CASE("an entry whose handler says retry runs again here with growing pauses before the sweep is needed",
+          "[bus]") {
+  bus_fixture f;
+  std::vector<std::chrono::steady_clock::time_point> runs;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    auto settings = f.consumer("s", "g", "c");
+    settings.retry_pause = 50ms;
+    stream_consumer c(f.conn, f.settings, settings,
+                      [&](const stream_entry&, const delivery& d) -> asio::awaitable<outcome> {
+                        CHECK(d.attempts == 0);  // not reclaimed: retried in place
+                        runs.push_back(std::chrono::steady_clock::now());
+                        co_return runs.size() < 3 ? outcome::retry("platform 503") : outcome::ack();
+                      });
+    co_await f.bus->publish("s", "flaky", "", "");
+    co_await c.start();
+    CHECK(co_await eventually([&] { return c.processed() == 1; }, 5s));
+    co_await c.stop(1s);
+  }(), 20s);
+  REQUIRE(runs.size() == 3);
+  CHECK(runs[1] - runs[0] >= 50ms);
+  CHECK(runs[2] - runs[1] >= 100ms);  // doubled
+  CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0);
+  CHECK(f.server.cli({"HLEN", "s:attempts"}) == "0");
 }
 
 TEST_CASE("the outbound consumer: dispatch by type, malformed to the DLQ, duplicates delivered once", "[bus]") {

@@ -1,16 +1,23 @@
 // The Matrix platform through the real binary as processes, against the Matrix homeserver
 // test server (test/support/matrix, checked with matrix-nio) and a real redis-server.
 
+#include "stargazer/bus/event_bus.hpp"
+#include "stargazer/core/json_value.hpp"
+#include "stargazer/redis/connection.hpp"
+
 #include "child_process.hpp"
 #include "matrix_server.hpp"
 #include "raw_http.hpp"
 #include "redis_server.hpp"
+#include "run_coro.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <signal.h>
 
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -59,7 +66,70 @@ std::vector<const rapidjson::Value*> bot_messages(const rapidjson::Document& vie
   return out;
 }
 
+// The bot's text replies (m.room.message, body), oldest first.
+std::vector<std::string> bot_bodies(matrix_test_server& hs, const std::string& room) {
+  std::vector<std::string> out;
+  const auto view = hs.room_view(room);
+  for (const auto* content : bot_messages(view)) out.emplace_back(stargazer::json::string_member(*content, "body"));
+  return out;
+}
+
+long counter(matrix_test_server& hs, const char* name) {
+  auto r = hs.control("GET", "/_test/requests?path=^$");
+  return r["counters"].HasMember(name) ? r["counters"][name].GetInt64() : 0;
+}
+
+// The bus as a worker sees it: outbound envelopes published, inbound ones read.
+struct bus_access {
+  explicit bus_access(const redis_server& redis)
+      : conn(io.get_executor(), stargazer::redis::settings_from_url(redis.url())), bus(conn, {}) {
+    conn.start();
+  }
+  ~bus_access() { conn.stop(); }
+  void publish(const stargazer::bus::outbound_envelope& e) {
+    auto r = run_coro(io, bus.publish_outbound("matrix", e));
+    REQUIRE(r);
+  }
+  std::vector<stargazer::bus::inbound_envelope> inbound() {
+    std::vector<stargazer::bus::inbound_envelope> out;
+    auto r = run_coro(io, conn.command("XRANGE", "sg:stream:inbound", "-", "+"));
+    REQUIRE(r);
+    for (const auto& entry : r->elements()) {
+      const auto& fields = entry.elements()[1].elements();
+      for (std::size_t i = 0; i + 1 < fields.size(); i += 2)
+        if (fields[i].str() == "data") {
+          auto decoded = stargazer::bus::decode_inbound(fields[i + 1].str());
+          if (auto* e = std::get_if<stargazer::bus::inbound_envelope>(&decoded)) out.push_back(*e);
+        }
+    }
+    return out;
+  }
+  boost::asio::io_context io;
+  stargazer::redis::connection conn;
+  stargazer::bus::event_bus bus;
+};
+
+// A counter or gauge of the process's /metrics (-1 when absent).
+double metric(std::uint16_t port, const std::string& name) {
+  const auto body = http_request(port, "GET", "/metrics", "", "").body;
+  const auto at = body.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::atof(body.c_str() + at + name.size() + 2);
+}
+
+// Starts a gateway and waits until its first sync (which skips history) is behind it.
+void await_first_sync(matrix_test_server& hs, long before = 0) {
+  REQUIRE(poll_until([&] { return bot_syncs(hs) >= before + 2; }, 20s));
+}
+
 }  // namespace
+
+// REQUIRE that shows a process's output when it fails (INFO would show it as it was).
+#define REQUIRE_SHOWING(condition, process)              \
+  do {                                                   \
+    const bool holds_ = (condition);                     \
+    if (!holds_) FAIL_CHECK((process).output());         \
+    REQUIRE(holds_);                                     \
+  } while (false)
 
 TEST_CASE("matrix: a message round trip through gateway and worker processes, threaded as a reply",
           "[process][matrix]") {
@@ -76,20 +146,30 @@ TEST_CASE("matrix: a message round trip through gateway and worker processes, th
   INFO(gateway.output());
   REQUIRE(poll_until([&] { return bot_syncs(hs) >= 2; }, 20s));
 
-  const auto asked = hs.post(room, alice, "hello there, **bot**");
-  rapidjson::Document view;
-  REQUIRE(poll_until([&] {
-    view = hs.room_view(room);
-    return !bot_messages(view).empty();
-  }, 20s));
+  // Alice is a real client (matrix-nio); raw HTML in her Markdown stays text in the reply.
+  child_process nio({"/usr/bin/python3", "-B", STARGAZER_SOURCE_DIR "/test/support/matrix/nio_user.py",
+                     "--homeserver", hs.url(), "--user", "alice", "--password", "alicepw", "--room", room, "--send",
+                     "hello there, **bot** <script>alert(1)</script>", "--expect-from", bot, "--timeout", "30"});
+  const auto nio_exit = nio.wait(40s);
+  INFO(nio.output());
+  REQUIRE(nio_exit == 0);
+  const auto out = nio.output();
+  rapidjson::Document seen;
+  seen.Parse(out.substr(out.rfind('{')).c_str());
+  REQUIRE(seen.IsObject());
+  const std::string asked = seen["sent_event_id"].GetString();
+  CHECK(std::string(seen["reply_body"].GetString()).find("hello there") != std::string::npos);
+  CHECK(std::string(seen["reply_format"].GetString()) == "org.matrix.custom.html");
+  const std::string html = seen["reply_formatted_body"].GetString();
+  CHECK(html.find("<strong>bot</strong>") != std::string::npos);
+  CHECK(html.find("<script>") == std::string::npos);
+  CHECK(html.find("&lt;script&gt;") != std::string::npos);
+  CHECK(std::string(seen["mentions"][0].GetString()) == alice);
+
+  rapidjson::Document view = hs.room_view(room);
   const auto replies = bot_messages(view);
   REQUIRE(replies.size() == 1);
-  const auto& reply = *replies.front();
-  CHECK(std::string(reply["body"].GetString()).find("hello there") != std::string::npos);
-  CHECK(std::string(reply["format"].GetString()) == "org.matrix.custom.html");
-  CHECK(std::string(reply["formatted_body"].GetString()).find("<strong>bot</strong>") != std::string::npos);
-  CHECK(std::string(reply["m.relates_to"]["m.in_reply_to"]["event_id"].GetString()) == asked);
-  CHECK(std::string(reply["m.mentions"]["user_ids"][0].GetString()) == alice);
+  CHECK(std::string((*replies.front())["m.relates_to"]["m.in_reply_to"]["event_id"].GetString()) == asked);
   // The answered message got a read receipt.
   bool receipt = false;
   for (const auto& r : view["receipts"].GetArray())
@@ -176,4 +256,272 @@ TEST_CASE("matrix: a revoked access token is a clear error that /readyz reports,
   CHECK(hs.control("GET", "/_test/requests")["records"].Size() - before <= 2);  // no tight loop
   gateway.signal(SIGTERM);
   CHECK(gateway.wait(10s) == 0);
+}
+
+TEST_CASE("matrix: a gateway SIGKILLed in the middle of a sync batch publishes nothing twice and loses nothing",
+          "[process][matrix]") {
+  matrix_test_server hs;
+  hs.user("bot", "botpw");
+  hs.user("alice", "alicepw");
+  const auto room = hs.room(alice, bot);
+  redis_server redis;
+  const auto port = free_port();
+  // The third message published kills the gateway: its batch's token is not stored.
+  auto gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
+                                                 std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw",
+                                                                          "SG_FAILPOINTS=matrix.event_published=kill@3"});
+  child_process worker(worker_args(redis));
+  await_first_sync(hs);
+  // Syncs wait a second before answering, so the messages after the first come as one batch.
+  hs.control("POST", "/_test/force", R"({"path":"/sync$","count":-1,"delay_s":1})");
+  for (int i = 1; i <= 5; ++i) hs.post(room, alice, "message " + std::to_string(i));
+  const auto code = gateway->wait(20s);
+  INFO(gateway->output());
+  REQUIRE(code.has_value());
+  CHECK(*code == 128 + SIGKILL);
+  bus_access bus(redis);
+  const auto published_before = bus.inbound().size();
+  CHECK(published_before == 3);
+
+  gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
+                                            std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw"});
+  REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() >= 5; }, 30s));
+  std::this_thread::sleep_for(1500ms);
+  const auto replies = bot_bodies(hs, room);
+  CHECK(replies.size() == 5);
+  std::set<std::string> answered;
+  for (const auto& r : replies)
+    for (int i = 1; i <= 5; ++i)
+      if (r.find("message " + std::to_string(i)) != std::string::npos) answered.insert(std::to_string(i));
+  CHECK(answered.size() == 5);
+  const auto inbound = bus.inbound();
+  CHECK(inbound.size() == 5);
+  std::set<std::string> ids;
+  for (const auto& e : inbound) ids.insert(e.message_id);
+  CHECK(ids.size() == 5);
+  CHECK(metric(port, "stargazer_matrix_events_duplicate_total") >= 1);  // the batch came again
+  gateway->signal(SIGTERM);
+  worker.signal(SIGTERM);
+  CHECK(gateway->wait(10s) == 0);
+  CHECK(worker.wait(10s) == 0);
+}
+
+TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and before its marker sends it once",
+          "[process][matrix]") {
+  matrix_test_server hs;
+  hs.user("bot", "botpw");
+  hs.user("alice", "alicepw");
+  const auto room = hs.room(alice, bot);
+  redis_server redis;
+  const auto port = free_port();
+  auto gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
+                                                 std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw"});
+  child_process worker(worker_args(redis));
+  await_first_sync(hs);
+  // The homeserver stores the reply, then holds its answer: the gateway never learns the
+  // event id and dies meanwhile, its outbound entry unacknowledged.
+  hs.control("POST", "/_test/force", R"({"path":"/send/m.room.message/","method":"PUT","count":1,"hold_s":5})");
+  hs.post(room, alice, "say it once");
+  REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() == 1; }, 20s));
+  gateway->signal(SIGKILL);
+  gateway->wait(10s);
+  CHECK(counter(hs, "txn_dedup") == 0);
+
+  // Restarted under the same node id, it sends the entry again with the same transaction id
+  // from the same device: the homeserver answers with the first event.
+  gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
+                                            std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw"});
+  INFO(gateway->output());
+  REQUIRE(poll_until([&] { return counter(hs, "txn_dedup") >= 1; }, 30s));
+  std::this_thread::sleep_for(1s);
+  const auto replies = bot_bodies(hs, room);
+  REQUIRE(replies.size() == 1);
+  CHECK(replies[0].find("say it once") != std::string::npos);
+  CHECK(redis.cli({"XPENDING", "sg:stream:outbound:matrix", "sg:gateway:matrix"}).rfind("0", 0) == 0);
+  gateway->signal(SIGTERM);
+  worker.signal(SIGTERM);
+  CHECK(gateway->wait(10s) == 0);
+  CHECK(worker.wait(10s) == 0);
+}
+
+TEST_CASE("matrix: two gateways, one syncs, the other takes over within 10 s of its death, from the stored token",
+          "[process][matrix]") {
+  matrix_test_server hs;
+  hs.user("bot", "botpw");
+  hs.user("alice", "alicepw");
+  const auto room = hs.room(alice, bot);
+  redis_server redis;
+  const auto port_a = free_port();
+  const auto port_b = free_port();
+  const std::vector<std::string> env{"SG_MATRIX_PASSWORD=botpw"};
+  child_process a(gateway_args(redis, hs, port_a, "gw-a"), env);
+  await_first_sync(hs);
+  child_process b(gateway_args(redis, hs, port_b, "gw-b"), env);
+  child_process worker(worker_args(redis));
+  REQUIRE(wait_for_http(port_b, 20s, "/readyz"));
+  const auto lease = [&] { return redis.cli({"GET", "sg:matrix:" + bot + ":sync_lease"}); };
+  CHECK(lease() == "gw-a");
+  CHECK(http_request(port_b, "GET", "/readyz", "", "").body.find("standing by") != std::string::npos);
+  hs.post(room, alice, "before");
+  REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() == 1; }, 20s));
+
+  a.signal(SIGKILL);
+  a.wait(5s);
+  const auto killed = std::chrono::steady_clock::now();
+  hs.post(room, alice, "while nobody syncs");
+  REQUIRE(poll_until([&] { return lease() == "gw-b"; }, 15s));
+  CHECK(std::chrono::steady_clock::now() - killed < 10s);
+  INFO(b.output());
+  REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() == 2; }, 20s));
+  CHECK(std::chrono::steady_clock::now() - killed < 15s);
+  hs.post(room, alice, "after");
+  REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() == 3; }, 20s));
+  std::this_thread::sleep_for(1s);
+  const auto replies = bot_bodies(hs, room);
+  REQUIRE(replies.size() == 3);
+  CHECK(replies[0].find("before") != std::string::npos);
+  CHECK(replies[1].find("while nobody syncs") != std::string::npos);
+  CHECK(replies[2].find("after") != std::string::npos);
+  CHECK(http_request(port_b, "GET", "/readyz", "", "").body.find("holds the sync lease") != std::string::npos);
+  b.signal(SIGTERM);
+  worker.signal(SIGTERM);
+  CHECK(b.wait(10s) == 0);
+  CHECK(worker.wait(10s) == 0);
+}
+
+TEST_CASE("matrix: files both ways, numbered options answered by number, edits kept in the history",
+          "[process][matrix]") {
+  using stargazer::bus::outbound_envelope;
+  using stargazer::bus::outbound_type;
+  matrix_test_server hs;
+  hs.user("bot", "botpw");
+  auto alice_login = hs.user("alice", "alicepw");
+  const std::string alice_token = alice_login["access_token"].GetString();
+  const auto room = hs.room(alice, bot);
+  redis_server redis;
+  const auto port = free_port();
+  child_process gateway(gateway_args(redis, hs, port), {"SG_MATRIX_PASSWORD=botpw"});
+  await_first_sync(hs);
+  INFO(gateway.output());
+  bus_access bus(redis);
+
+  // In: Alice's image becomes an attachment naming its mxc:// URI, file name and type.
+  const auto upload = http_request(hs.port, "POST", "/_matrix/media/v3/upload?filename=cat.png", "PNGDATA",
+                                   "Authorization: Bearer " + alice_token + "\r\n");
+  REQUIRE(upload.status == 200);
+  rapidjson::Document uploaded;
+  uploaded.Parse(upload.body.c_str());
+  const std::string mxc = uploaded["content_uri"].GetString();
+  hs.control("POST", "/_test/rooms/" + stargazer::percent_encode(room) + "/send",
+             R"({"sender":")" + alice + R"(","content":{"msgtype":"m.image","body":"cat.png","url":")" + mxc +
+                 R"(","info":{"mimetype":"image/png","size":7}}})");
+  REQUIRE(poll_until([&] { return bus.inbound().size() == 1; }, 20s));
+  {
+    const auto e = bus.inbound().front();
+    REQUIRE(e.attachments.size() == 1);
+    CHECK(e.attachments[0].source_url == mxc);
+    CHECK(e.attachments[0].filename == "cat.png");
+    CHECK(e.attachments[0].mimetype == "image/png");
+  }
+
+  // Out: a file is uploaded and posted as an m.file event with its URI, size and type.
+  outbound_envelope file{.type = outbound_type::file, .channel_id = room, .message_key = "sg:msg:matrix:r:1-0:0"};
+  file.file_data = "a,b\n1,2\n";
+  file.filename = "table.csv";
+  file.mimetype = "text/csv";
+  bus.publish(file);
+  rapidjson::Document view;
+  REQUIRE(poll_until([&] {
+    view = hs.room_view(room);
+    return !bot_messages(view).empty();
+  }, 20s));
+  {
+    const auto& content = *bot_messages(view).back();
+    CHECK(std::string(content["msgtype"].GetString()) == "m.file");
+    CHECK(std::string(content["body"].GetString()) == "table.csv");
+    CHECK(content["info"]["size"].GetInt() == 8);
+    CHECK(std::string(content["info"]["mimetype"].GetString()) == "text/csv");
+    const std::string url = content["url"].GetString();
+    REQUIRE(url.rfind("mxc://localhost/", 0) == 0);
+    const auto download = http_request(hs.port, "GET", "/_matrix/client/v1/media/download/localhost/" + url.substr(16),
+                                       "", "Authorization: Bearer " + alice_token + "\r\n");
+    CHECK(download.body == "a,b\n1,2\n");
+  }
+
+  // Options: a numbered list; "2" is a click on the second, with its id, as on Discord.
+  outbound_envelope prompt{.type = outbound_type::buttons, .channel_id = room, .message_key = "sg:msg:matrix:r:2-0:0"};
+  prompt.text = "Pick one";
+  prompt.buttons = {{"Red", "pick-red", ""}, {"Blue", "pick-blue", ""}};
+  bus.publish(prompt);
+  REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() == 2; }, 20s));
+  CHECK(bot_bodies(hs, room)[1].find("2. Blue") != std::string::npos);
+  hs.post(room, alice, "2");
+  REQUIRE(poll_until([&] { return bus.inbound().size() == 2; }, 20s));
+  {
+    const auto e = bus.inbound()[1];
+    CHECK(e.content == "pick-blue");
+    CHECK(e.extra.at("interaction") == "button");
+    CHECK(e.is_addressed);
+  }
+  hs.post(room, alice, "2");  // a second plain "2" is text again: the prompt was answered
+  REQUIRE(poll_until([&] { return bus.inbound().size() == 3; }, 20s));
+  CHECK(bus.inbound()[2].content == "2");
+
+  // Edits: the history shows the new text, and no turn starts.
+  const auto original = hs.post(room, alice, "the meeting is at 3");
+  REQUIRE(poll_until([&] { return bus.inbound().size() == 4; }, 20s));
+  const auto cached = "sg:msg:matrix:" + room + ":" + original;
+  redis.cli({"HSET", cached, "message_id", original, "user_id", alice, "user_name", "alice", "text",
+             "the meeting is at 3", "timestamp", "100.000", "is_bot", "0", "reply_to_id", ""});
+  redis.cli({"ZADD", "channel_msgs:matrix:" + room, "100.000", cached});  // as the worker stores it
+  hs.control("POST", "/_test/rooms/" + stargazer::percent_encode(room) + "/send",
+             R"({"sender":")" + alice + R"(","content":{"msgtype":"m.text","body":"* the meeting is at 4",)"
+             R"("m.new_content":{"msgtype":"m.text","body":"the meeting is at 4"},)"
+             R"("m.relates_to":{"rel_type":"m.replace","event_id":")" + original + R"("}}})");
+  std::string indexed;
+  REQUIRE(poll_until([&] {
+    indexed = redis.cli({"ZRANGE", "channel_msgs:matrix:" + room, "0", "-1"});
+    return indexed.find(cached + "\n") == std::string::npos && indexed.find(cached) == std::string::npos;
+  }, 20s));
+  const auto edited_key = redis.cli({"HGET", cached, "edited_as"});
+  CHECK(indexed.find(edited_key) != std::string::npos);
+  CHECK(redis.cli({"HGET", edited_key, "text"}) == "the meeting is at 4");
+  CHECK(redis.cli({"HGET", edited_key, "message_id"}) == original);
+  std::this_thread::sleep_for(500ms);
+  CHECK(bus.inbound().size() == 4);
+  gateway.signal(SIGTERM);
+  CHECK(gateway.wait(10s) == 0);
+}
+
+TEST_CASE("matrix: a storm of 429s on sends and syncs delays replies without losing or repeating one",
+          "[process][matrix]") {
+  matrix_test_server hs;
+  hs.user("bot", "botpw");
+  hs.user("alice", "alicepw");
+  const auto room = hs.room(alice, bot);
+  redis_server redis;
+  const auto port = free_port();
+  child_process gateway(gateway_args(redis, hs, port), {"SG_MATRIX_PASSWORD=botpw"});
+  child_process worker(worker_args(redis));
+  await_first_sync(hs);
+  INFO(gateway.output());
+  hs.control("POST", "/_test/force",
+             R"({"path":"/send/m.room.message/","method":"PUT","count":12,"status":429,"retry_after_ms":150})");
+  hs.control("POST", "/_test/force", R"({"path":"/sync$","count":3,"status":429,"retry_after_ms":200})");
+  for (int i = 1; i <= 6; ++i) hs.post(room, alice, "storm " + std::to_string(i));
+  REQUIRE_SHOWING(poll_until([&] { return bot_bodies(hs, room).size() >= 6; }, 40s), gateway);
+  std::this_thread::sleep_for(1s);
+  const auto replies = bot_bodies(hs, room);
+  CHECK(replies.size() == 6);
+  for (int i = 1; i <= 6; ++i) {
+    const auto n = std::count_if(replies.begin(), replies.end(), [&](const std::string& r) {
+      return r.find("storm " + std::to_string(i)) != std::string::npos;
+    });
+    CHECK(n == 1);
+  }
+  CHECK(counter(hs, "errors_M_LIMIT_EXCEEDED") >= 15);
+  gateway.signal(SIGTERM);
+  worker.signal(SIGTERM);
+  CHECK(gateway.wait(10s) == 0);
+  CHECK(worker.wait(10s) == 0);
 }

@@ -376,3 +376,48 @@ TEST_CASE("standalone without redis-server installed says how to install it", "[
   CHECK(out.find("apt-get install redis-server") != std::string::npos);
   std::filesystem::remove_all(data);
 }
+
+TEST_CASE("a gateway SIGKILLed after posting a reply and before acknowledging it does not post it again",
+          "[process][e2e][failpoint]") {
+  // Issue 17, chaos finding 7: on the platforms Stargazer owns, the delivery marker is
+  // written in the same MULTI as the reply, so the window between them does not exist.
+  redis_server redis;
+  const auto port = free_port();
+  const std::vector<std::string> argv{STARGAZER_BINARY, "--role=gateway", "--http-port=" + std::to_string(port),
+                                      "--redis-url=" + redis.url(), "--node-id=gw"};
+  const auto gateway_with = [&](const std::string& failpoints) {
+    std::vector<std::string> env{"SG_ADMIN_API_KEY=admin-key"};
+    if (!failpoints.empty()) env.push_back("SG_FAILPOINTS=" + failpoints);
+    return std::make_unique<child_process>(argv, env);
+  };
+  auto gateway = gateway_with("outbound.delivered=kill@1");
+  child_process worker({STARGAZER_BINARY, "--role=worker", "--redis-url=" + redis.url(), "--node-id=worker-1"});
+  REQUIRE(wait_ready(port));
+  const std::string admin = "Authorization: Bearer admin-key\r\n";
+  REQUIRE(http_request(port, "POST", "/redis-platform/instances", R"({"instance_id":"i1"})", admin).status == 201);
+  const auto sent = http_request(port, "POST", "/redis-platform/instances/i1/messages",
+                                 R"({"text":"only once","user_id":"u1","user_name":"Ada"})", admin);
+  REQUIRE(sent.status == 202);
+  // The reply is posted, then the failpoint kills the gateway before the entry is acknowledged.
+  REQUIRE(gateway->wait(20s) == 128 + SIGKILL);
+  const auto count_events = [&](const std::string& type) {
+    const auto all = redis.cli({"XRANGE", "redis_platform:events:i1", "-", "+"});
+    std::size_t n = 0;
+    for (auto at = all.find("\"type\":\"" + type + "\""); at != std::string::npos;
+         at = all.find("\"type\":\"" + type + "\"", at + 1))
+      ++n;
+    return n;
+  };
+  CHECK(count_events("message") == 1);
+
+  // Restarted, it takes the entry back, finds the marker and only signals the end of the turn.
+  gateway = gateway_with("");
+  REQUIRE(wait_ready(port));
+  REQUIRE(wait_until([&] { return count_events("turn_complete") >= 1; }, 20s));
+  CHECK(wait_until([&] { return redis.cli({"XPENDING", "sg:stream:outbound:redis", "sg:gateway:redis"}).rfind("0", 0) == 0; }, 20s));
+  CHECK(count_events("message") == 1);
+  worker.signal(SIGTERM);
+  gateway->signal(SIGTERM);
+  CHECK(worker.wait(5s) == 0);
+  CHECK(gateway->wait(5s) == 0);
+}

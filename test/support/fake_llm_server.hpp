@@ -58,7 +58,8 @@ struct fake_request {
 };
 
 struct fake_llm_options {
-  http::server_settings server;  // `port` is ignored: a free one is picked
+  // `port` is ignored: a free one is picked. No per-address cap: every client is on 127.0.0.1.
+  http::server_settings server{.max_connections_per_ip = 0};
   // The answer when the script is empty, given the last user message's text. Empty: echo it.
   std::function<fake_reply(std::string_view last_user_text)> fallback;
   // Asked first for every request, with its body and last user message: a reply answers

@@ -56,6 +56,7 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
   platform::add_redis_platform_routes(routes, *platform, *hub, api);
   http::server_settings hs;
   hs.port = 0;
+  hs.max_connections_per_ip = 0;  // tests and the REST benchmark load it from 127.0.0.1 alone
   server = std::make_unique<http::http_server>(io, hs, routes, metrics);
   webchat->add_routes(routes, *server);
   server->listen();

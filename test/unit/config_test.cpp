@@ -124,6 +124,10 @@ TEST_CASE("bad input exits 2 with one line naming the option", "[config]") {
       {{"--webchat-allowed-origins", "evil.example"}, "--webchat-allowed-origins"},
       {{"--webchat-allowed-origins", "https://a.example/path"}, "--webchat-allowed-origins"},
       {{"--webchat-enabled", "maybe"}, "--webchat-enabled"},
+      {{"--http-header-timeout", "0"}, "--http-header-timeout"},
+      {{"--http-max-connections-per-ip=many"}, "--http-max-connections-per-ip"},
+      {{"--http-trusted-proxies", "10.0.0.0/8,proxy.local"}, "--http-trusted-proxies"},
+      {{"--http-trusted-proxies", "10.0.0.0/40"}, "--http-trusted-proxies"},
   };
   for (const auto& c : cases) {
     INFO(c.names);
@@ -204,6 +208,33 @@ TEST_CASE("dlq subcommands parse into the command and its options, not the confi
     CHECK(status_of(o) == 2);
     CHECK(o.err.rfind("stargazer: error: ", 0) == 0);
   }
+}
+
+TEST_CASE("slow-client options: defaults, flags, environment, and a rendered config loads again",
+          "[config][http]") {
+  auto defaults = parse({});
+  REQUIRE(std::holds_alternative<parsed_command>(defaults.result));
+  CHECK(cfg_of(defaults).http_header_timeout_seconds == 10.0);
+  CHECK(cfg_of(defaults).http_max_connections_per_ip == 64);
+  CHECK(cfg_of(defaults).http_trusted_proxies.empty());
+
+  scoped_env env("SG_HTTP_TRUSTED_PROXIES", "10.0.0.0/8,::1");
+  auto o = parse({"--http-header-timeout", "2.5", "--http-max-connections-per-ip", "0"});
+  REQUIRE(std::holds_alternative<parsed_command>(o.result));
+  const auto& c = cfg_of(o);
+  CHECK(c.http_header_timeout_seconds == 2.5);
+  CHECK(c.http_max_connections_per_ip == 0);
+  CHECK(c.http_trusted_proxies == std::vector<std::string>{"10.0.0.0/8", "::1"});
+
+  const auto text = render_config(c);
+  CHECK(text.find(R"(http-trusted-proxies = ["10.0.0.0/8", "::1"])") != std::string::npos);
+  ::unsetenv("SG_HTTP_TRUSTED_PROXIES");
+  temp_file file(text);
+  auto again = parse({"--config", file.path});
+  REQUIRE(std::holds_alternative<parsed_command>(again.result));
+  CHECK(cfg_of(again).http_header_timeout_seconds == 2.5);
+  CHECK(cfg_of(again).http_max_connections_per_ip == 0);
+  CHECK(cfg_of(again).http_trusted_proxies == c.http_trusted_proxies);
 }
 
 TEST_CASE("web chat options: defaults, flags, environment, and a rendered config loads again", "[config][webchat]") {

@@ -64,6 +64,13 @@ struct consumer_settings {
   std::chrono::milliseconds autoclaim_min_idle{60000};  // idle time before an entry is reclaimed
   std::size_t autoclaim_count = 10;                     // XAUTOCLAIM COUNT per page
   std::uint64_t max_attempts = 3;                       // reclaims that still run; the next dead-letters
+  // An entry whose handler says `retry` (Redis away, a platform 5xx) runs again here after
+  // a pause that doubles from retry_pause up to retry_pause_max, at most local_retries
+  // times, before it is left to the autoclaim sweep (a minute away): a short outage then
+  // delays a channel by seconds, not by autoclaim_min_idle.
+  std::size_t local_retries = 5;
+  std::chrono::milliseconds retry_pause{100};
+  std::chrono::milliseconds retry_pause_max{2000};
   std::uint64_t dlq_maxlen = 100'000;
   std::chrono::milliseconds error_pause{2000};          // after a failed read
   std::size_t max_parked_factor = 4;                    // parked entries beyond max_in_flight x this count as active

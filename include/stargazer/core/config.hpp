@@ -30,6 +30,11 @@ struct config {
   std::string http_host = "127.0.0.1";
   std::uint16_t http_port = 8080;
   std::size_t http_max_body_bytes = 16 * 1024 * 1024;
+  // Seconds from connecting, or from a kept-alive request's first byte, to the end of the
+  // request's headers (the keep-alive wait before that first byte is separate).
+  double http_header_timeout_seconds = 10.0;
+  std::size_t http_max_connections_per_ip = 64;   // 0: no cap
+  std::vector<std::string> http_trusted_proxies;  // IPs and CIDRs whose X-Forwarded-For is believed
   // Worker and tools roles: port for /healthz, /readyz and /metrics on --http-host (0: none).
   std::uint16_t health_port = 0;
 

@@ -27,6 +27,8 @@ struct request {
   std::string query;   // target after '?', not decoded
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
+  // The client: the TCP peer, or behind a trusted proxy the client its X-Forwarded-For
+  // names (http::trusted_proxies::client_of).
   std::string remote_address;
   // Filled by the router: {name} segments of the matched pattern, percent-decoded.
   std::map<std::string, std::string, std::less<>> path_params;

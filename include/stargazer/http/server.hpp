@@ -1,12 +1,14 @@
 #pragma once
 // The HTTP/1.1 server (Boost.Beast, coroutines). It owns connections, timeouts, body
-// and header limits, keep-alive and the WebSocket upgrade; the router owns meaning.
+// and header limits, per-address connection caps, keep-alive and the WebSocket upgrade;
+// the router owns meaning.
 //
 // Threading: all members are called on the io_context's thread. Websocket sessions'
 // send() and close() likewise.
 
 #include "stargazer/core/service.hpp"
 #include "stargazer/http/message.hpp"
+#include "stargazer/http/trusted_proxies.hpp"
 
 #include <utility>
 #include <boost/asio/awaitable.hpp>
@@ -35,10 +37,21 @@ struct server_settings {
   std::uint16_t port = 8080;  // 0: any free port, see http_server::port()
   std::size_t max_body_bytes = 16 * 1024 * 1024;    // larger bodies get 413
   std::size_t max_header_bytes = 16 * 1024;         // larger headers get 431
-  std::chrono::milliseconds idle_timeout{60'000};   // keep-alive wait and header read
+  // A kept-alive connection's wait for the first byte of its next request.
+  std::chrono::milliseconds idle_timeout{60'000};
+  // From accept, or from a kept-alive request's first byte, to the end of its headers;
+  // a connection that takes longer is closed (a client trickling bytes holds nothing).
+  std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{60'000};   // reading the body after the headers
   std::chrono::milliseconds write_timeout{30'000};
   std::size_t max_connections = 10'000;             // beyond it, new connections are closed
+  // Open connections per client address (0: no cap). One more is answered 429
+  // too_many_connections and closed at accept. A trusted proxy's connections are not
+  // capped; each of their requests counts, while it runs, for the client its
+  // X-Forwarded-For names (see trusted_proxies::client_of), and is refused with 429 once
+  // that client holds `max_connections_per_ip` connections and requests.
+  std::size_t max_connections_per_ip = 64;
+  trusted_proxies proxies;  // empty: X-Forwarded-For is ignored
   std::size_t websocket_max_message_bytes = 64 * 1024;
   std::size_t websocket_max_queued_messages = 1024; // a slower reader is disconnected
 };

@@ -57,6 +57,15 @@ public:
   boost::asio::awaitable<std::error_code> store(const std::string& platform, const std::string& channel_id,
                                                 const cached_message& m, std::string hash_key = {});
 
+  // An edit of a stored message (a Matrix m.replace) by its author: the text the history
+  // shows becomes `text`. The edited copy is a new hash under `edit_id` that takes the
+  // original's place in the channel's index, so hashes stay written once and a memo never
+  // shows the old text. false when the original is not stored (expired, or its turn has not
+  // stored it yet) or was written by somebody else.
+  boost::asio::awaitable<result<bool>> edit(const std::string& platform, const std::string& channel_id,
+                                            const std::string& message_id, const std::string& author_id,
+                                            const std::string& edit_id, const std::string& text);
+
   // Newest first, at most `limit`, strictly older than `before` when given; expired
   // entries are skipped.
   boost::asio::awaitable<result<std::vector<cached_message>>> recent(const std::string& platform,

@@ -3,7 +3,7 @@
 // periodic work such as presence, so several workers do not each call the model and
 // fight over the bot's status (the heartbeat has a lease of its own, `sg:leader:heartbeat`,
 // without the gauge). The lease is `sg:leader:status` = the holder's instance
-// id, SET NX EX ttl; the holder renews it every check, others take it once it expires;
+// id (bus/lease.hpp); the holder renews it every check, others take it once it expires;
 // a holder that stops releases it at once (compare-and-delete), so failover after a
 // clean stop takes one check interval rather than the ttl.
 

@@ -1,6 +1,7 @@
 #include "stargazer/platform/discord/discord_platform.hpp"
 
 #include "stargazer/bus/event_bus.hpp"
+#include "stargazer/bus/lease.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/digest.hpp"
 #include "stargazer/core/error.hpp"
@@ -83,19 +84,6 @@ const rapidjson::Value* arr(const rapidjson::Value& v, const char* name) {
   const auto it = v.FindMember(name);
   return it != v.MemberEnd() && it->value.IsArray() ? &it->value : nullptr;
 }
-
-// Takes the lease when free, renews it when ours (PX), else nothing.
-const redis::script lease_script(R"lua(
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-return 0
-)lua");
-
-const redis::script release_script(R"lua(
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-)lua");
 
 // The live gateway processes: a sorted set of node id → last seen (ms), pruned as it is read.
 const redis::script nodes_script(R"lua(
@@ -250,16 +238,10 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     auto nodes = co_await redis.eval(nodes_script, node_keys, node_args);
     const long live = nodes && !nodes->is_error() ? std::max(1LL, nodes->to_integer().value_or(1)) : 1;
     const auto share = static_cast<std::size_t>((shard_count + live - 1) / live);
-    const auto ttl = std::to_string(settings.lease_ttl.count());
     for (auto it = shards.begin(); it != shards.end();) {
-      const std::vector<std::string> keys{lease_key(it->first)};
-      const std::vector<std::string> args{settings.node_id, ttl};
-      auto r = co_await redis.eval(lease_script, keys, args);
-      if (r && r->to_integer().value_or(0) == 1) {
-        ++it;
-        continue;
-      }
-      if (!r) {  // Redis unreachable: keep the shard while the lease may still be ours
+      auto r = co_await bus::take_or_renew_lease(redis, lease_key(it->first), settings.node_id, settings.lease_ttl);
+      // Held, or Redis unreachable: keep the shard while the lease may still be ours.
+      if (!r || *r) {
         ++it;
         continue;
       }
@@ -277,10 +259,8 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     }
     for (int id = 0; id < shard_count && shards.size() < share && running; ++id) {
       if (shards.contains(id)) continue;
-      const std::vector<std::string> keys{lease_key(id)};
-      const std::vector<std::string> args{settings.node_id, ttl};
-      auto r = co_await redis.eval(lease_script, keys, args);
-      if (!r || r->to_integer().value_or(0) != 1) continue;
+      auto r = co_await bus::take_or_renew_lease(redis, lease_key(id), settings.node_id, settings.lease_ttl);
+      if (!r || !*r) continue;
       co_await start_shard(id);
     }
   }
@@ -288,9 +268,7 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> release(int id, shard& s) {
     s.stop();
     co_await save_session(id, s.session());
-    const std::vector<std::string> keys{lease_key(id)};
-    const std::vector<std::string> args{settings.node_id};
-    co_await redis.eval(release_script, keys, args);
+    co_await bus::release_lease(redis, lease_key(id), settings.node_id);
   }
 
   asio::awaitable<void> save_session(int id, const session_state& st) {

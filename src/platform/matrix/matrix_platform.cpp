@@ -1,7 +1,10 @@
 #include "stargazer/platform/matrix/matrix_platform.hpp"
 
 #include "stargazer/bus/event_bus.hpp"
+#include "stargazer/bus/lease.hpp"
+#include "stargazer/bus/lock.hpp"
 #include "stargazer/core/digest.hpp"
+#include "stargazer/core/failpoint.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/json_value.hpp"
 #include "stargazer/core/log.hpp"
@@ -31,21 +34,6 @@ const log::logger& matrix_log() {
   static const log::logger instance("matrix");
   return instance;
 }
-
-// Takes the lease when free, renews it when ours (PX), else nothing: 1 when held.
-const redis::script lease_script(R"lua(
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-  return 1
-end
-return 0
-)lua");
-
-const redis::script release_script(R"lua(
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-)lua");
 
 // Stores the next sync token only while the lease is ours: a process that lost it (paused,
 // then resumed after another took over) cannot move the token backwards.
@@ -83,6 +71,7 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
       encrypted_refused = &m->make_counter("stargazer_matrix_encrypted_rooms_refused_total",
                                            "Invites to, or rooms turned, end-to-end encrypted: refused or left");
       sync_failures = &m->make_counter("stargazer_matrix_sync_failures_total", "Failed /sync requests");
+      edits = &m->make_counter("stargazer_matrix_edits_applied_total", "Edits (m.replace) applied to the history");
     }
   }
 
@@ -96,6 +85,7 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
   metrics::counter* duplicates = nullptr;
   metrics::counter* encrypted_refused = nullptr;
   metrics::counter* sync_failures = nullptr;
+  metrics::counter* edits = nullptr;
 
   bool running = false;
   bool authenticated = false;
@@ -124,16 +114,36 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
 
   // ---- credentials ----
 
+  asio::awaitable<void> load_session() {
+    auto stored = co_await redis.command("HMGET", key("session"), "access_token", "device_id");
+    if (stored && stored->is_array() && stored->elements().size() == 2) {
+      if (stored->elements()[0].is_bulk()) api.set_access_token(stored->elements()[0].str());
+      if (stored->elements()[1].is_bulk()) device_id = stored->elements()[1].str();
+    }
+  }
+
   asio::awaitable<bool> authenticate() {
-    if (!settings.access_token.empty()) {
-      api.set_access_token(settings.access_token);
-    } else {
-      auto stored = co_await redis.command("HMGET", key("session"), "access_token", "device_id");
-      if (stored && stored->is_array() && stored->elements().size() == 2) {
-        if (stored->elements()[0].is_bulk()) api.set_access_token(stored->elements()[0].str());
-        if (stored->elements()[1].is_bulk()) device_id = stored->elements()[1].str();
+    // Gateways started together must not each log in: every login would make a device, and
+    // transaction ids (what makes a repeated send harmless) hold only within one device.
+    // The one holding the login lock logs in; the others find its session when they get it.
+    std::optional<bus::distributed_lock> login_lock;
+    if (settings.access_token.empty()) {
+      login_lock.emplace(redis, key("login_lock"), 30s);
+      const std::chrono::milliseconds patience = 45s;  // longer than a dead holder's lock lasts
+      const bool locked = co_await login_lock->acquire(patience);
+      if (!locked) {
+        last_error = "another gateway is logging in (sg:matrix:{user}:login_lock)";
+        co_return false;
       }
     }
+    const bool signed_in = co_await authenticate_locked();
+    if (login_lock) co_await login_lock->release();
+    co_return signed_in;
+  }
+
+  asio::awaitable<bool> authenticate_locked() {
+    if (!settings.access_token.empty()) api.set_access_token(settings.access_token);
+    else co_await load_session();
     if (!api.access_token().empty()) {
       auto me = co_await api.whoami();
       if (ok(me)) {
@@ -195,11 +205,9 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
   // ---- the sync lease ----
 
   asio::awaitable<bool> renew_lease() {
-    const std::vector<std::string> keys{key("sync_lease")};
-    const std::vector<std::string> args{settings.node_id, std::to_string(settings.lease_ttl.count())};
-    auto r = co_await redis.eval(lease_script, keys, args);
+    auto r = co_await bus::take_or_renew_lease(redis, key("sync_lease"), settings.node_id, settings.lease_ttl);
     if (!r) co_return holding;  // Redis away: the lease may still be ours until it lapses
-    const bool now_holding = r->to_integer().value_or(0) == 1;
+    const bool now_holding = *r;
     if (now_holding != holding)
       matrix_log().info("{} the sync lease of {}", now_holding ? "holding" : "lost", settings.user_id);
     co_return now_holding;
@@ -359,8 +367,13 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
 
   asio::awaitable<void> on_message(const std::string& room_id, const room_state& room, std::int64_t member_count,
                                    const message_event& m) {
+    if (m.is_edit() && m.sender != settings.user_id) {
+      if (user_allowed(m.sender, settings.allowed_users)) co_await on_edit(room_id, room, m);
+      co_return;
+    }
     if (should_ignore(m, settings.user_id)) co_return;
     if (!user_allowed(m.sender, settings.allowed_users)) co_return;
+    const auto click = co_await button_click(room_id, m);
     std::string replied_to_sender;
     if (!m.reply_to.empty()) {
       auto own = co_await redis.command("EXISTS", key("own:" + m.reply_to));
@@ -388,6 +401,12 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
     }
     e.is_addressed = is_addressed(m, settings.user_id, settings.bot_name, member_count,
                                   replied_to_sender.empty() ? nullptr : &replied_to_sender);
+    if (click) {  // the answer to a numbered list: a click on that option, as on Discord
+      e.content = click->id;
+      e.reply_to = click->prompt_event_id;
+      e.extra["interaction"] = "button";
+      e.is_addressed = true;
+    }
     if (room.power && is_room_admin(*room.power, m.sender)) e.member_roles.emplace_back(bus::platform_admin_role);
     auto r = co_await bus.publish_inbound_once(e, key("seen:" + m.event_id), std::chrono::hours(24));
     if (!r) throw std::runtime_error("publishing failed: " + r.error().message());
@@ -396,8 +415,82 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
       co_return;
     }
     if (published != nullptr) published->inc();
+    failpoint("matrix.event_published");  // tests: killed before the batch's token is stored
     // The worker's reply names the entry in its message key: this finds what it answers.
     co_await redis.command("SET", key("entry:" + r->entry_id), m.event_id + "\n" + m.sender, "EX", "86400");
+  }
+
+  // An edit (m.replace) changes the text the history shows; it starts no turn. The spec
+  // lets only the original's sender edit it, which the cache's script checks.
+  asio::awaitable<void> on_edit(const std::string& room_id, const room_state& room, const message_event& m) {
+    const auto& edit = *m.edit;
+    std::string text = edit.body;
+    if (edit.msgtype == "m.emote") {
+      const auto member = room.members.find(m.sender);
+      text = fmt::format("* {} {}", member != room.members.end() && !member->second.empty() ? member->second
+                                                                                           : localpart(m.sender),
+                         edit.body);
+    }
+    message_cache cache(redis);
+    auto r = co_await cache.edit("matrix", room_id, edit.replaces_event_id, m.sender, m.event_id, text);
+    if (!r) throw std::runtime_error("storing an edit failed: " + r.error().message());
+    if (!*r) matrix_log().debug("edit {} of {}: the original is not in the history (or not the sender's)",
+                                m.event_id, edit.replaces_event_id);
+    else if (edits != nullptr) edits->inc();
+  }
+
+  // ---- numbered options (Matrix has no buttons) ----
+
+  struct option_click {
+    std::string id;               // the button's id, what a Discord click carries
+    std::string prompt_event_id;  // the bot's message with the list
+  };
+
+  // A prompt is kept under its event id (a reply to it picks an option for a week) and as
+  // the room's latest (a plain "2" picks one for an hour, once, unless the bot said something
+  // else since).
+  std::string prompt_key(std::string_view event_id) const { return key(fmt::format("prompt:{}", event_id)); }
+  std::string latest_prompt_key(std::string_view room_id) const { return key(fmt::format("prompt_latest:{}", room_id)); }
+
+  static std::string prompt_json(const std::string& event_id, const std::vector<bus::button>& buttons) {
+    std::string labels, ids;
+    for (const auto& b : buttons) {
+      if (!labels.empty()) labels += ',', ids += ',';
+      labels += json::quoted(b.label);
+      ids += json::quoted(b.url.empty() ? b.id : std::string());  // a link is not a choice
+    }
+    return fmt::format(R"({{"event_id":{},"labels":[{}],"ids":[{}]}})", json::quoted(event_id), labels, ids);
+  }
+
+  asio::awaitable<void> remember_prompt(const std::string& room_id, const std::string& event_id,
+                                        const std::vector<bus::button>& buttons) {
+    const auto value = prompt_json(event_id, buttons);
+    redis::request req;
+    req.push("SET", prompt_key(event_id), value, "EX", std::to_string(7 * 86400));
+    req.push("SET", latest_prompt_key(room_id), value, "EX", "3600");
+    auto stored = co_await redis.exec(std::move(req));
+    if (!stored) matrix_log().warn("options in {} not kept; answers are read as text: {}", room_id, stored.error().message());
+  }
+
+  asio::awaitable<std::optional<option_click>> button_click(const std::string& room_id, const message_event& m) {
+    // A choice is a number or a label: short. Longer messages cost no lookup.
+    if (m.media || m.body.size() > 200) co_return std::nullopt;
+    const bool latest = m.reply_to.empty();
+    const auto prompt = latest ? latest_prompt_key(room_id) : prompt_key(m.reply_to);
+    auto stored = co_await redis.command("GET", prompt);
+    if (!stored || !stored->is_bulk()) co_return std::nullopt;
+    auto parsed = json::parse_object(stored->str(), 4);
+    auto* doc = std::get_if<rapidjson::Document>(&parsed);
+    if (doc == nullptr || !doc->HasMember("labels") || !(*doc)["labels"].IsArray() || !doc->HasMember("ids") ||
+        !(*doc)["ids"].IsArray())
+      co_return std::nullopt;
+    std::vector<std::string> labels, ids;
+    for (const auto& l : (*doc)["labels"].GetArray()) labels.emplace_back(l.IsString() ? l.GetString() : "");
+    for (const auto& i : (*doc)["ids"].GetArray()) ids.emplace_back(i.IsString() ? i.GetString() : "");
+    const auto choice = button_choice(m.body, labels);
+    if (!choice || *choice >= ids.size() || ids[*choice].empty()) co_return std::nullopt;
+    if (latest) co_await redis.command("DEL", prompt);
+    co_return option_click{ids[*choice], json::string_member(*doc, "event_id")};
   }
 
   // ---- outbound ----
@@ -436,6 +529,7 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
                                                                      : errc::unexpected_reply);
       }
       const auto& event_id = std::get<std::string>(sent);
+      failpoint("matrix.sent");  // tests: the homeserver has the event, its marker is not written
       co_await redis.command("SET", key("own:" + event_id), "1", "EX", std::to_string(7 * 86400));
       if (first.empty()) first = event_id;
     }
@@ -455,7 +549,7 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
     auto sent = co_await send_contents(room_id, contents, ctx, what);
     if (sent) {
       if (!target.event_id.empty()) co_await api.send_receipt(room_id, target.event_id);
-      co_await remember_reply(room_id, *sent, text, ctx);
+      co_await remember_reply(room_id, *sent, text, ctx, what);
     }
     co_return sent;
   }
@@ -463,12 +557,14 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
   // The bot's reply joins the history the model reads next (its own events come back in
   // /sync but are not read), under the message key, so a repeated send stores it once.
   asio::awaitable<void> remember_reply(const std::string& room_id, const std::string& event_id, const std::string& text,
-                                       const send_context& ctx) {
+                                       const send_context& ctx, std::string_view what) {
     const auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     const cached_message reply{event_id, settings.user_id, settings.bot_name, text, now, true, {}};
     redis::request req;
     for (const auto& command : message_cache::store_commands("matrix", room_id, reply, ctx.message_key))
       req.push_range(command);
+    // Anything the bot says after a list of options ends the plain-number answers to it.
+    if (what != "buttons") req.push("DEL", latest_prompt_key(room_id));
     auto stored = co_await redis.exec(std::move(req));
     if (!stored) matrix_log().warn("reply in {} not kept for the history: {}", room_id, stored.error().message());
   }
@@ -520,9 +616,8 @@ task<void> matrix_platform::stop() {
   self->renewal.cancel();
   for (auto& [room, t] : self->typing) t->cancel();
   if (self->holding) {
-    const std::vector<std::string> keys{self->key("sync_lease")};
-    const std::vector<std::string> args{self->settings.node_id};
-    co_await self->redis.eval(release_script, keys, args);  // another gateway takes over at once
+    // Another gateway takes over at once.
+    co_await bus::release_lease(self->redis, self->key("sync_lease"), self->settings.node_id);
     self->holding = false;
   }
 }
@@ -561,7 +656,9 @@ task<result<std::string>> matrix_platform::send_with_buttons(const std::string& 
   std::vector<std::string> labels;
   for (const auto& b : buttons) labels.push_back(b.url.empty() ? b.label : fmt::format("{} ({})", b.label, b.url));
   auto self = impl_;
-  co_return co_await self->send_text(channel_id, buttons_text(text, labels), ctx, "buttons");
+  auto sent = co_await self->send_text(channel_id, buttons_text(text, labels), ctx, "buttons");
+  if (sent) co_await self->remember_prompt(channel_id, *sent, buttons);
+  co_return sent;
 }
 
 task<void> matrix_platform::start_typing(const std::string& channel_id) {

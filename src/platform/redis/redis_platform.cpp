@@ -490,6 +490,12 @@ task<result<std::string>> redis_platform::send_file(const std::string& channel_i
       {"HSET", file_key(file_id), "data", data, "filename", filename, "mimetype", mimetype, "size",
        std::to_string(data.size()), "timestamp", fmt::format("{:.3f}", ts), "channel_id", channel_id},
       {"EXPIRE", file_key(file_id), std::to_string(file_ttl.count())}};
+  if (!ctx.message_key.empty()) {
+    // The delivery marker in the same MULTI as the event: a gateway killed right after it
+    // cannot post the file again (the outbound consumer reads the marker first).
+    store.push_back({"HSET", ctx.message_key, "message_id", file_id});
+    store.push_back({"EXPIRE", ctx.message_key, std::to_string(message_ttl.count())});
+  }
   auto r = co_await emit(channel_id, event, std::move(store));
   if (!r) co_return r.error();
   co_return file_id;
