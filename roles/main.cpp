@@ -4,6 +4,7 @@
 
 #include "options.hpp"
 #include "stargazer/core/log.hpp"
+#include "stargazer/platform/message_cache.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -41,6 +42,7 @@ int main(int argc, char** argv) {
   }
 
   log::configure(*log::parse_level(cfg.log_level), *log::parse_format(cfg.log_format));
+  platform::message_cache::keep_per_channel(static_cast<std::size_t>(cfg.history_keep));
   try {
     switch (cfg.process_role) {
       case role::gateway: return roles::run_gateway(cfg);

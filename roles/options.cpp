@@ -315,6 +315,12 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->check(CLI::Range(0, 500))
           ->group(persona),
       "SG_HISTORY_MESSAGES");
+  env(app.add_option("--history-keep", cfg.history_keep,
+                     "Messages kept per channel in Redis; older ones are deleted as new ones arrive (0: keep "
+                     "every message for 90 days)")
+          ->check(CLI::Range(0, 1000000))
+          ->group(persona),
+      "SG_HISTORY_KEEP");
   env(app.add_option("--max-tool-rounds", cfg.max_tool_rounds, "Model calls per turn that may use tools")
           ->check(CLI::Range(1, 50))
           ->group(persona),
@@ -924,6 +930,7 @@ std::string render_config(const config& cfg) {
   line("bot-name", toml_string(cfg.bot_name));
   line("system-prompt-file", toml_string(cfg.system_prompt_file));
   line("history-messages", std::to_string(cfg.history_messages));
+  line("history-keep", std::to_string(cfg.history_keep));
   line("max-tool-rounds", std::to_string(cfg.max_tool_rounds));
   line("typing-delay-ms", std::to_string(cfg.typing_delay_ms));
   line("presence-interval", fmt::format("{}", cfg.presence_interval_seconds));

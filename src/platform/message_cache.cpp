@@ -53,6 +53,32 @@ std::string message_cache::message_key(std::string_view platform, std::string_vi
   return fmt::format("sg:msg:{}:{}:{}", platform, channel_id, message_id);
 }
 
+namespace {
+
+std::size_t history_keep = 1000;
+
+// KEYS: the channel index. ARGV: score, hash key, ttl, how many to keep (0: all). Indexes
+// the message and deletes the oldest beyond the cap, hashes with their entries. (The hash
+// keys come from the index, not KEYS: fine on one Redis or Sentinel, not Cluster.)
+constexpr std::string_view index_script = R"lua(
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local keep = tonumber(ARGV[4])
+if keep > 0 then
+  local excess = redis.call('ZCARD', KEYS[1]) - keep
+  if excess > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+    redis.call('DEL', unpack(oldest))
+  end
+end
+return 1
+)lua";
+
+}  // namespace
+
+void message_cache::keep_per_channel(std::size_t messages) { history_keep = messages; }
+
 std::vector<std::vector<std::string>> message_cache::store_commands(std::string_view platform,
                                                                     std::string_view channel_id,
                                                                     const cached_message& m, std::string hash_key) {
@@ -61,8 +87,10 @@ std::vector<std::vector<std::string>> message_cache::store_commands(std::string_
   return {{"HSET", hash_key, "message_id", m.message_id, "user_id", m.user_id, "user_name", m.user_name, "text",
            m.text, "timestamp", score, "is_bot", m.is_bot ? "1" : "0", "reply_to_id", m.reply_to_id},
           {"EXPIRE", hash_key, std::to_string(ttl.count())},
-          {"ZADD", channel_key(platform, channel_id), score, hash_key},
-          {"EXPIRE", channel_key(platform, channel_id), std::to_string(ttl.count())}};
+          // EVAL, not EVALSHA: these commands go into callers' MULTIs, where a NOSCRIPT
+          // could not be answered by loading the script.
+          {"EVAL", std::string(index_script), "1", channel_key(platform, channel_id), score, hash_key,
+           std::to_string(ttl.count()), std::to_string(history_keep)}};
 }
 
 boost::asio::awaitable<std::error_code> message_cache::store(const std::string& platform,

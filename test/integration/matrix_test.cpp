@@ -123,6 +123,26 @@ void await_first_sync(matrix_test_server& hs, long before = 0) {
 
 }  // namespace
 
+// The usual cast: the homeserver with the bot and Alice (passwords botpw, alicepw) sharing
+// a room (two members: a DM, so every message addresses the bot), and a Redis.
+struct bot_and_alice {
+  bot_and_alice() {
+    hs.user("bot", "botpw");
+    alice_token = hs.user("alice", "alicepw")["access_token"].GetString();
+    room = hs.room(alice, bot);
+  }
+  std::unique_ptr<child_process> gateway(std::vector<std::string> env = {}, const std::string& node = "gateway-1",
+                                         std::uint16_t http_port = 0) {
+    env.push_back("SG_MATRIX_PASSWORD=botpw");
+    return std::make_unique<child_process>(gateway_args(redis, hs, http_port == 0 ? port : http_port, node), env);
+  }
+  matrix_test_server hs;
+  redis_server redis;
+  std::string room;
+  std::string alice_token;
+  std::uint16_t port = free_port();
+};
+
 // REQUIRE that shows a process's output when it fails (INFO would show it as it was).
 #define REQUIRE_SHOWING(condition, process)              \
   do {                                                   \
@@ -133,13 +153,13 @@ void await_first_sync(matrix_test_server& hs, long before = 0) {
 
 TEST_CASE("matrix: a message round trip through gateway and worker processes, threaded as a reply",
           "[process][matrix]") {
-  matrix_test_server hs;
-  hs.user("bot", "botpw");
-  hs.user("alice", "alicepw");
-  const auto room = hs.room(alice, bot);
-  redis_server redis;
-  const auto port = free_port();
-  child_process gateway(gateway_args(redis, hs, port), {"SG_MATRIX_PASSWORD=botpw"});
+  bot_and_alice world;
+  auto& hs = world.hs;
+  auto& redis = world.redis;
+  const auto& room = world.room;
+  const auto port = world.port;
+  auto owned_gateway = world.gateway();
+  auto& gateway = *owned_gateway;
   child_process worker(worker_args(redis));
   REQUIRE(wait_for_http(port, 20s, "/readyz"));
   // The first sync learns the token without waiting; the long poll after it sees what comes.
@@ -260,16 +280,13 @@ TEST_CASE("matrix: a revoked access token is a clear error that /readyz reports,
 
 TEST_CASE("matrix: a gateway SIGKILLed in the middle of a sync batch publishes nothing twice and loses nothing",
           "[process][matrix]") {
-  matrix_test_server hs;
-  hs.user("bot", "botpw");
-  hs.user("alice", "alicepw");
-  const auto room = hs.room(alice, bot);
-  redis_server redis;
-  const auto port = free_port();
+  bot_and_alice world;
+  auto& hs = world.hs;
+  auto& redis = world.redis;
+  const auto& room = world.room;
+  const auto port = world.port;
   // The third message published kills the gateway: its batch's token is not stored.
-  auto gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
-                                                 std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw",
-                                                                          "SG_FAILPOINTS=matrix.event_published=kill@3"});
+  auto gateway = world.gateway({"SG_FAILPOINTS=matrix.event_published=kill@3"});
   child_process worker(worker_args(redis));
   await_first_sync(hs);
   // Syncs wait a second before answering, so the messages after the first come as one batch.
@@ -283,8 +300,7 @@ TEST_CASE("matrix: a gateway SIGKILLed in the middle of a sync batch publishes n
   const auto published_before = bus.inbound().size();
   CHECK(published_before == 3);
 
-  gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
-                                            std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw"});
+  gateway = world.gateway();
   REQUIRE(poll_until([&] { return bot_bodies(hs, room).size() >= 5; }, 30s));
   std::this_thread::sleep_for(1500ms);
   const auto replies = bot_bodies(hs, room);
@@ -308,14 +324,12 @@ TEST_CASE("matrix: a gateway SIGKILLed in the middle of a sync batch publishes n
 
 TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and before its marker sends it once",
           "[process][matrix]") {
-  matrix_test_server hs;
-  hs.user("bot", "botpw");
-  hs.user("alice", "alicepw");
-  const auto room = hs.room(alice, bot);
-  redis_server redis;
-  const auto port = free_port();
-  auto gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
-                                                 std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw"});
+  bot_and_alice world;
+  auto& hs = world.hs;
+  auto& redis = world.redis;
+  const auto& room = world.room;
+  const auto port = world.port;
+  auto gateway = world.gateway();
   child_process worker(worker_args(redis));
   await_first_sync(hs);
   // The homeserver stores the reply, then holds its answer: the gateway never learns the
@@ -329,8 +343,7 @@ TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and bef
 
   // Restarted under the same node id, it sends the entry again with the same transaction id
   // from the same device: the homeserver answers with the first event.
-  gateway = std::make_unique<child_process>(gateway_args(redis, hs, port),
-                                            std::vector<std::string>{"SG_MATRIX_PASSWORD=botpw"});
+  gateway = world.gateway();
   INFO(gateway->output());
   REQUIRE(poll_until([&] { return counter(hs, "txn_dedup") >= 1; }, 30s));
   std::this_thread::sleep_for(1s);
@@ -346,17 +359,16 @@ TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and bef
 
 TEST_CASE("matrix: two gateways, one syncs, the other takes over within 10 s of its death, from the stored token",
           "[process][matrix]") {
-  matrix_test_server hs;
-  hs.user("bot", "botpw");
-  hs.user("alice", "alicepw");
-  const auto room = hs.room(alice, bot);
-  redis_server redis;
-  const auto port_a = free_port();
+  bot_and_alice world;
+  auto& hs = world.hs;
+  auto& redis = world.redis;
+  const auto& room = world.room;
   const auto port_b = free_port();
-  const std::vector<std::string> env{"SG_MATRIX_PASSWORD=botpw"};
-  child_process a(gateway_args(redis, hs, port_a, "gw-a"), env);
+  auto owned_a = world.gateway({}, "gw-a");
+  auto& a = *owned_a;
   await_first_sync(hs);
-  child_process b(gateway_args(redis, hs, port_b, "gw-b"), env);
+  auto owned_b = world.gateway({}, "gw-b", port_b);
+  auto& b = *owned_b;
   child_process worker(worker_args(redis));
   REQUIRE(wait_for_http(port_b, 20s, "/readyz"));
   const auto lease = [&] { return redis.cli({"GET", "sg:matrix:" + bot + ":sync_lease"}); };
@@ -393,14 +405,13 @@ TEST_CASE("matrix: files both ways, numbered options answered by number, edits k
           "[process][matrix]") {
   using stargazer::bus::outbound_envelope;
   using stargazer::bus::outbound_type;
-  matrix_test_server hs;
-  hs.user("bot", "botpw");
-  auto alice_login = hs.user("alice", "alicepw");
-  const std::string alice_token = alice_login["access_token"].GetString();
-  const auto room = hs.room(alice, bot);
-  redis_server redis;
-  const auto port = free_port();
-  child_process gateway(gateway_args(redis, hs, port), {"SG_MATRIX_PASSWORD=botpw"});
+  bot_and_alice world;
+  auto& hs = world.hs;
+  auto& redis = world.redis;
+  const auto& room = world.room;
+  const auto& alice_token = world.alice_token;
+  auto owned_gateway = world.gateway();
+  auto& gateway = *owned_gateway;
   await_first_sync(hs);
   INFO(gateway.output());
   bus_access bus(redis);
@@ -495,13 +506,13 @@ TEST_CASE("matrix: files both ways, numbered options answered by number, edits k
 
 TEST_CASE("matrix: a storm of 429s on sends and syncs delays replies without losing or repeating one",
           "[process][matrix]") {
-  matrix_test_server hs;
-  hs.user("bot", "botpw");
-  hs.user("alice", "alicepw");
-  const auto room = hs.room(alice, bot);
-  redis_server redis;
-  const auto port = free_port();
-  child_process gateway(gateway_args(redis, hs, port), {"SG_MATRIX_PASSWORD=botpw"});
+  bot_and_alice world;
+  auto& hs = world.hs;
+  auto& redis = world.redis;
+  const auto& room = world.room;
+  const auto port = world.port;
+  auto owned_gateway = world.gateway();
+  auto& gateway = *owned_gateway;
   child_process worker(worker_args(redis));
   await_first_sync(hs);
   INFO(gateway.output());

@@ -308,6 +308,33 @@ TEST_CASE("a failing model gives the user a short apology and the turn is not re
   CHECK(f.metrics.render().find(R"(stargazer_turns_total{outcome="model_failed"} 1)") != std::string::npos);
 }
 
+TEST_CASE("a channel keeps --history-keep messages: storing one more deletes the oldest hash and its entry",
+          "[worker][cache]") {
+  redis_server server;
+  asio::io_context io;
+  redis::connection conn(io.get_executor(), redis::settings_from_url(server.url()));
+  conn.start();
+  platform::message_cache cache(conn);
+  platform::message_cache::keep_per_channel(3);
+  run_coro(io, [&]() -> asio::awaitable<void> {
+    for (int i = 1; i <= 5; ++i) {
+      const platform::cached_message m{"m" + std::to_string(i), "u", "Ada", "t" + std::to_string(i),
+                                       1700000000.0 + i, false, {}};
+      CHECK_FALSE(co_await cache.store("redis", "room", m));
+    }
+    // Another channel is counted on its own.
+    const platform::cached_message elsewhere{"x1", "u", "Bob", "x", 1.0, false, {}};
+    CHECK_FALSE(co_await cache.store("redis", "other", elsewhere));
+  }(), 10s);
+  platform::message_cache::keep_per_channel(1000);  // the default, for the tests after this one
+  CHECK(server.cli({"ZRANGE", "channel_msgs:redis:room", "0", "-1"}) ==
+        "sg:msg:redis:room:m3\nsg:msg:redis:room:m4\nsg:msg:redis:room:m5");
+  CHECK(server.cli({"EXISTS", "sg:msg:redis:room:m1", "sg:msg:redis:room:m2"}) == "0");
+  CHECK(server.cli({"EXISTS", "sg:msg:redis:room:m3", "sg:msg:redis:other:x1"}) == "2");
+  CHECK(server.cli({"TTL", "channel_msgs:redis:room"}) != "-1");
+  conn.stop();
+}
+
 TEST_CASE("a remembering message cache reads what others wrote and returns what a plain one returns",
           "[worker][cache]") {
   redis_server server;

@@ -89,6 +89,7 @@ struct config {
   std::string bot_name = "Star";
   std::string system_prompt_file;  // empty: the built-in template
   int history_messages = 20;       // earlier messages of the channel given to the model
+  int history_keep = 1000;         // messages kept per channel in Redis (older ones deleted; 0: all, for 90 days)
   int max_tool_rounds = 5;         // LLM calls per turn that may ask for tools
   int typing_delay_ms = 250;       // typing indicator only for turns slower than this (0: at once)
   double presence_interval_seconds = 300.0;  // the status leader's presence updates (0: off)

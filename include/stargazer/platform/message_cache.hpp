@@ -46,6 +46,12 @@ public:
   message_cache(const message_cache&) = delete;
   message_cache& operator=(const message_cache&) = delete;
 
+  // How many messages each channel keeps (--history-keep): storing one more deletes the
+  // oldest hash and its index entry, so retained memory is bounded by channels x this, not
+  // by traffic x the 90-day ttl. 0 keeps everything until it expires. Process-wide, set once
+  // at start, before anything is stored.
+  static void keep_per_channel(std::size_t messages);
+
   static std::string channel_key(std::string_view platform, std::string_view channel_id);
   static std::string message_key(std::string_view platform, std::string_view channel_id, std::string_view message_id);
 
