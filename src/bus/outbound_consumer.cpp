@@ -121,7 +121,7 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
     // may be missing; the redelivery must not post it twice.
     failpoint("outbound.delivered");
     if (completes_turn(e)) co_await handler.turn_complete(e.channel_id, e.response_nonce);
-    if (idempotent_send && !sent->empty()) {
+    if (idempotent_send && !sent->empty() && !handler.writes_delivery_marker()) {
       const std::vector<std::string> keys{e.message_key};
       const std::vector<std::string> args{*sent, std::to_string(settings.message_key_ttl.count())};
       auto r = co_await commands.eval(resync_script(), keys, args);

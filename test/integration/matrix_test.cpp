@@ -123,6 +123,12 @@ void await_first_sync(matrix_test_server& hs, long before = 0) {
 
 }  // namespace
 
+// SIGTERM to each, then each must exit 0 within 10 s.
+void stop_cleanly(std::initializer_list<child_process*> processes) {
+  for (auto* p : processes) p->signal(SIGTERM);
+  for (auto* p : processes) CHECK(p->wait(10s) == 0);
+}
+
 // The usual cast: the homeserver with the bot and Alice (passwords botpw, alicepw) sharing
 // a room (two members: a DM, so every message addresses the bot), and a Redis.
 struct bot_and_alice {
@@ -200,10 +206,7 @@ TEST_CASE("matrix: a message round trip through gateway and worker processes, th
   const auto metrics = http_request(port, "GET", "/metrics", "", "").body;
   CHECK(metrics.find("stargazer_matrix_events_published_total 1") != std::string::npos);
 
-  gateway.signal(SIGTERM);
-  worker.signal(SIGTERM);
-  CHECK(gateway.wait(10s) == 0);
-  CHECK(worker.wait(10s) == 0);
+  stop_cleanly({&gateway, &worker});
 }
 
 TEST_CASE("matrix: invites are taken from allowed users only, and encrypted rooms are refused and counted",
@@ -251,8 +254,7 @@ TEST_CASE("matrix: invites are taken from allowed users only, and encrypted room
       notice = notice || std::string(e["content"]["msgtype"].GetString()) == "m.notice";
   CHECK(notice);
 
-  gateway.signal(SIGTERM);
-  CHECK(gateway.wait(10s) == 0);
+  stop_cleanly({&gateway});
 }
 
 TEST_CASE("matrix: a revoked access token is a clear error that /readyz reports, without a tight loop",
@@ -274,8 +276,7 @@ TEST_CASE("matrix: a revoked access token is a clear error that /readyz reports,
   const auto before = hs.control("GET", "/_test/requests")["records"].Size();
   std::this_thread::sleep_for(2s);
   CHECK(hs.control("GET", "/_test/requests")["records"].Size() - before <= 2);  // no tight loop
-  gateway.signal(SIGTERM);
-  CHECK(gateway.wait(10s) == 0);
+  stop_cleanly({&gateway});
 }
 
 TEST_CASE("matrix: a gateway SIGKILLed in the middle of a sync batch publishes nothing twice and loses nothing",
@@ -316,10 +317,7 @@ TEST_CASE("matrix: a gateway SIGKILLed in the middle of a sync batch publishes n
   for (const auto& e : inbound) ids.insert(e.message_id);
   CHECK(ids.size() == 5);
   CHECK(metric(port, "stargazer_matrix_events_duplicate_total") >= 1);  // the batch came again
-  gateway->signal(SIGTERM);
-  worker.signal(SIGTERM);
-  CHECK(gateway->wait(10s) == 0);
-  CHECK(worker.wait(10s) == 0);
+  stop_cleanly({gateway.get(), &worker});
 }
 
 TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and before its marker sends it once",
@@ -351,10 +349,7 @@ TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and bef
   REQUIRE(replies.size() == 1);
   CHECK(replies[0].find("say it once") != std::string::npos);
   CHECK(redis.cli({"XPENDING", "sg:stream:outbound:matrix", "sg:gateway:matrix"}).rfind("0", 0) == 0);
-  gateway->signal(SIGTERM);
-  worker.signal(SIGTERM);
-  CHECK(gateway->wait(10s) == 0);
-  CHECK(worker.wait(10s) == 0);
+  stop_cleanly({gateway.get(), &worker});
 }
 
 TEST_CASE("matrix: two gateways, one syncs, the other takes over within 10 s of its death, from the stored token",
@@ -395,10 +390,7 @@ TEST_CASE("matrix: two gateways, one syncs, the other takes over within 10 s of 
   CHECK(replies[1].find("while nobody syncs") != std::string::npos);
   CHECK(replies[2].find("after") != std::string::npos);
   CHECK(http_request(port_b, "GET", "/readyz", "", "").body.find("holds the sync lease") != std::string::npos);
-  b.signal(SIGTERM);
-  worker.signal(SIGTERM);
-  CHECK(b.wait(10s) == 0);
-  CHECK(worker.wait(10s) == 0);
+  stop_cleanly({&b, &worker});
 }
 
 TEST_CASE("matrix: files both ways, numbered options answered by number, edits kept in the history",
@@ -500,8 +492,7 @@ TEST_CASE("matrix: files both ways, numbered options answered by number, edits k
   CHECK(redis.cli({"HGET", edited_key, "message_id"}) == original);
   std::this_thread::sleep_for(500ms);
   CHECK(bus.inbound().size() == 4);
-  gateway.signal(SIGTERM);
-  CHECK(gateway.wait(10s) == 0);
+  stop_cleanly({&gateway});
 }
 
 TEST_CASE("matrix: a storm of 429s on sends and syncs delays replies without losing or repeating one",
@@ -531,8 +522,5 @@ TEST_CASE("matrix: a storm of 429s on sends and syncs delays replies without los
     CHECK(n == 1);
   }
   CHECK(counter(hs, "errors_M_LIMIT_EXCEEDED") >= 15);
-  gateway.signal(SIGTERM);
-  worker.signal(SIGTERM);
-  CHECK(gateway.wait(10s) == 0);
-  CHECK(worker.wait(10s) == 0);
+  stop_cleanly({&gateway, &worker});
 }

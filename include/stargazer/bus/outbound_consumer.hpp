@@ -37,6 +37,9 @@ public:
   // saying so): a repeated call is harmless, a missing one leaves a `wait=true` caller waiting.
   virtual boost::asio::awaitable<void> turn_complete(const std::string& channel_id,
                                                       const std::string& response_nonce) = 0;
+  // True when deliver() writes the message key's delivery marker itself, atomically with
+  // the send (then the consumer does not write it again).
+  virtual bool writes_delivery_marker() const { return false; }
 };
 
 class outbound_consumer final : public component {

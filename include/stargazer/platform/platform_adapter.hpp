@@ -80,6 +80,11 @@ public:
     co_return make_error_code(errc::invalid_argument);
   }
 
+  // True when the platform's sends write the delivery marker (`HSET {message_key}
+  // message_id`) themselves, in the same MULTI as the message: the outbound consumer then
+  // skips its own marker write (docs/protocol.md §4.5). Platforms that are Redis do.
+  virtual bool writes_delivery_marker() const { return false; }
+
   // The last send of a turn went out (C++ addition; ends `?wait=true` on the Redis platform).
   virtual task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) {
     (void)channel_id;

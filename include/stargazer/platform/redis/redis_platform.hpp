@@ -187,6 +187,7 @@ public:
   task<bool> is_channel_valid(const std::string& channel_id) override { return instance_exists(channel_id); }
   task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }
   task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
+  bool writes_delivery_marker() const override { return true; }
 
   static constexpr std::chrono::seconds file_ttl{86400};
   static constexpr std::chrono::seconds message_ttl = message_cache::ttl;

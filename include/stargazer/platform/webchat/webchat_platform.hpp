@@ -114,6 +114,7 @@ class webchat_platform final : public platform_adapter {
   task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }
   // Ends the turn's typing indicator (every inbound message carries a response nonce).
   task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
+  bool writes_delivery_marker() const override { return true; }
 
   struct impl;
 
