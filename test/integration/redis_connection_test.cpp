@@ -209,7 +209,9 @@ TEST_CASE("server restart mid-load: callers get replies or errors, none hangs, t
   chaos.join();
   CHECK(finished == 20);
   CHECK(ok > 100);
-  CHECK(failed > 0);
+  // Whether a request was in flight at the kill depends on scheduling (on a loaded
+  // machine none may be): the reconnect is what proves the restart was lived through.
+  INFO("failed: " << failed);
   CHECK(conn.stats().reconnects >= 1);
   CHECK(metrics.render().find("stargazer_redis_reconnects_total{connection=\"main\"} ") != std::string::npos);
 }
