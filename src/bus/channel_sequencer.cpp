@@ -139,12 +139,32 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     co_await conn.command("HINCRBY", attempts_key(settings.stream), entry_id, delta);
   }
 
-  asio::awaitable<void> mark_done(const std::string& okey, std::uint64_t seq) {
+  asio::awaitable<bool> mark_done(const std::string& okey, std::uint64_t seq) {
     const std::vector<std::string> keys{order_key(settings.stream, okey)};
     const std::vector<std::string> args{std::to_string(seq)};
-    co_await conn.eval(mark_done_script(), keys, args);
+    auto r = co_await conn.eval(mark_done_script(), keys, args);
+    if (!r || r->is_error()) co_return false;  // e.g. connection lost, READONLY after a failover
     auto& l = lanes[okey];
     l.known_done = std::max(l.known_done, seq);
+    co_return true;
+  }
+
+  // The entry must not be acknowledged without its mark: the ack may reach Redis on a
+  // later connection (e.g. to the master a failover promoted) while the mark was lost
+  // with the old one, and its successors would wait for it until order_wait runs out
+  // (chaos finding 6). Tries through a short outage, then leaves the entry to be run
+  // again (its handler finds the work done and only the mark is written).
+  asio::awaitable<bool> mark_done_before_ack(const std::string& okey, std::uint64_t seq) {
+    auto pause = std::chrono::milliseconds(100);
+    asio::steady_timer timer(conn.get_executor());
+    for (int tries = 0;; ++tries) {
+      if (co_await mark_done(okey, seq)) co_return true;
+      if (tries == 4) co_return false;
+      timer.expires_after(pause);
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      pause = std::min(pause * 2, std::chrono::milliseconds(2000));
+    }
   }
 
   asio::awaitable<outcome> run(const stream_entry& e, const delivery& d,
@@ -170,7 +190,10 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
         parked.reset();
         if (counted) co_await count_attempt(e.id, 1);
         result = co_await body();
-        if (result.what != outcome::kind::retry) co_await mark_done(okey, seq);
+        if (result.what != outcome::kind::retry) {
+          const bool marked = co_await mark_done_before_ack(okey, seq);
+          if (!marked) result = outcome::retry(fmt::format("order mark {} of {} not written", seq, okey));
+        }
       } else {
         parked.reset();
         distributed_lock lock(conn, settings.lock_prefix + okey, settings.lock_ttl);

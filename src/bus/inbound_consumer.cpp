@@ -42,9 +42,10 @@ struct inbound_consumer::impl {
 
   asio::awaitable<outcome> run_turn(const turn& t) {
     const auto done_key = inbound_done_key(t.entry_id);
-    // Reclaimed while its first run was finishing: it is done, only the ack was lost.
-    // (A first delivery cannot be done yet, so it skips the round trip.)
-    if (t.attempt.reclaimed) {
+    // Reclaimed while its first run was finishing, or run again here because what came
+    // after the turn failed (e.g. its order mark): it is done, only the ack was lost.
+    // (A first run cannot be done yet, so it skips the round trip.)
+    if (t.attempt.reclaimed || t.attempt.local_retry > 0) {
       auto done = co_await commands.command("EXISTS", done_key);
       if (done && done->is_integer() && done->integer() == 1) co_return outcome::ack();
     }

@@ -139,6 +139,7 @@ struct stream_consumer::impl : std::enable_shared_from_this<impl>, parking_lot {
     outcome result;
     auto pause = self->settings.retry_pause;
     for (std::size_t tries = 0;; ++tries) {
+      d.local_retry = tries;
       try {
         result = co_await self->handler(e, d);
       } catch (const std::exception& ex) {

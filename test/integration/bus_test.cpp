@@ -608,6 +608,35 @@ TEST_CASE("a malformed inbound entry is dead-lettered with its reason and the re
   CHECK(dlq.find("t-bad") != std::string::npos);  // the original fields are kept
 }
 
+TEST_CASE("an entry whose order mark cannot be written is not acknowledged until it is (chaos finding 6)",
+          "[bus][order]") {
+  bus_fixture f;
+  int runs = 0;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("s", "g");
+    channel_sequencer sequencer(f.conn, sequencer_settings{.stream = "s", .lock_prefix = "sg:lock:s:"});
+    co_await f.bus->publish("s", "first", "", "c");
+    // The mark's key of the wrong type makes every mark write fail, as a lost connection
+    // or a READONLY demoted master would, while the rest of Redis works.
+    co_await f.conn.command("SET", order_key("s", "c"), "not a hash");
+    auto settings = f.consumer("s", "g", "c");
+    settings.retry_pause = 50ms;
+    stream_consumer c(f.conn, f.settings, settings,
+                      sequencer.wrap([&](const stream_entry&, const delivery&) -> asio::awaitable<outcome> {
+                        ++runs;
+                        co_return outcome::ack();
+                      }));
+    co_await c.start();
+    CHECK(co_await eventually([&] { return runs == 1; }, 2s));
+    co_await sleep_for(500ms);
+    CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("1", 0) == 0);  // not acknowledged without its mark
+    co_await f.conn.command("DEL", order_key("s", "c"));               // Redis writable again
+    CHECK(co_await eventually([&] { return f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0; }, 10s));
+    co_await c.stop(1s);
+  }(), 30s);
+  CHECK(f.server.cli({"HGET", order_key("s", "c"), "done"}) == "1");
+}
+
 TEST_CASE("a channel stalled behind a retried entry does not stop other channels", "[bus][order]") {
   bus_fixture f;
   std::vector<std::string> handled;

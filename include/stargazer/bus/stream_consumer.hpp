@@ -49,6 +49,7 @@ struct delivery {
   std::uint64_t attempts = 0;  // reclaims so far (0: first delivery)
   bool reclaimed = false;
   parking_lot* parking = nullptr;
+  std::size_t local_retry = 0;  // runs again here after a `retry` (0: the first run here)
 };
 
 using entry_handler = std::function<boost::asio::awaitable<outcome>(const stream_entry&, const delivery&)>;
