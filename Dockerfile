@@ -29,6 +29,8 @@ COPY --from=build /src/build/release/roles/stargazer /usr/local/bin/stargazer
 # VOLUME line: every worker would get an anonymous volume it never uses.
 USER stargazer:stargazer
 WORKDIR /var/lib/stargazer
+# Bound to every interface, so the web chat signs people in by invite (--webchat-auth
+# auto); `stargazer webchat invite --name NAME` inside the container prints a link.
 ENV SG_HTTP_HOST=0.0.0.0 SG_HTTP_PORT=8080 SG_DATA_DIR=/var/lib/stargazer/data SG_LOG_FORMAT=json
 EXPOSE 8080
 # For gateway and standalone (the HTTP server). Worker and tools processes have no HTTP

@@ -1,6 +1,7 @@
 // Clients of a running gateway's REST API (docs/rest-api.md): the terminal client
 // `stargazer chat` and the operator commands `stargazer instance create|list|delete`,
-// `stargazer user add|list|remove` and `stargazer identity link|unlink|show`
+// `stargazer user add|list|remove`, `stargazer identity link|unlink|show` and
+// `stargazer webchat invite|list|revoke`
 // (docs/operations.md, "Operator commands").
 //
 // One http::client on a single-threaded io_context. Every failure ends the command with
@@ -407,6 +408,122 @@ asio::awaitable<void> identity_show(rest_api& api, const client_options& o) {
   print_identity(parse_json(res.body));
 }
 
+// ---------------------------------------------------------------------------------------
+// Web chat sign-in (docs/webchat.md, "Sign-in")
+
+std::string rooms_text(const rapidjson::Value& obj) {
+  const auto rooms = string_items(obj, "rooms");
+  if (rooms.empty()) return "every room";
+  std::string out;
+  for (const auto& r : rooms) out += (out.empty() ? "" : ",") + printable(r);
+  return out;
+}
+
+std::string yes_no(const rapidjson::Value& obj, const char* name) {
+  return obj.IsObject() && obj.HasMember(name) && obj[name].IsBool() && obj[name].GetBool() ? "yes" : "no";
+}
+
+asio::awaitable<void> webchat_invite(rest_api& api, const client_options& o) {
+  std::string body = "{\"name\":" + json::quoted(o.name);
+  if (!o.rooms.empty()) {
+    body += ",\"rooms\":[";
+    for (std::size_t i = 0; i < o.rooms.size(); ++i) body += (i ? "," : "") + json::quoted(o.rooms[i]);
+    body += "]";
+  }
+  body += fmt::format(",\"expires_in\":{}", o.expires_seconds);
+  if (o.admin) body += ",\"admin\":true";
+  body += "}";
+  auto req = api.request(http::method::post, "/webchat/invites", std::move(body));
+  const auto res = co_await api.call(std::move(req));
+  if (o.json) {
+    std::cout << res.body << std::endl;
+    co_return;
+  }
+  const auto d = parse_json(res.body);
+  const auto link = printable(member(d, "link"));
+  const std::vector<std::vector<std::string>> rows{{"invite_id", printable(member(d, "invite_id"))},
+                                                   {"name", printable(member(d, "name"))},
+                                                   {"user_id", printable(member(d, "user_id"))},
+                                                   {"rooms", rooms_text(d)},
+                                                   {"admin", yes_no(d, "admin")},
+                                                   {"expires_at", printable(member(d, "expires_at"))},
+                                                   {"link", link}};
+  for (const auto& row : rows) std::cout << fmt::format("{:<12}{}\n", row[0], row[1]);
+  std::cout.flush();
+  std::cerr << "The link works once and is shown only now: send it to " << printable(o.name) << " privately.\n";
+  if (link.starts_with("http://127.") || link.starts_with("http://localhost") || link.starts_with("http://[::1]"))
+    std::cerr << "The link names this machine: set --public-url (SG_PUBLIC_URL) on the gateway to the address "
+                 "people reach it at.\n";
+}
+
+asio::awaitable<void> webchat_list(rest_api& api, const client_options& o) {
+  auto invites_req = api.request(http::method::get, "/webchat/invites");
+  const auto invites = co_await api.call(std::move(invites_req));
+  auto sessions_req = api.request(http::method::get, "/webchat/sessions");
+  const auto sessions = co_await api.call(std::move(sessions_req));
+  if (o.json) {
+    // {"invites":[...]} and {"sessions":[...]} as one object.
+    auto joined = invites.body.substr(0, invites.body.rfind('}')) + "," + sessions.body.substr(sessions.body.find('{') + 1);
+    std::cout << joined << std::endl;
+    co_return;
+  }
+  const auto di = parse_json(invites.body);
+  std::vector<std::vector<std::string>> invite_rows;
+  if (di.IsObject() && di.HasMember("invites") && di["invites"].IsArray())
+    for (const auto& i : di["invites"].GetArray())
+      invite_rows.push_back({printable(member(i, "invite_id")), printable(member(i, "name")), rooms_text(i),
+                             yes_no(i, "admin"), printable(member(i, "state")), printable(member(i, "expires_at"))});
+  const auto ds = parse_json(sessions.body);
+  std::vector<std::vector<std::string>> session_rows;
+  if (ds.IsObject() && ds.HasMember("sessions") && ds["sessions"].IsArray())
+    for (const auto& s : ds["sessions"].GetArray())
+      session_rows.push_back({printable(member(s, "session_id")), printable(member(s, "name")), rooms_text(s),
+                              yes_no(s, "admin"), printable(member(s, "created_at")),
+                              printable(member(s, "expires_at"))});
+  if (invite_rows.empty()) std::cerr << "no invites\n";
+  else print_table({"INVITE", "NAME", "ROOMS", "ADMIN", "STATE", "EXPIRES"}, invite_rows);
+  if (!invite_rows.empty() && !session_rows.empty()) std::cout << std::endl;
+  if (session_rows.empty()) std::cerr << "no signed-in sessions\n";
+  else print_table({"SESSION", "NAME", "ROOMS", "ADMIN", "SIGNED_IN", "EXPIRES"}, session_rows);
+}
+
+// A session id, then an invite id (both 16 hex digits), then a name: the first that exists.
+asio::awaitable<void> webchat_revoke(rest_api& api, const client_options& o) {
+  const auto& target = o.revoke_target;
+  const bool looks_like_id =
+      target.size() == 16 && target.find_first_not_of("0123456789abcdef") == std::string::npos;
+  std::vector<std::pair<std::string, std::string>> attempts;  // path, what it revokes
+  if (looks_like_id) {
+    attempts.emplace_back("/webchat/sessions/" + target, "session");
+    attempts.emplace_back("/webchat/invites/" + target, "invite");
+  }
+  attempts.emplace_back("/webchat/users/" + percent_encode(target), "name");
+  for (std::size_t i = 0; i < attempts.size(); ++i) {
+    auto req = api.request(http::method::delete_, attempts[i].first);
+    auto r = co_await api.client().send(std::move(req));
+    if (!r) throw failure(api.transport_error(r.error()));
+    if (r->status == 404 && i + 1 < attempts.size()) continue;
+    if (r->status < 200 || r->status >= 300) throw failure(api.http_error(*r));
+    if (o.json) {
+      std::cout << r->body << std::endl;
+      co_return;
+    }
+    const auto d = parse_json(r->body);
+    const auto& what = attempts[i].second;
+    if (what == "session" && d.HasMember("session"))
+      std::cout << fmt::format("revoked session {} of {}; its open chats close within seconds\n", printable(target),
+                               printable(member(d["session"], "name")));
+    else if (what == "invite" && d.HasMember("invite"))
+      std::cout << fmt::format("revoked invite {} for {}\n", printable(target), printable(member(d["invite"], "name")));
+    else
+      std::cout << fmt::format("revoked {}: {} sessions, {} pending invites\n", printable(target),
+                               d.HasMember("sessions") && d["sessions"].IsUint64() ? d["sessions"].GetUint64() : 0,
+                               d.HasMember("invites") && d["invites"].IsUint64() ? d["invites"].GetUint64() : 0);
+    std::cout.flush();
+    co_return;
+  }
+}
+
 asio::awaitable<int> run_operator(rest_api& api, const parsed_command& cmd) {
   const auto& o = cmd.client;
   switch (cmd.what) {
@@ -419,6 +536,9 @@ asio::awaitable<int> run_operator(rest_api& api, const parsed_command& cmd) {
     case command::identity_link: co_await identity_link(api, o); break;
     case command::identity_unlink: co_await identity_unlink(api, o); break;
     case command::identity_show: co_await identity_show(api, o); break;
+    case command::webchat_invite: co_await webchat_invite(api, o); break;
+    case command::webchat_list: co_await webchat_list(api, o); break;
+    case command::webchat_revoke: co_await webchat_revoke(api, o); break;
     default: throw failure("not an operator command");
   }
   co_return 0;

@@ -16,6 +16,7 @@
 #include "stargazer/platform/dispatcher.hpp"
 #include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
+#include "settings.hpp"
 #include "stargazer/platform/webchat/webchat_platform.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
@@ -29,6 +30,7 @@ struct gateway_parts {
   explicit gateway_parts(process& p)
       : replies(p.io.get_executor(), pubsub_settings(p, "pubsub"), &p.metrics),
         redis_platform(p.redis, p.bus),
+        quotas(p.redis, &p.metrics),
         hub(replies),
         tool_registry(make_tool_registry(p.cfg, p.redis)),
         redis_dispatch(redis_platform, pinned_tools(redis_platform)),
@@ -36,24 +38,44 @@ struct gateway_parts {
                                                           redis_dispatch, bus::outbound_consumer_settings{},
                                                           &p.metrics)),
         rooms(p.io.get_executor(), pubsub_settings(p, "webchat-pubsub"), &p.metrics),
-        webchat(p.redis, p.bus, rooms,
-                platform::webchat_settings{.bot_name = p.cfg.bot_name,
-                                           .allowed_origins = p.cfg.webchat_allowed_origins}),
+        webchat(p.redis, p.bus, rooms, webchat_settings_from(p.cfg)),
         webchat_dispatch(webchat, pinned_tools(webchat)),
         webchat_outbound(std::make_shared<bus::outbound_consumer>(p.redis, p.redis_config, p.bus.names(),
                                                                   p.cfg.node_id, webchat_dispatch,
                                                                   bus::outbound_consumer_settings{}, &p.metrics)) {
     http::add_observability_routes(routes, p.health, p.metrics);
+    // The REST API's messages are held to the quotas here, where a 429 can answer them.
+    redis_platform.set_quotas(&quotas, platform::quota_settings_from(p.cfg));
     platform::redis_platform_api_settings api;
     if (!p.cfg.admin_api_key.empty()) api.admin_key_sha256 = platform::sha256_hex(p.cfg.admin_api_key);
     platform::add_redis_platform_routes(routes, redis_platform, hub, api);
     server =
         std::make_shared<http::http_server>(p.io, http_settings(p.cfg, p.cfg.http_port), routes, p.metrics);
-    if (p.cfg.webchat_enabled) webchat.add_routes(routes, *server);
+    if (p.cfg.webchat_enabled) {
+      webchat.add_routes(routes, *server);
+      const auto auth = p.cfg.effective_webchat_auth();
+      log::logger("gateway").info("web chat sign-in: {}{}", auth,
+                                  auth == "invite" ? " (invite people with `stargazer webchat invite --name NAME`)"
+                                                   : " (anyone who reaches the page; loopback only)");
+      if (auth == "invite" && p.cfg.admin_api_key.empty())
+        log::logger("gateway").warn("web chat sign-in is invite, but no admin key is set: nobody can create invites");
+    }
     if (!p.cfg.discord_token.empty()) discord = std::make_unique<discord_parts>(p, pinned_tools_factory());
     else log::logger("gateway").info("Discord is off: no --discord-token (SG_DISCORD_TOKEN)");
     if (!p.cfg.matrix_homeserver.empty()) matrix = std::make_unique<matrix_parts>(p, pinned_tools_factory());
     else log::logger("gateway").info("Matrix is off: no --matrix-homeserver (SG_MATRIX_HOMESERVER)");
+  }
+
+  static platform::webchat_settings webchat_settings_from(const config& cfg) {
+    platform::webchat_settings s;
+    s.bot_name = cfg.bot_name;
+    s.allowed_origins = cfg.webchat_allowed_origins;
+    s.auth = cfg.effective_webchat_auth() == "invite" ? platform::webchat_auth_mode::invite
+                                                      : platform::webchat_auth_mode::none;
+    if (!cfg.admin_api_key.empty()) s.admin_key_sha256 = platform::sha256_hex(cfg.admin_api_key);
+    s.public_url = cfg.public_url;
+    s.session_ttl = std::chrono::seconds(static_cast<std::int64_t>(cfg.webchat_session_ttl_seconds));
+    return s;
   }
 
   // The Matrix platform, when a homeserver is configured (credentials checked with the config).
@@ -137,6 +159,7 @@ struct gateway_parts {
 
   redis::subscriber replies;
   platform::redis_platform redis_platform;
+  platform::quotas quotas;
   platform::reply_hub hub;
   std::unique_ptr<tools::registry> tool_registry;
   platform::outbound_dispatcher redis_dispatch;

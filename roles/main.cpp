@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
       return roles::run_dlq(cmd);
     case command::tools_list:
       return roles::run_tools_list(cmd);
+    case command::usage:
+      return roles::run_usage(cmd);
     case command::chat:
     case command::instance_create:
     case command::instance_list:
@@ -36,6 +38,9 @@ int main(int argc, char** argv) {
     case command::identity_link:
     case command::identity_unlink:
     case command::identity_show:
+    case command::webchat_invite:
+    case command::webchat_list:
+    case command::webchat_revoke:
       return roles::run_client(cmd);
     case command::run:
       break;

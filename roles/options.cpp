@@ -6,6 +6,8 @@
 #include "stargazer/http/trusted_proxies.hpp"
 #include "stargazer/platform/discord/gateway_protocol.hpp"
 #include "stargazer/platform/matrix/sync_events.hpp"
+#include "stargazer/platform/quota_rules.hpp"
+#include "stargazer/platform/webchat/webchat_auth_rules.hpp"
 #include "stargazer/redis/url.hpp"
 #include "stargazer/tools/mcp/protocol.hpp"
 #include "stargazer/tools/permissions.hpp"
@@ -85,6 +87,16 @@ void validate(config& cfg) {
     if (o != "*" && (rest.empty() || rest.find_first_of("/?# \t") != std::string::npos))
       throw bad_value(fmt::format("--webchat-allowed-origins: '{}' is not '*' or scheme://host[:port]", o));
   }
+  // Without sign-in anyone who reaches the port speaks under any name: only loopback may.
+  if (cfg.webchat_enabled && cfg.webchat_auth == "none" && !cfg.http_host_is_loopback())
+    throw bad_value(fmt::format("--webchat-auth: none is refused with --http-host {} (not a loopback address): "
+                                "anyone who reaches it could chat under any name; use invite",
+                                cfg.http_host));
+  if (!cfg.public_url.empty()) {
+    std::string error;
+    const auto url = http::parse_base_url(cfg.public_url, &error);
+    if (!url) throw bad_value(fmt::format("--public-url: {}", error));
+  }
   if (std::string error; !platform::discord::parse_intents(cfg.discord_intents, &error))
     throw bad_value(fmt::format("--discord-intents: {}", error));
   if (cfg.discord_shards != "auto") {
@@ -132,6 +144,10 @@ void validate(config& cfg) {
       return !n.empty() && n.size() <= 128 && std::all_of(n.begin(), n.end(), printable);
     });
   };
+  if (auto r = platform::parse_rate(cfg.rate_user); std::holds_alternative<std::string>(r))
+    throw bad_value(fmt::format("--rate-user: {}", std::get<std::string>(r)));
+  if (auto r = platform::parse_rate(cfg.rate_instance); std::holds_alternative<std::string>(r))
+    throw bad_value(fmt::format("--rate-instance: {}", std::get<std::string>(r)));
   if (!names_ok(cfg.admin_roles))
     throw bad_value("--admin-roles: role ids of 1 to 128 printable characters, no spaces");
   if (!names_ok(cfg.webchat_admins))
@@ -207,7 +223,7 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
 
   auto webchat = "Web chat";
   env(app.add_option("--webchat-enabled", cfg.webchat_enabled,
-                     "Serve the web chat page at / and its WebSocket at /webchat/ws (no authentication)")
+                     "Serve the web chat page at / and its WebSocket at /webchat/ws (sign-in: --webchat-auth)")
           ->capture_default_str()
           ->group(webchat),
       "SG_WEBCHAT_ENABLED");
@@ -217,6 +233,25 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->delimiter(',')
           ->group(webchat),
       "SG_WEBCHAT_ALLOWED_ORIGINS");
+  env(app.add_option("--webchat-auth", cfg.webchat_auth,
+                     "Web chat sign-in: invite (one-time links from `stargazer webchat invite`), none (anyone who "
+                     "reaches the page, under a name they type; loopback --http-host only) or auto (none on a "
+                     "loopback --http-host, invite otherwise)")
+          ->check(CLI::IsMember({"auto", "none", "invite"}))
+          ->capture_default_str()
+          ->group(webchat),
+      "SG_WEBCHAT_AUTH");
+  env(app.add_option("--webchat-session-ttl", cfg.webchat_session_ttl_seconds,
+                     "Seconds a web chat sign-in lasts before the invited person needs a new link")
+          ->check(CLI::Range(60.0, 31536000.0))
+          ->capture_default_str()
+          ->group(webchat),
+      "SG_WEBCHAT_SESSION_TTL");
+  env(app.add_option("--public-url", cfg.public_url,
+                     "The URL browsers reach the gateway at (https://chat.example.com): the base of invite links; "
+                     "https marks the web chat's session cookie Secure")
+          ->group(webchat),
+      "SG_PUBLIC_URL");
 
   env(app.add_option("--health-port", cfg.health_port,
                      "worker and tools roles: serve /healthz, /readyz and /metrics on this port (0: none)")
@@ -407,6 +442,23 @@ void define_options(CLI::App& app, config& cfg, std::string& role_name, std::str
           ->check(CLI::Range(0.0, 2592000.0))
           ->group(group),
       "SG_HEARTBEAT_QUIET");
+
+  auto quotas = "Quotas (docs/operations.md, \"Quotas and usage\")";
+  env(app.add_option("--rate-user", cfg.rate_user,
+                     "Turns one user may start, as N/period (20/min, 600/h, 5/10s, 1000/day); over it, REST "
+                     "answers 429 and chats get one short notice per window (empty: off)")
+          ->group(quotas),
+      "SG_RATE_USER");
+  env(app.add_option("--rate-instance", cfg.rate_instance,
+                     "Turns per Redis-platform instance (per channel on other platforms), as N/period (empty: off)")
+          ->group(quotas),
+      "SG_RATE_INSTANCE");
+  env(app.add_option("--budget-instance-tokens", cfg.budget_instance_tokens,
+                     "Prompt + completion tokens per instance (per channel on other platforms) per UTC day; turns "
+                     "past it wait for the next day (0: off)")
+          ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1'000'000'000'000}))
+          ->group(quotas),
+      "SG_BUDGET_INSTANCE_TOKENS");
 
   auto discord = "Discord (docs/discord.md)";
   env(app.add_option("--discord-token", cfg.discord_token,
@@ -647,6 +699,41 @@ std::vector<client_command> define_client_commands(CLI::App& app, client_options
                    command::identity_show);
   show.app->add_option("NAME", opts.accounts, "platform:user_id or a unified id")->required()->expected(1);
   json(show);
+
+  auto* webchat = app.add_subcommand("webchat", "Invite people to the web chat, list and revoke their sign-ins (admin key)")
+                      ->fallthrough();
+  webchat->require_subcommand(1);
+  auto& invite = add(webchat, "invite",
+                     "Make a one-time sign-in link for NAME (printed once); opening it signs that browser in as NAME",
+                     command::webchat_invite);
+  invite.app->add_option("--name", opts.name, "The name the invited person speaks as (1-64 bytes)")->required();
+  invite.app->add_option("--rooms", opts.rooms, "Rooms the person may use, comma-separated (default: every room)")
+      ->delimiter(',');
+  const platform::webchat_invite_limits limits;
+  const CLI::Validator duration{[max = limits.max_ttl](std::string& v) -> std::string {
+                                  if (platform::parse_webchat_duration(v, max)) return {};
+                                  return "'" + v + "' is not a duration like 30m, 12h, 7d or 2w (at most 365d)";
+                                },
+                                "DURATION"};
+  invite.app
+      ->add_option_function<std::string>(
+          "--expires",
+          [&opts, max = limits.max_ttl](const std::string& v) {
+            opts.expires_seconds = platform::parse_webchat_duration(v, max)->count();  // checked above
+          },
+          "How long the link works: 30m, 12h, 7d, 2w or seconds (default 7d)")
+      ->check(duration);
+  invite.app->add_flag("--admin", opts.admin, "Make the person a web chat admin (their messages carry the admin role)");
+  json(invite);
+  json(add(webchat, "list", "List the invites (pending, used, revoked, expired) and the signed-in sessions",
+           command::webchat_list));
+  auto& revoke = add(webchat, "revoke",
+                     "Revoke a session (its id), an invite (its id), or everything of a name: sessions and pending "
+                     "invites; the sessions' open chats close within seconds",
+                     command::webchat_revoke);
+  revoke.app->add_option("TARGET", opts.revoke_target, "A session id, an invite id (16 hex digits) or a name")
+      ->required();
+  json(revoke);
   return cmds;
 }
 
@@ -678,6 +765,31 @@ void complete_client_command(const client_command& c, const config& cfg, client_
   if (cfg.admin_api_key.empty())
     throw bad_value("--admin-key: this command needs the admin key (--admin-key or SG_ADMIN_API_KEY)");
   if (c.what == command::user_add && opts.name.empty()) opts.name = opts.user_id;
+}
+
+// `stargazer usage`: the days checked and defaulted (the 30 days up to today, UTC).
+void complete_usage_command(usage_options& opts) {
+  const auto& id = opts.instance;
+  const bool id_ok = id.size() <= 64 && id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                             "0123456789._-") == std::string::npos;
+  if (!id_ok) throw bad_value(fmt::format("--instance: '{}' is not an instance id (1-64 of [A-Za-z0-9._-])", id));
+  auto to = platform::utc_day_of(std::chrono::system_clock::now());
+  if (!opts.to.empty()) {
+    const auto day = platform::parse_day(opts.to);
+    if (!day) throw bad_value(fmt::format("--to: '{}' is not a date, YYYY-MM-DD", opts.to));
+    to = *day;
+  }
+  auto from = to - std::chrono::days(29);
+  if (!opts.from.empty()) {
+    const auto day = platform::parse_day(opts.from);
+    if (!day) throw bad_value(fmt::format("--from: '{}' is not a date, YYYY-MM-DD", opts.from));
+    from = *day;
+  }
+  if (from > to) throw bad_value("--from: after --to");
+  if ((to - from).count() >= platform::max_usage_days)
+    throw bad_value(fmt::format("--from: at most {} days from --from to --to", platform::max_usage_days));
+  opts.from = platform::format_day(from);
+  opts.to = platform::format_day(to);
 }
 
 // The config file's [mcp-servers.NAME] tables (and [mcp-servers.NAME.headers]) as the
@@ -827,6 +939,15 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
                                                "available now (MCP servers as the processes running them report)")
                          ->fallthrough();
   tools_list->add_flag("--json", result.tools_json, "Print JSON instead of a table");
+  auto* usage_cmd = app.add_subcommand("usage",
+                                       "Tokens and turns per UTC day and channel (a Redis-platform instance is its "
+                                       "channel), as the workers recorded them in Redis (kept 90 days)")
+                        ->fallthrough();
+  usage_cmd->add_option("--instance", result.usage.instance,
+                        "Only this Redis-platform instance (default: every platform and channel)");
+  usage_cmd->add_option("--from", result.usage.from, "First day, YYYY-MM-DD (default: 29 days before --to)");
+  usage_cmd->add_option("--to", result.usage.to, "Last day, YYYY-MM-DD (default: today, UTC)");
+  usage_cmd->add_flag("--json", result.usage.json, "Print JSON instead of a table");
   const auto client = define_client_commands(app, result.client);
 
   try {
@@ -842,6 +963,7 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
     for (auto* cmd : {dlq.replay, dlq.purge})
       if (cmd->parsed() && result.dlq.ids.empty() && !result.dlq.all)
         throw bad_value(fmt::format("dlq {}: give --id ID... or --all", cmd->get_name()));
+    if (usage_cmd->parsed()) complete_usage_command(result.usage);
     for (const auto& c : client)
       if (c.app->parsed()) {
         result.what = c.what;
@@ -868,6 +990,7 @@ std::variant<parsed_command, parse_exit> parse_command_line(int argc, const char
   if (dlq.replay->parsed()) result.what = command::dlq_replay;
   if (dlq.purge->parsed()) result.what = command::dlq_purge;
   if (tools_list->parsed()) result.what = command::tools_list;
+  if (usage_cmd->parsed()) result.what = command::usage;
   return result;
 }
 
@@ -911,6 +1034,9 @@ std::string render_config(const config& cfg) {
   for (const auto& o : cfg.webchat_allowed_origins) origins += (origins.empty() ? "" : ", ") + toml_string(o, true);
   line("webchat-enabled", cfg.webchat_enabled ? "true" : "false");
   line("webchat-allowed-origins", "[" + origins + "]");
+  line("webchat-auth", toml_string(cfg.webchat_auth));
+  line("webchat-session-ttl", fmt::format("{}", cfg.webchat_session_ttl_seconds));
+  line("public-url", toml_string(cfg.public_url));
   line("data-dir", toml_string(cfg.data_dir));
   line("log-level", toml_string(cfg.log_level));
   line("log-format", toml_string(cfg.log_format));
@@ -950,6 +1076,9 @@ std::string render_config(const config& cfg) {
   line("heartbeat-initial-delay", fmt::format("{}", cfg.heartbeat_initial_delay_seconds));
   line("heartbeat-interval", fmt::format("{}", cfg.heartbeat_interval_seconds));
   line("heartbeat-quiet", fmt::format("{}", cfg.heartbeat_quiet_seconds));
+  line("rate-user", toml_string(cfg.rate_user));
+  line("rate-instance", toml_string(cfg.rate_instance));
+  line("budget-instance-tokens", std::to_string(cfg.budget_instance_tokens));
   line("discord-intents", toml_string(cfg.discord_intents));
   line("discord-shards", toml_string(cfg.discord_shards));
   line("discord-api-url", toml_string(cfg.discord_api_url));

@@ -1,10 +1,11 @@
 #pragma once
 // The command line: the option table (flags, SG_* environment variables, the TOML config
-// file), the subcommands (`config print`, `dlq`, `chat`, `instance`, `user`, `identity`), validation,
+// file), the subcommands (`config print`, `dlq`, `chat`, `instance`, `user`, `identity`, `usage`), validation,
 // rendering the effective configuration and reloading it. Fills core's `config`.
 
 #include "stargazer/core/config.hpp"
 
+#include <cstdint>
 #include <iosfwd>
 #include <string>
 #include <variant>
@@ -29,7 +30,11 @@ enum class command {
   identity_link,
   identity_unlink,
   identity_show,
+  webchat_invite,
+  webchat_list,
+  webchat_revoke,
   tools_list,
+  usage,
 };
 
 // Options of `stargazer dlq list|replay|purge` (operator commands, not configuration).
@@ -57,6 +62,20 @@ struct client_options {
   std::vector<std::string> accounts;  // identity link: ACCOUNT...; unlink: ACCOUNT; show: ACCOUNT or UNIFIED_ID
   std::string unified_id;             // identity link: --id
   bool merge = false;                 // identity link: --merge
+  // webchat invite: --name is `name`; --rooms, --expires (seconds, parsed from 7d, 12h, ...), --admin.
+  std::vector<std::string> rooms;
+  std::int64_t expires_seconds = 7 * 86400;
+  bool admin = false;
+  std::string revoke_target;  // webchat revoke: a session id, an invite id or a name
+};
+
+// Options of `stargazer usage` (reads the usage counters in Redis; docs/operations.md,
+// "Quotas and usage"). Dates are UTC days, YYYY-MM-DD; after parsing both are set.
+struct usage_options {
+  std::string instance;  // a Redis-platform instance; empty: every platform and channel
+  std::string from;      // default: 29 days before `to`
+  std::string to;        // default: today
+  bool json = false;
 };
 
 struct parsed_command {
@@ -65,6 +84,7 @@ struct parsed_command {
   dlq_options dlq;
   client_options client;
   bool tools_json = false;  // tools list --json
+  usage_options usage;
 };
 
 // Parsing ended without a command to run: help or version was printed (status 0), or

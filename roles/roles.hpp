@@ -16,6 +16,9 @@ int run_standalone(const config& cfg);
 int run_dlq(const parsed_command& cmd);
 // `stargazer tools list [--json]`.
 int run_tools_list(const parsed_command& cmd);
+// `stargazer usage [--instance ID] [--from DAY] [--to DAY] [--json]` (usage.cpp): 0 on
+// success, 1 when Redis cannot be read (one line on stderr).
+int run_usage(const parsed_command& cmd);
 
 // `stargazer chat`, `instance create|list|delete`, `user add|list|remove`, `identity
 // link|unlink|show` (cli.cpp):

@@ -44,6 +44,18 @@ std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_execu
 
 }  // namespace stargazer::llm
 
+namespace stargazer::platform {
+
+quota_settings quota_settings_from(const config& cfg) {
+  quota_settings s;
+  s.per_user = std::get<rate>(parse_rate(cfg.rate_user));
+  s.per_instance = std::get<rate>(parse_rate(cfg.rate_instance));
+  s.daily_tokens_per_instance = cfg.budget_instance_tokens;
+  return s;
+}
+
+}  // namespace stargazer::platform
+
 namespace stargazer::worker {
 
 namespace {
@@ -80,6 +92,7 @@ processor_settings processor_settings_from(const config& cfg) {
   s.command_prefix = cfg.command_prefix;
   s.privileges.admin_roles = cfg.admin_roles;
   s.privileges.webchat_admins = cfg.webchat_admins;
+  s.quotas = platform::quota_settings_from(cfg);
   return s;
 }
 

@@ -31,6 +31,13 @@ std::unique_ptr<client> make_client(const config& cfg, boost::asio::any_io_execu
 
 }  // namespace stargazer::llm
 
+namespace stargazer::platform {
+
+// --rate-user, --rate-instance, --budget-instance-tokens (validated with the config).
+quota_settings quota_settings_from(const config& cfg);
+
+}  // namespace stargazer::platform
+
 namespace stargazer::worker {
 
 // Reads the prompt file (throws std::runtime_error naming it, or a bad --reply-policy).

@@ -59,6 +59,8 @@ public:
     const auto host = cfg_.http_host == "0.0.0.0" || cfg_.http_host == "::" ? std::string("127.0.0.1") : cfg_.http_host;
     const auto base = fmt::format("http://{}:{}", host.find(':') != std::string::npos ? "[" + host + "]" : host, port_());
     std::string text = fmt::format("\n  Stargazer is running.\n  Web chat:  {}/\n  REST API:  {}/redis-platform (docs/rest-api.md)\n", base, base);
+    if (cfg_.webchat_enabled && cfg_.effective_webchat_auth() == "invite")
+      text += "  Sign-in:   by invite: stargazer webchat invite --name NAME (with SG_ADMIN_API_KEY) prints a link\n";
     if (key_.created) text += fmt::format("  Admin key: {}  (created now, kept in {})\n", key_.key, key_.path);
     else if (!key_.path.empty()) text += fmt::format("  Admin key: in {}\n", key_.path);
     if (cfg_.effective_llm_provider() == "echo")

@@ -14,6 +14,7 @@
 #include "settings.hpp"
 #include "stargazer/platform/identity.hpp"
 #include "stargazer/platform/message_cache.hpp"
+#include "stargazer/platform/quota.hpp"
 #include "stargazer/tools/dispatcher.hpp"
 #include "stargazer/tools/remote.hpp"
 #include "stargazer/worker/channel_state.hpp"
@@ -49,6 +50,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
         rpc(p.bus, p.redis_config),
         cache(p.redis, history_memo_capacity),
         channels(p.redis),
+        quotas(p.redis, &p.metrics),
         tool_registry(make_tool_registry(p.cfg, p.redis)),
         remote_tools(p.cfg.tools_mode == "remote"
                          ? std::make_shared<tools::remote_tool_client>(p.redis, p.redis_config, p.bus,
@@ -58,7 +60,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
                         remote_tools ? tools::execution_mode::remote : tools::execution_mode::in_process,
                         remote_tools.get()),
         processor(cache, llm::make_client(p.cfg, p.io.get_executor(), &p.metrics),
-                  worker::processor_settings_from(p.cfg), &tool_dispatcher, &p.metrics, &channels),
+                  worker::processor_settings_from(p.cfg), &tool_dispatcher, &p.metrics, &channels, &quotas),
         lease(std::make_shared<worker::leader_lease>(
             p.redis, p.cfg.node_id,
             worker::leader_lease_settings::for_interval(seconds_to_ms(std::max(p.cfg.presence_interval_seconds, 1.0))),
@@ -206,6 +208,7 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
   bus::rpc_client rpc;
   platform::message_cache cache;
   worker::channel_state channels;
+  platform::quotas quotas;  // the limits themselves are in the processor's settings (reloaded with them)
   std::unique_ptr<tools::registry> tool_registry;
   std::shared_ptr<tools::remote_tool_client> remote_tools;
   tools::dispatcher tool_dispatcher;

@@ -1,5 +1,8 @@
 // The Stargazer web chat page: one WebSocket to /webchat/ws, the frames of docs/webchat.md.
 // No framework; everything the server sends is rendered with textContent, never as HTML.
+// With sign-in (docs/webchat.md, "Sign-in") the page first trades an invite link's token
+// for a session cookie (or asks who it is), and the session's name is the one shown: there
+// is no name to type.
 'use strict';
 
 (() => {
@@ -20,6 +23,12 @@
     composer: $('composer'),
     text: $('composer-text'),
     send: $('send-button'),
+    signinCard: $('signin-card'),
+    signinStatus: $('signin-status'),
+    signout: $('signout-button'),
+    nameField: $('name-field'),
+    authNote: $('auth-note'),
+    joinButton: $('join-button'),
   };
 
   const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,31}$/;
@@ -83,7 +92,136 @@
     typingTurns: new Map(), // turn -> timer
     lastSent: '',
     focusAfterJoin: false,
+    auth: 'unknown', // none | invite | unknown (the server could not be asked yet)
+    session: null, // signed in: {name, user_id, rooms, admin, ...}
+    allowedRooms: [], // the session's rooms; empty: any room
   };
+
+  // ---- sign-in --------------------------------------------------------------------------
+
+  async function fetchJson(url, options = {}) {
+    const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store', ...options });
+    let body = {};
+    try {
+      body = await res.json();
+    } catch {
+      body = {};
+    }
+    return { status: res.status, body };
+  }
+
+  function errorMessage(body, fallback) {
+    return (body && body.error && body.error.message) || fallback;
+  }
+
+  function applySession(session) {
+    state.auth = 'invite';
+    state.session = session;
+    userId = session.user_id; // the invite's, not this browser's
+    state.name = session.name;
+    state.allowedRooms = Array.isArray(session.rooms) ? session.rooms.filter((r) => ROOM_RE.test(r)) : [];
+    if (state.allowedRooms.length > 0 && !state.allowedRooms.includes(state.wantedRoom)) {
+      state.wantedRoom = state.allowedRooms[0];
+      ui.roomInput.value = state.wantedRoom;
+    }
+    ui.nameField.hidden = true;
+    ui.signinCard.hidden = false;
+    ui.signout.hidden = false;
+    ui.joinButton.disabled = false;
+    ui.signinStatus.dataset.state = 'signed-in';
+    ui.signinStatus.replaceChildren('Signed in as ', el('strong', '', session.name), session.admin ? ' (admin)' : '');
+    ui.authNote.textContent = state.allowedRooms.length > 0
+      ? `Signed in by invite. Your rooms: ${state.allowedRooms.join(', ')}.`
+      : 'Signed in by invite: your name comes from your invitation.';
+    renderRooms();
+  }
+
+  // Not signed in (no session, or it expired or was revoked): say why, and stop connecting.
+  function showSignedOut(message) {
+    state.auth = 'invite';
+    state.session = null;
+    clearTimeout(state.retryTimer);
+    clearInterval(state.countdownTimer);
+    clearInterval(state.pingTimer);
+    const ws = state.ws;
+    state.ws = null;
+    state.connected = false;
+    if (ws) ws.close();
+    state.room = '';
+    state.messages.clear();
+    ui.messages.replaceChildren();
+    clearTyping();
+    ui.nameField.hidden = true;
+    ui.signinCard.hidden = false;
+    ui.signout.hidden = true;
+    ui.joinButton.disabled = true;
+    ui.signinStatus.dataset.state = 'signed-out';
+    ui.signinStatus.textContent = message;
+    ui.roomTitle.textContent = 'Not signed in';
+    ui.identity.textContent = '';
+    ui.authNote.textContent = 'This chat is by invitation: open the sign-in link you were given.';
+    setConnection('offline', 'Not signed in');
+  }
+
+  // Asks the server who this browser is: 'none' (no sign-in), 'signed-in', 'signed-out',
+  // or 'unknown' when it cannot be reached (then the connection's retries go on).
+  async function checkSession() {
+    let r;
+    try {
+      r = await fetchJson('/webchat/session');
+    } catch {
+      return 'unknown';
+    }
+    if (r.status !== 200) return 'unknown';
+    if (r.body.auth !== 'invite') {
+      state.auth = 'none';
+      return 'none';
+    }
+    if (r.body.signed_in && r.body.session) {
+      applySession(r.body.session);
+      return 'signed-in';
+    }
+    showSignedOut(r.body.message || 'Not signed in: open the invite link you were given.');
+    return 'signed-out';
+  }
+
+  // An invite link (/webchat/signin#<token>): the token is taken out of the address bar and
+  // the history before it is used, then traded for the session cookie. It works once.
+  async function signInWithLink() {
+    const token = location.hash.slice(1);
+    history.replaceState(null, '', '/');
+    if (!/^[0-9a-f]{64}$/.test(token)) {
+      showSignedOut('This sign-in link is incomplete: copy the whole link and open it again.');
+      return 'signed-out';
+    }
+    let r;
+    try {
+      r = await fetchJson('/webchat/session', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ invite: token }),
+      });
+    } catch {
+      showSignedOut('The server could not be reached to sign you in: open the link again in a moment.');
+      return 'signed-out';
+    }
+    if (r.status === 201 && r.body.session) {
+      applySession(r.body.session);
+      return 'signed-in';
+    }
+    if (r.status === 409) return checkSession(); // this chat has no sign-in
+    showSignedOut(errorMessage(r.body, 'This sign-in link does not work: ask for a new one.'));
+    return 'signed-out';
+  }
+
+  ui.signout.addEventListener('click', async () => {
+    try {
+      await fetchJson('/webchat/session', { method: 'DELETE' });
+    } catch {
+      // the server is unreachable: the cookie stays, but this page forgets the session
+    }
+    showSignedOut('You signed out. Open a new invite link to sign in again.');
+  });
 
   // ---- connection -----------------------------------------------------------------------
 
@@ -117,12 +255,14 @@
       }
       handleFrame(frame);
     });
-    ws.addEventListener('close', () => {
+    ws.addEventListener('close', async () => {
       if (state.ws !== ws) return;
       state.ws = null;
       state.connected = false;
       clearInterval(state.pingTimer);
       clearTyping();
+      // With sign-in a closed socket may mean a revoked or expired session: ask first.
+      if (state.auth !== 'none' && (await checkSession()) === 'signed-out') return;
       scheduleReconnect();
     });
   }
@@ -154,6 +294,7 @@
   }
 
   function sendJoin() {
+    if (state.auth === 'invite') return sendFrame({ type: 'join', room: state.wantedRoom }); // the session names us
     return sendFrame({ type: 'join', room: state.wantedRoom, user_id: userId, name: state.name });
   }
 
@@ -216,13 +357,13 @@
     }
   }
 
-  const JOIN_ERRORS = new Set(['bad_room', 'bad_name', 'reserved_name', 'bad_user_id']);
+  const JOIN_ERRORS = new Set(['bad_room', 'bad_name', 'reserved_name', 'bad_user_id', 'forbidden_room']);
   const SEND_ERRORS = new Set(['text_too_long', 'rate_limited', 'unavailable', 'empty_message', 'not_joined']);
 
   function onError(f) {
     if (JOIN_ERRORS.has(f.code)) {
       ui.joinError.textContent = f.message;
-      (f.code === 'bad_room' ? ui.roomInput : ui.nameInput).focus();
+      (f.code === 'bad_room' || f.code === 'forbidden_room' || state.auth === 'invite' ? ui.roomInput : ui.nameInput).focus();
       return;
     }
     ui.chatError.textContent = f.message;
@@ -365,8 +506,8 @@
   }
 
   function renderRooms() {
-    const list = recentRooms();
-    if (!list.includes('lobby')) list.push('lobby');
+    const list = state.allowedRooms.length > 0 ? [...state.allowedRooms] : recentRooms();
+    if (state.allowedRooms.length === 0 && !list.includes('lobby')) list.push('lobby');
     ui.roomList.replaceChildren(
       ...list.map((room) => {
         const li = el('li');
@@ -386,7 +527,8 @@
   // ---- forms ----------------------------------------------------------------------------
 
   function requestJoin() {
-    const name = ui.nameInput.value.trim();
+    if (state.auth === 'invite' && !state.session) return;
+    const name = state.auth === 'invite' ? state.name : ui.nameInput.value.trim();
     const room = ui.roomInput.value.trim().toLowerCase();
     ui.roomInput.value = room;
     if (!name) {
@@ -399,11 +541,16 @@
       ui.roomInput.focus();
       return;
     }
+    if (state.allowedRooms.length > 0 && !state.allowedRooms.includes(room)) {
+      ui.joinError.textContent = `Your invitation is for the rooms ${state.allowedRooms.join(', ')}.`;
+      ui.roomInput.focus();
+      return;
+    }
     ui.joinError.textContent = '';
     state.name = name;
     state.wantedRoom = room;
     state.focusAfterJoin = true;
-    store.set('stargazer.name', name);
+    if (state.auth !== 'invite') store.set('stargazer.name', name);
     if (!sendJoin()) ui.joinError.textContent = 'Not connected; you will join when the connection is back.';
   }
 
@@ -469,6 +616,10 @@
   ui.roomInput.value = state.wantedRoom;
   renderRooms();
   updateComposer();
-  if (!state.name) ui.nameInput.focus();
-  connect();
+  (async () => {
+    const outcome = location.pathname === '/webchat/signin' ? await signInWithLink() : await checkSession();
+    if (outcome === 'signed-out') return;
+    if (outcome !== 'signed-in' && !state.name) ui.nameInput.focus();
+    connect();
+  })();
 })();

@@ -45,6 +45,26 @@ std::optional<std::string_view> request::header(std::string_view name) const { r
 
 std::optional<std::string_view> response::header(std::string_view name) const { return find_header(headers, name); }
 
+std::optional<std::string_view> request::cookie(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key != "cookie") continue;
+    std::string_view rest = value;
+    while (!rest.empty()) {
+      const auto semicolon = rest.find(';');
+      auto pair = rest.substr(0, semicolon);
+      rest = semicolon == std::string_view::npos ? std::string_view{} : rest.substr(semicolon + 1);
+      while (!pair.empty() && (pair.front() == ' ' || pair.front() == '\t')) pair.remove_prefix(1);
+      const auto eq = pair.find('=');
+      if (eq == std::string_view::npos || pair.substr(0, eq) != name) continue;
+      auto v = pair.substr(eq + 1);
+      while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+      if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+      return v;
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> request::query_param(std::string_view name) const {
   std::string_view rest = query;
   while (!rest.empty()) {

@@ -465,13 +465,19 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
         if (auto it = websockets.find(path); it != websockets.end()) {
           auto req = to_request(bhttp::request<bhttp::string_body>(beast_req), client);
           req.route = path;
-          if (it->second.authorize) {
-            if (auto refusal = it->second.authorize(req)) {
-              count_request(req, refusal->status);
-              auto res = to_beast(std::move(*refusal), version, false, false);
-              co_await bhttp::async_write(conn->stream, res, asio::redirect_error(asio::use_awaitable, ec));
-              break;
-            }
+          req.via_trusted_proxy = proxied;
+          std::optional<response> refusal;
+          if (it->second.authorize) refusal = it->second.authorize(req);
+          if (!refusal && it->second.authorize_async) {
+            conn->busy = true;  // a graceful stop waits for the lookup like for any request
+            refusal = co_await it->second.authorize_async(req);
+            conn->busy = false;
+          }
+          if (refusal) {
+            count_request(req, refusal->status);
+            auto res = to_beast(std::move(*refusal), version, false, false);
+            co_await bhttp::async_write(conn->stream, res, asio::redirect_error(asio::use_awaitable, ec));
+            break;
           }
           count_request(req, 101);
           auto ws = std::make_shared<beast_websocket_session>(std::move(conn->stream), std::move(req), settings);
@@ -482,6 +488,7 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       }
 
       auto req = to_request(std::move(beast_req), std::move(client));
+      req.via_trusted_proxy = proxied;
       const bool head = req.verb == method::head;
       conn->busy = true;
       auto res = co_await routes.dispatch(req);

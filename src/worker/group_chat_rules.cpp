@@ -203,9 +203,9 @@ bool is_privileged(const incoming_message& m, const privilege_settings& s) {
   const auto listed = [](const std::vector<std::string>& list, const std::string& v) {
     return !v.empty() && std::find(list.begin(), list.end(), v) != list.end();
   };
-  if (m.platform == "webchat") return listed(s.webchat_admins, m.user_id);
+  if (m.platform == "webchat" && listed(s.webchat_admins, m.user_id)) return true;
   for (const auto& role : m.extra.member_roles)
-    if (role == bus::platform_admin_role || listed(s.admin_roles, role)) return true;
+    if (role == bus::platform_admin_role || (m.platform != "webchat" && listed(s.admin_roles, role))) return true;
   return false;
 }
 

@@ -113,16 +113,32 @@ private:
   std::shared_ptr<state> state_;
 };
 
+// What one turn's model calls used, summed over triage and every tool round (the usage
+// accounting's numbers).
+struct turn_cost {
+  platform::token_usage tokens;
+  int model_calls = 0;
+
+  void add(const llm::outcome& out) {
+    ++model_calls;
+    if (const auto* c = std::get_if<llm::completion>(&out)) {
+      tokens.prompt_tokens += c->usage.prompt_tokens;
+      tokens.completion_tokens += c->usage.completion_tokens;
+    }
+  }
+};
+
 }  // namespace
 
 struct message_processor::impl {
   impl(platform::message_cache& c, std::shared_ptr<llm::client> m, processor_settings s, tools::tool_runner* t,
-       metrics::registry* reg, channel_state* ch)
+       metrics::registry* reg, channel_state* ch, platform::quotas* q)
       : cache(c),
         model(std::move(m)),
         settings(std::make_shared<const processor_settings>(std::move(s))),
         tools(t),
         channels(ch),
+        quotas(q),
         log("processor") {
     if (reg != nullptr) {
       const auto turns = [&](const char* outcome) -> metrics::counter* {
@@ -134,6 +150,7 @@ struct message_processor::impl {
       model_failed = turns("model_failed");
       retried = turns("retried");
       commands = turns("command");
+      held_back = turns("rate_limited");
       tool_calls = &reg->make_counter("stargazer_tool_calls_total", "Tool calls the model asked for");
       turn_seconds = &reg->make_histogram("stargazer_turn_seconds", "Addressed turns, receipt to reply sent");
       const auto decisions = [&](const char* decision) -> metrics::counter* {
@@ -161,7 +178,6 @@ struct message_processor::impl {
     const auto started = std::chrono::steady_clock::now();
     const auto s = settings;  // this turn keeps the settings and model it started with
     const auto llm_client = model;
-    const log::field trace{"trace_id", m.trace_id};
 
     if (channels != nullptr) co_await backfill_if_new(m, adapter, *s);
     const platform::cached_message received{m.message_id, m.user_id,     m.user_name, m.text + describe_attachments(m.attachments),
@@ -188,30 +204,52 @@ struct message_processor::impl {
     // Unaddressed messages are stored for context; the channel's policy decides whether
     // one is answered (unprompted).
     const bool unprompted = !is_for_bot(m);
+    const auto step =
+        unprompted ? step_for_unaddressed(s->replies.for_platform(m.platform), gate) : unaddressed_step::answer;
+    if (step == unaddressed_step::keep_silent) {
+      bump(unaddressed);
+      co_return bus::outcome::ack();
+    }
+
+    // The model is about to be called (triage or the reply): the quotas first.
+    if (quota_applies(m, *s)) {
+      auto held = co_await hold_back_over_quota(m, adapter, *s, unprompted);
+      if (held) co_return std::move(*held);
+    }
+
+    turn_cost cost;
+    auto outcome = co_await model_turn(m, adapter, *s, *llm_client, unprompted, step, gate, cost, started);
+    if (cost.model_calls > 0) co_await account(m, cost);
+    co_return outcome;
+  }
+
+  // The model's part of a turn: triage when the policy asks for it, the conversation with
+  // its tool rounds, and the reply (or the apology). `cost` collects what the calls used.
+  asio::awaitable<bus::outcome> model_turn(const incoming_message& m, platform::platform_adapter& adapter,
+                                           const processor_settings& s, llm::client& llm_client, bool unprompted,
+                                           unaddressed_step step, const channel_gate& gate, turn_cost& cost,
+                                           std::chrono::steady_clock::time_point started) {
+    const log::field trace{"trace_id", m.trace_id};
     std::optional<std::vector<platform::cached_message>> history;
-    if (unprompted) {
-      const auto step = step_for_unaddressed(s->replies.for_platform(m.platform), gate);
-      bool speak = step == unaddressed_step::answer;
-      if (step == unaddressed_step::ask_triage) {
-        history = co_await recent_history(m, *s, gate.forgotten_before);
-        speak = co_await triage(m, *s, *llm_client, *history);
-      }
+    if (step == unaddressed_step::ask_triage) {
+      history = co_await recent_history(m, s, gate.forgotten_before);
+      const bool speak = co_await triage(m, s, llm_client, *history, cost);
       if (!speak) {
         bump(unaddressed);
         co_return bus::outcome::ack();
       }
     }
 
-    if (!history) history = co_await recent_history(m, *s, gate.forgotten_before);
-    llm::request req = build_request(m, adapter, *s, *history, true);
+    if (!history) history = co_await recent_history(m, s, gate.forgotten_before);
+    llm::request req = build_request(m, adapter, s, *history, true);
     const auto executor = co_await asio::this_coro::executor;
-    delayed_typing typing(executor, adapter, m.channel_id, s->typing_delay);
+    delayed_typing typing(executor, adapter, m.channel_id, s.typing_delay);
     co_await typing.begin();
 
     std::optional<std::string> answer;  // nullopt: the model failed
     std::exception_ptr thrown;
     try {
-      answer = co_await converse(m, adapter, *s, *llm_client, req);
+      answer = co_await converse(m, adapter, s, llm_client, req, cost);
     } catch (...) {
       thrown = std::current_exception();
     }
@@ -239,8 +277,59 @@ struct message_processor::impl {
     if (!failed) bump(replied);
     if (turn_seconds != nullptr)
       turn_seconds->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-    if (channels != nullptr) co_await after_reply(m, *s, unprompted);
+    if (channels != nullptr) co_await after_reply(m, s, unprompted);
     co_return bus::outcome::ack();
+  }
+
+  // Whether this turn is held to the quotas here: some are on, and the platform's gateway
+  // did not check them already.
+  bool quota_applies(const incoming_message& m, const processor_settings& s) const {
+    if (quotas == nullptr || !s.quotas.enabled()) return false;
+    const auto& at_gateway = s.quotas_checked_by_gateway;
+    return std::find(at_gateway.begin(), at_gateway.end(), m.platform) == at_gateway.end();
+  }
+
+  // nullopt: the turn may call the model. Otherwise the outcome of a turn a quota holds
+  // back: the message is in the cache already (nothing is lost, later turns see it); an
+  // addressed one gets the polite notice, once per window, then nothing. Acknowledged, not
+  // retried: a retry would be held back again. A Redis failure is retried, as any other.
+  asio::awaitable<std::optional<bus::outcome>> hold_back_over_quota(const incoming_message& m,
+                                                                    platform::platform_adapter& adapter,
+                                                                    const processor_settings& s, bool unprompted) {
+    const platform::quota_subject who{m.platform, m.channel_id, m.user_id};
+    const bool notice = !unprompted;  // nobody asked an unprompted turn: it is held back silently
+    auto decision = co_await quotas->admit(s.quotas, who, notice);
+    if (!decision) {
+      bump(retried);
+      co_return bus::outcome::retry("quota check: " + decision.error().message());
+    }
+    if (decision->admitted) co_return std::nullopt;
+    bump(held_back);
+    const log::field trace{"trace_id", m.trace_id};
+    log.log(log::level::info, {trace}, "{}:{}: turn of {} held back by {} (admits again in {} ms){}", m.platform,
+            m.channel_id, m.user_id, platform::to_string(decision->limit), decision->retry_after.count(),
+            decision->notify ? ", notice sent" : "");
+    if (!decision->notify) co_return bus::outcome::ack();
+    platform::send_context ctx;
+    ctx.trace_id = m.trace_id;
+    ctx.response_nonce = m.response_nonce;
+    ctx.completes_turn = true;
+    const auto text = quota_notice_text(decision->limit, decision->retry_after);
+    auto sent = co_await adapter.send(m.channel_id, text, ctx);
+    // Not retried: the notice mark is set, so a retry would be silent anyway.
+    if (!sent)
+      log.log(log::level::warn, {trace}, "quota notice for {}:{} not published: {}", m.platform, m.channel_id,
+              sent.error().message());
+    co_return bus::outcome::ack();
+  }
+
+  // The turn's tokens on the channel's usage of the day. A failure costs the accounting of
+  // one turn, never the turn.
+  asio::awaitable<void> account(const incoming_message& m, const turn_cost& cost) {
+    if (quotas == nullptr) co_return;
+    if (auto ec = co_await quotas->record(m.platform, m.channel_id, cost.tokens))
+      log.log(log::level::warn, {{"trace_id", m.trace_id}}, "usage of {}:{} not recorded: {}", m.platform,
+              m.channel_id, ec.message());
   }
 
   // The reply is out: an unprompted one starts the channel's cool-down, and the heartbeat
@@ -258,10 +347,11 @@ struct message_processor::impl {
 
   // Should the bot answer `m`, which is not addressed to it? A failed call says no.
   asio::awaitable<bool> triage(const incoming_message& m, const processor_settings& s, llm::client& llm_client,
-                               const std::vector<platform::cached_message>& history) {
+                               const std::vector<platform::cached_message>& history, turn_cost& cost) {
     const auto& model_name = s.triage_model.empty() ? s.model : s.triage_model;
     auto req = triage_request(s.bot_name, history, m, model_name, s.triage_max_tokens);
     auto out = co_await llm_client.complete(req);
+    cost.add(out);
     const log::field trace{"trace_id", m.trace_id};
     if (const auto* f = std::get_if<llm::failure>(&out)) {
       bump(triage_error);
@@ -366,12 +456,22 @@ struct message_processor::impl {
       auto read = co_await channels->gate(m.platform, m.channel_id);
       if (read) gate = *read;
     }
+    // A heartbeat is a turn of the channel: held to its rate and budget (silently, nobody
+    // asked for it) and counted in its usage.
+    if (quota_applies(m, *s)) {
+      const platform::quota_subject channel_only{m.platform, m.channel_id, {}};
+      auto decision = co_await quotas->admit(s->quotas, channel_only, false);
+      if (!decision || !decision->admitted) co_return heartbeat_outcome::silent;
+    }
     const auto history = co_await recent_history(m, *s, gate.forgotten_before);
     llm::request req = build_request(m, adapter, *s, history, false);
     req.tools.clear();
     req.kind = llm::request_kind::heartbeat;
     req.messages.push_back({llm::role::system, heartbeat_instruction(s->bot_name)});
     auto out = co_await llm_client->complete(req);
+    turn_cost cost;
+    cost.add(out);
+    co_await account(m, cost);
     if (const auto* f = std::get_if<llm::failure>(&out)) {
       log.warn("heartbeat model call failed for {}:{} ({}): {}", m.platform, m.channel_id,
                llm::to_string(f->what), f->detail);
@@ -396,12 +496,13 @@ struct message_processor::impl {
   // max_tool_rounds rounds with tools and one without. nullopt when the model failed.
   asio::awaitable<std::optional<std::string>> converse(const incoming_message& m, platform::platform_adapter& adapter,
                                                        const processor_settings& s, llm::client& llm_client,
-                                                       llm::request& req) {
+                                                       llm::request& req, turn_cost& cost) {
     const bool offers_tools = !req.tools.empty();
     const log::field trace{"trace_id", m.trace_id};
     for (int round = 0;; ++round) {
       if (round == s.max_tool_rounds) req.tools.clear();  // the last call must answer in words
       auto out = co_await llm_client.complete(req);
+      cost.add(out);
       if (const auto* f = std::get_if<llm::failure>(&out)) {
         log.log(log::level::error, {trace}, "model call failed for {}:{} ({}{}): {}", m.platform, m.channel_id,
                 llm::to_string(f->what), f->http_status != 0 ? fmt::format(" {}", f->http_status) : std::string(),
@@ -489,6 +590,7 @@ struct message_processor::impl {
   std::shared_ptr<const processor_settings> settings;
   tools::tool_runner* tools;
   channel_state* channels;
+  platform::quotas* quotas;
   log::logger log;
   // Channels this worker has checked for backfill; forgotten wholesale when full (a
   // channel seen again costs one ZCARD).
@@ -499,6 +601,7 @@ struct message_processor::impl {
   metrics::counter* model_failed = nullptr;
   metrics::counter* retried = nullptr;
   metrics::counter* commands = nullptr;
+  metrics::counter* held_back = nullptr;
   metrics::counter* tool_calls = nullptr;
   metrics::counter* triage_yes = nullptr;
   metrics::counter* triage_no = nullptr;
@@ -509,8 +612,8 @@ struct message_processor::impl {
 
 message_processor::message_processor(platform::message_cache& cache, std::shared_ptr<llm::client> model,
                                      processor_settings settings, tools::tool_runner* tools,
-                                     metrics::registry* metrics, channel_state* channels)
-    : impl_(std::make_shared<impl>(cache, std::move(model), std::move(settings), tools, metrics, channels)) {}
+                                     metrics::registry* metrics, channel_state* channels, platform::quotas* quotas)
+    : impl_(std::make_shared<impl>(cache, std::move(model), std::move(settings), tools, metrics, channels, quotas)) {}
 
 message_processor::~message_processor() = default;
 

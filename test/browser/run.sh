@@ -2,8 +2,8 @@
 # CTest's entry to the browser tests (label `browser`):
 #   test/browser/run.sh <stargazer binary> <output dir for the screenshot>
 # Installs the npm packages of package-lock.json into test/browser/node_modules when they
-# are missing or stale (no terminal needed), then runs webchat.test.mjs, which starts its
-# own redis-server and stargazer. Exits 77 (CTest: skipped) only when chromium is absent;
+# are missing or stale (no terminal needed), then runs webchat.test.mjs and
+# webchat_auth.test.mjs (sign-in), each starting its own redis-server and stargazer. Exits 77 (CTest: skipped) only when chromium is absent;
 # scripts/deps.sh installs it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,4 +32,5 @@ fi
   fi
 ) 9>"${TMPDIR:-/tmp}/stargazer-browser-npm.lock"
 
-exec node "$here/webchat.test.mjs" --binary "$binary" --out "$out"
+node "$here/webchat.test.mjs" --binary "$binary" --out "$out"
+exec node "$here/webchat_auth.test.mjs" --binary "$binary" --out "$out"

@@ -465,8 +465,9 @@ TEST_CASE("group chat: per-platform policies, and each command with and without 
   bus.turn(admin(bus.message("redis", "cmd", "!quiet 0", false)));
   CHECK(redis.cli({"EXISTS", "sg:channel:redis:cmd:quiet"}) == "0");
 
-  // The web chat: roles mean nothing there, only listed users.
-  bus.turn(admin(bus.message("webchat", "lobby", "!mode addressed", false)));
+  // The web chat: configured role ids mean nothing there; listed users, and the admin
+  // marker its gateway puts on an --admin invite's messages, do.
+  bus.turn(admin(bus.message("webchat", "lobby", "!mode addressed", false), {"role-42"}));
   CHECK(contains(last_reply("webchat", "lobby"), "Sorry, only admins"));
   auto web_admin = bus.message("webchat", "lobby", "!mode addressed", false);
   web_admin.user_id = "web-admin";

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <future>
 #include <stdlib.h>
 #include <thread>
@@ -420,4 +421,52 @@ TEST_CASE("a gateway SIGKILLed after posting a reply and before acknowledging it
   gateway->signal(SIGTERM);
   CHECK(worker.wait(5s) == 0);
   CHECK(gateway->wait(5s) == 0);
+}
+
+TEST_CASE("deleting every instance after a mixed workload leaves nothing of theirs in Redis", "[process][e2e]") {
+  redis_server redis;
+  const auto port = free_port();
+  child_process standalone({STARGAZER_BINARY, "--role=standalone", "--http-port=" + std::to_string(port),
+                            "--redis-url=" + redis.url(), "--http-max-connections-per-ip=0"},
+                           {"SG_ADMIN_API_KEY=admin-key"});
+  REQUIRE(wait_ready(port));
+  const std::string admin_header = "Authorization: Bearer admin-key\r\n";
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto created = http_request(port, "POST", "/redis-platform/instances", "{}", admin_header);
+    REQUIRE(created.status == 201);
+    auto d = json_of(created);
+    const std::string id = d["instance_id"].GetString(), key = d["api_key"].GetString();
+    ids.push_back(id);
+    const auto base = "/redis-platform/instances/" + id;
+    CHECK(http_request(port, "POST", base + "/users", R"({"user_id":"u1","display_name":"Ada"})", bearer(key)).status ==
+          201);
+    for (int m = 0; m < 3; ++m) {
+      const auto headers = bearer(key) + "Idempotency-Key: k" + std::to_string(m) + "\r\n";
+      auto r = http_request(port, "POST", base + "/messages?wait=true&timeout=20",
+                            R"({"text":"message )" + std::to_string(m) + R"(","user_id":"u1","user_name":"Ada"})",
+                            headers);
+      CHECK(r.status == 200);
+    }
+    CHECK(http_request(port, "POST", base + "/messages?wait=true&timeout=20",
+                       R"({"text":"!forget","user_id":"u1","user_name":"Ada"})", bearer(key))
+              .status == 200);
+    CHECK(http_request(port, "GET", base + "/messages", "", bearer(key)).status == 200);
+  }
+  for (const auto& id : ids)
+    CHECK(http_request(port, "DELETE", "/redis-platform/instances/" + id, "", admin_header).status == 200);
+
+  // What remains may not name a deleted instance; everything else is the process-wide set
+  // docs/protocol.md lists (streams capped by MAXLEN, their groups' bookkeeping, leases).
+  std::vector<std::string> leftovers;
+  std::istringstream keys(redis.cli({"--scan"}));
+  for (std::string key; std::getline(keys, key);)
+    for (const auto& id : ids)
+      if (key.find(id) != std::string::npos) leftovers.push_back(key + " (ttl " + redis.cli({"TTL", key}) + ")");
+  std::string listing;
+  for (const auto& k : leftovers) listing += k + "\n";
+  INFO(listing);
+  CHECK(leftovers.empty());
+  standalone.signal(SIGTERM);
+  CHECK(standalone.wait(5s) == 0);
 }

@@ -17,6 +17,8 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
   dispatch = std::make_unique<platform::outbound_dispatcher>(*platform);
   outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *dispatch);
   rooms = std::make_unique<redis::subscriber>(io.get_executor(), settings);
+  // As roles/gateway.cpp: the web chat's invite routes take the admin key.
+  if (webchat_settings.admin_key_sha256.empty()) webchat_settings.admin_key_sha256 = platform::sha256_hex(admin_key);
   webchat = std::make_unique<platform::webchat_platform>(*conn, *bus, *rooms, std::move(webchat_settings));
   webchat_dispatch = std::make_unique<platform::outbound_dispatcher>(*webchat);
   webchat_outbound = std::make_unique<bus::outbound_consumer>(*conn, settings, bus->names(), "gw", *webchat_dispatch);

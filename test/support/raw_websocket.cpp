@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <chrono>
+#include <cstdlib>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -14,7 +15,8 @@ raw_websocket::~raw_websocket() {
 }
 
 std::string raw_websocket::handshake(std::uint16_t port, const std::string& path,
-                                     const std::optional<std::string>& origin, const std::string& host) {
+                                     const std::optional<std::string>& origin, const std::string& host,
+                                     const std::string& extra_headers) {
   fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -25,7 +27,7 @@ std::string raw_websocket::handshake(std::uint16_t port, const std::string& path
                     "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
   if (origin) req += "Origin: " + *origin + "\r\n";
-  req += "\r\n";
+  req += extra_headers + "\r\n";
   ::send(fd_, req.data(), req.size(), MSG_NOSIGNAL);
   std::size_t end;
   while ((end = in_.find("\r\n\r\n")) == std::string::npos)
@@ -33,6 +35,24 @@ std::string raw_websocket::handshake(std::uint16_t port, const std::string& path
   auto head = in_.substr(0, end + 4);
   in_.erase(0, end + 4);
   return head;
+}
+
+std::string raw_websocket::read_body(std::string_view head, int timeout_ms) {
+  std::size_t length = 0;
+  for (const std::string_view name : {"Content-Length: ", "content-length: "}) {
+    if (const auto at = head.find(name); at != std::string_view::npos) {
+      length = static_cast<std::size_t>(std::strtoul(std::string(head.substr(at + name.size(), 12)).c_str(), nullptr, 10));
+      break;
+    }
+  }
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (in_.size() < length) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    if (!fill(static_cast<int>(left.count()))) break;
+  }
+  auto body = in_.substr(0, std::min(length, in_.size()));
+  in_.erase(0, body.size());
+  return body;
 }
 
 void raw_websocket::send_frame(int opcode, std::string_view payload) {

@@ -24,9 +24,12 @@ class raw_websocket {
 
   // Connects and sends the upgrade request; returns the response head (status line and
   // headers), empty when the connection failed. Without `origin` no Origin header is sent.
+  // `extra_headers`: whole header lines, each ending in "\r\n" (a Cookie, say).
   std::string handshake(std::uint16_t port, const std::string& path = "/ws",
                         const std::optional<std::string>& origin = std::string("http://localhost"),
-                        const std::string& host = "localhost");
+                        const std::string& host = "localhost", const std::string& extra_headers = {});
+  // After a refused handshake: the response body (what Content-Length says), "" on timeout.
+  std::string read_body(std::string_view head, int timeout_ms = 3000);
 
   void send_text(std::string_view text) { send_frame(0x1, text); }
   void send_frame(int opcode, std::string_view payload);

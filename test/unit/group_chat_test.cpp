@@ -285,8 +285,11 @@ TEST_CASE("privilege: the admin marker or a configured role, on the web chat onl
   CHECK_FALSE(is_privileged(m, s));
 
   auto web = message("webchat", "!mode always");
-  web.extra.member_roles = {"admin"};  // web chat clients say who they are: roles mean nothing there
+  web.extra.member_roles = {"role-42"};  // platform role ids mean nothing on the web chat
   CHECK_FALSE(is_privileged(web, s));
+  web.extra.member_roles = {"admin"};  // only the gateway sets it: an --admin invite's session
+  CHECK(is_privileged(web, s));
+  web.extra.member_roles.clear();
   web.user_id = "ada-web";
   CHECK(is_privileged(web, s));
   CHECK_FALSE(is_privileged(web, privilege_settings{}));

@@ -7,8 +7,10 @@
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/observability.hpp"
 #include "stargazer/http/router.hpp"
+#include "stargazer/http/server.hpp"
 #include "stargazer/platform/redis/redis_platform.hpp"
 #include "stargazer/platform/redis/redis_platform_api.hpp"
+#include "stargazer/platform/webchat/webchat_platform.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
@@ -34,8 +36,9 @@ rapidjson::Document parsed_document() {
   return d;
 }
 
-// The gateway's routes: observability plus the Redis platform API, on objects that are
-// constructed but never started (nothing connects).
+// The gateway's routes: observability, the Redis platform API and the web chat's JSON
+// routes (not its page, assets and file downloads, which are for browsers), on objects that
+// are constructed but never started (nothing connects).
 std::set<std::pair<std::string, std::string>> registered_routes() {
   boost::asio::io_context io;
   metrics::registry metrics;
@@ -49,9 +52,16 @@ std::set<std::pair<std::string, std::string>> registered_routes() {
   http::router routes;
   http::add_observability_routes(routes, health, metrics);
   platform::add_redis_platform_routes(routes, redis_platform, hub, platform::redis_platform_api_settings{});
+  redis::subscriber rooms(io.get_executor(), redis::connection_settings{});
+  platform::webchat_platform webchat(conn, bus, rooms);
+  http::http_server server(io, http::server_settings{}, routes, metrics);
+  webchat.add_routes(routes, server);
 
+  static const std::set<std::string> browser_only{"/", "/webchat/signin", "/webchat/{asset}",
+                                                  "/webchat/files/{file_id}/{filename}"};
   std::set<std::pair<std::string, std::string>> out;
-  for (const auto& [verb, pattern] : routes.routes()) out.emplace(pattern, ascii_lower(http::to_string(verb)));
+  for (const auto& [verb, pattern] : routes.routes())
+    if (!browser_only.contains(pattern)) out.emplace(pattern, ascii_lower(http::to_string(verb)));
   return out;
 }
 

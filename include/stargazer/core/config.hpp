@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace stargazer {
@@ -38,11 +39,30 @@ struct config {
   // Worker and tools roles: port for /healthz, /readyz and /metrics on --http-host (0: none).
   std::uint16_t health_port = 0;
 
-  // Web chat (gateway and standalone): the page at `/` and its WebSocket. No authentication.
+  // Web chat (gateway and standalone): the page at `/` and its WebSocket.
   bool webchat_enabled = true;
   // Origins (scheme://host[:port]) whose pages may open the WebSocket besides the page's
   // own; "*" allows any.
   std::vector<std::string> webchat_allowed_origins;
+  // Web chat sign-in (docs/webchat.md, "Sign-in"): none (anyone who reaches the page, under
+  // a name they type), invite (a session from a one-time link made by `stargazer webchat
+  // invite`) or auto: none when --http-host is a loopback address, invite otherwise.
+  std::string webchat_auth = "auto";
+  double webchat_session_ttl_seconds = 30 * 86400.0;  // how long a sign-in lasts
+  // The URL browsers reach the gateway at (https://chat.example.com): the base of invite
+  // links (empty: the address the invite was asked for at), and https marks session cookies Secure.
+  std::string public_url;
+
+  // Only this machine can connect: 127.0.0.0/8, ::1 or localhost.
+  bool http_host_is_loopback() const {
+    const std::string_view h = http_host;
+    if (h == "localhost" || h == "::1" || h == "[::1]") return true;
+    return h.starts_with("127.") && h.find_first_not_of("0123456789.") == std::string_view::npos;
+  }
+  std::string effective_webchat_auth() const {
+    if (webchat_auth != "auto") return webchat_auth;
+    return http_host_is_loopback() ? "none" : "invite";
+  }
 
   // Discord (gateway and standalone): on when a token is set (docs/discord.md).
   std::string discord_token;  // secret
@@ -110,6 +130,12 @@ struct config {
   double heartbeat_initial_delay_seconds = 120.0;
   double heartbeat_interval_seconds = 86400.0;  // 0: off
   double heartbeat_quiet_seconds = 21600.0;     // channels with a newer message are left alone
+
+  // Quotas (docs/operations.md, "Quotas and usage"), shared by every gateway and worker
+  // through Redis. Rates are N/period (20/min, 600/h); empty: off.
+  std::string rate_user;      // turns per user
+  std::string rate_instance;  // turns per Redis-platform instance, or per channel elsewhere
+  std::uint64_t budget_instance_tokens = 0;  // prompt + completion tokens per instance (channel) per UTC day; 0: off
 
   // Tools.
   std::string tools_mode = "in_process";  // in_process | remote (the tools role runs them)

@@ -5,6 +5,7 @@
 #include <utility>  // before Asio: 1.18's awaitable.hpp uses std::exchange
 #include <boost/asio/awaitable.hpp>
 
+#include <any>
 #include <functional>
 #include <map>
 #include <optional>
@@ -30,6 +31,11 @@ struct request {
   // The client: the TCP peer, or behind a trusted proxy the client its X-Forwarded-For
   // names (http::trusted_proxies::client_of).
   std::string remote_address;
+  // The TCP peer is one of --http-trusted-proxies, so its X-Forwarded-* headers are believed.
+  bool via_trusted_proxy = false;
+  // What a WebSocket route's authorize step learned about the client (e.g. its session),
+  // handed to the route's open callback with the upgrade request.
+  std::any context;
   // Filled by the router: {name} segments of the matched pattern, percent-decoded.
   std::map<std::string, std::string, std::less<>> path_params;
   // The matched pattern (low-cardinality label for metrics), empty when none matched.
@@ -40,6 +46,9 @@ struct request {
   // Query parameter, percent-decoded ('+' is a space); nullopt when absent or malformed.
   std::optional<std::string> query_param(std::string_view name) const;
   std::string_view path_param(std::string_view name) const;
+  // The value of the cookie `name` in the Cookie header(s) (RFC 6265 "name=value; ..."),
+  // nullopt when absent. The first one wins, as browsers send the most specific first.
+  std::optional<std::string_view> cookie(std::string_view name) const;
 };
 
 struct response {

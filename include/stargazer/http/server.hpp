@@ -74,6 +74,9 @@ struct websocket_route {
   std::function<std::optional<response>(request&)> authorize;
   // Called after the handshake; keep the shared_ptr to send later.
   std::function<void(std::shared_ptr<websocket_session>)> open;
+  // Checks that need I/O (a session looked up in Redis), run after `authorize` accepted;
+  // same contract. It may leave what it learned in request::context for `open`.
+  std::function<boost::asio::awaitable<std::optional<response>>(request&)> authorize_async;
 };
 
 class http_server final : public component {

@@ -110,9 +110,10 @@ struct privilege_settings {
   std::vector<std::string> webchat_admins;  // --webchat-admins: web chat user ids
 };
 
-// Web chat: only users listed in --webchat-admins (its clients say who they are, so roles
-// from it mean nothing). Elsewhere: member_roles holds bus::platform_admin_role ("admin",
-// which adapters put there for platform admins) or a configured role id.
+// Web chat: users listed in --webchat-admins, or signed in with an --admin invite (the
+// gateway, never the client, puts bus::platform_admin_role on their messages). Elsewhere:
+// member_roles holds bus::platform_admin_role ("admin", which adapters put there for
+// platform admins) or a configured role id.
 bool is_privileged(const incoming_message& m, const privilege_settings& s);
 
 // What a command does: the reply, and the change to the channel's state (none when refused

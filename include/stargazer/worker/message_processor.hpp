@@ -8,12 +8,17 @@
 // failed model call gives the user a short apology (none for an unprompted reply) and is
 // not retried; a failed Redis write is (the consumer reclaims the entry; sends are
 // idempotent by message key). A turn that sends nothing still ends with the inbound
-// consumer's turn_complete, so a `wait=true` caller gets an empty answer.
+// consumer's turn_complete, so a `wait=true` caller gets an empty answer. Before a turn's
+// first model call the quotas are checked: a turn held back stays in the cache, is
+// acknowledged, and, when it was addressed, gets one polite notice per window, then
+// silence. After its model calls, the turn's tokens are added to the channel's usage of
+// the day (one pipelined round trip).
 
 #include "stargazer/bus/stream_consumer.hpp"
 #include "stargazer/llm/chat.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
+#include "stargazer/platform/quota.hpp"
 #include "stargazer/tools/runner.hpp"
 #include "stargazer/worker/channel_state.hpp"
 #include "stargazer/worker/group_chat_rules.hpp"
@@ -53,7 +58,16 @@ struct processor_settings {
   std::string command_prefix = "!";               // empty: no commands
   privilege_settings privileges;
   std::chrono::seconds backfill_marker_ttl{7 * 24 * 3600};
+
+  // Quotas (docs/operations.md, "Quotas and usage"), checked before a turn's first model
+  // call, except on the platforms listed here, whose gateway checks them when a message
+  // arrives (the Redis platform's REST API answers 429): a turn must not pay twice.
+  platform::quota_settings quotas;
+  std::vector<std::string> quotas_checked_by_gateway{"redis"};
 };
+
+// What a turn held back by a quota says, once per window, when it was addressed.
+using platform::quota_notice_text;
 
 enum class heartbeat_outcome { sent, silent, model_failed, send_failed };
 
@@ -63,10 +77,11 @@ inline constexpr std::string_view apology_text =
 class message_processor {
 public:
   // Without `channels` (tests of the plain turn) there are no commands, no per-channel
-  // state (modes, quiet, cool-down, forget), no backfill and no heartbeat index.
+  // state (modes, quiet, cool-down, forget), no backfill and no heartbeat index. Without
+  // `quotas` no quota is checked and no usage is recorded.
   message_processor(platform::message_cache& cache, std::shared_ptr<llm::client> model, processor_settings settings,
                     tools::tool_runner* tools = nullptr, metrics::registry* metrics = nullptr,
-                    channel_state* channels = nullptr);
+                    channel_state* channels = nullptr, platform::quotas* quotas = nullptr);
   ~message_processor();
 
   // Takes effect from the next turn; turns in flight finish with what they started with.

@@ -1,10 +1,12 @@
 #include "stargazer/platform/redis/redis_platform.hpp"
 
 #include "stargazer/bus/lock.hpp"
+#include "stargazer/bus/outbound_consumer.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/platform/channel_keys.hpp"
+#include "stargazer/platform/message_cache.hpp"
 #include "stargazer/redis/connection.hpp"
 
 #include <boost/asio.hpp>
@@ -182,12 +184,52 @@ task<result<bool>> redis_platform::delete_instance(const std::string& instance_i
   // What the worker and the tools keep for the instance's channel: a re-created id starts clean.
   std::vector<std::string> channel_keys{"DEL"};
   for (auto& k : channel_owned_keys("redis", instance_id)) channel_keys.push_back(std::move(k));
+  const auto channel = channel_subject("redis", instance_id);
+  for (const auto limit : {quota_limit::rate_instance, quota_limit::budget_instance_tokens}) {
+    channel_keys.push_back(quota_bucket_key(limit, channel));
+    channel_keys.push_back(quota_notice_key(limit, channel));
+  }
   req.push_range(channel_keys);
   req.push("EXEC");
   auto r = co_await conn_.exec(std::move(req));
   if (!r) co_return r.error();
   const auto& exec = r->back();
-  co_return exec.is_array() && !exec.elements().empty() && exec.elements()[0].integer() == 1;
+  const bool existed = exec.is_array() && !exec.elements().empty() && exec.elements()[0].integer() == 1;
+  const auto swept = co_await delete_per_message_keys(instance_id);
+  if (swept) co_return swept;
+  co_return existed;
+}
+
+// Keys made per message, which no index lists completely (a forgotten or edited message's
+// hash, Idempotency-Key results, delivery claims): found by one SCAN of the keyspace.
+// Deleting an instance is rare and an operator's act, so the walk is affordable.
+task<std::error_code> redis_platform::delete_per_message_keys(const std::string& instance_id) {
+  const auto users = user_subject("redis", instance_id, "");  // the prefix of its users' subjects
+  const std::array<std::string, 6> prefixes{message_cache::message_key("redis", instance_id, ""),
+                                            idempotency_prefix(instance_id),
+                                            bus::claim_key(message_cache::message_key("redis", instance_id, "")),
+                                            usage_key("redis", instance_id, ""),
+                                            quota_bucket_key(quota_limit::rate_user, users),
+                                            quota_notice_key(quota_limit::rate_user, users)};
+  const auto pattern = "*:" + instance_id + ":*";  // ids are [A-Za-z0-9._-]: no glob characters
+  std::string cursor = "0";
+  do {
+    auto page = co_await conn_.command("SCAN", cursor, "MATCH", pattern, "COUNT", "1000");
+    if (!page) co_return page.error();
+    if (!page->is_array() || page->elements().size() != 2) co_return errc::redis_error;
+    cursor = page->elements()[0].str();
+    std::vector<std::string> doomed{"UNLINK"};
+    for (const auto& key : page->elements()[1].elements())
+      for (const auto& prefix : prefixes)
+        if (key.str().starts_with(prefix)) doomed.push_back(key.str());
+    if (doomed.size() > 1) {
+      redis::request unlink;
+      unlink.push_range(doomed);
+      auto removed = co_await conn_.exec(std::move(unlink));
+      if (!removed) co_return removed.error();
+    }
+  } while (cursor != "0");
+  co_return std::error_code{};
 }
 
 task<bool> redis_platform::validate_api_key(const std::string& instance_id, const std::string& api_key) {
@@ -349,6 +391,24 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
     co_return cached.error();
   }
 
+  // Quotas: checked after the history write, so a message held back is not lost; its id
+  // is released so the caller may send it again later under the same id (the history
+  // entry is keyed by it, so the retry rewrites the same entry).
+  if (quotas_ != nullptr && quota_limits_.enabled()) {
+    const quota_subject who{"redis", instance_id, e.user_id};
+    auto decision = co_await quotas_->admit(quota_limits_, who, false);
+    if (!decision) {
+      co_await release();
+      co_return decision.error();
+    }
+    if (!decision->admitted) {
+      co_await release();
+      inject_result held_back{inject_refusal::over_quota, e.message_id};
+      held_back.quota = *decision;
+      co_return held_back;
+    }
+  }
+
   if (!req.once_key.empty()) {
     // The marker is written by the script that appends the entry: a crash in between
     // cannot leave a message injected without its marker.
@@ -386,8 +446,12 @@ task<result<std::optional<stored_file>>> redis_platform::get_file(const std::str
 
 std::string redis_platform::new_response_nonce() { return bus::random_hex_id(); }
 
+std::string redis_platform::idempotency_prefix(const std::string& instance_id) {
+  return "redis_platform:idem:" + instance_id + ":";
+}
+
 std::string redis_platform::idempotency_key(const std::string& instance_id, std::string_view client_key) {
-  return "redis_platform:idem:" + instance_id + ":" + sha256_hex(client_key);
+  return idempotency_prefix(instance_id) + sha256_hex(client_key);
 }
 
 task<result<idempotency_claim>> redis_platform::claim_idempotency_key(const std::string& key,

@@ -6,6 +6,7 @@
 #include "stargazer/core/strings.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/platform/identity.hpp"
+#include "stargazer/platform/quota.hpp"
 #include "stargazer/platform/redis/redis_platform_api_bodies.hpp"
 #include "stargazer/redis/subscriber.hpp"
 
@@ -164,6 +165,22 @@ std::string message_json(const cached_message& m) {
       R"({{"message_id":{},"user_id":{},"user_name":{},"text":{},"timestamp":{},"unix_time":{:.3f},"is_bot":{},"reply_to_id":{}}})",
       json::quoted(m.message_id), json::quoted(m.user_id), json::quoted(m.user_name), json::quoted(m.text),
       json::quoted(iso_time(m.timestamp)), m.timestamp, m.is_bot ? "true" : "false", json::quoted(m.reply_to_id));
+}
+
+// 429 for a message a quota holds back (it is in the history, no worker answers it): the
+// error names the limit (the flag that sets it) and says when to try again, in the body
+// and in Retry-After.
+response over_quota(const quota_decision& d) {
+  const auto seconds = retry_after_seconds(d.retry_after);
+  const auto limit = to_string(d.limit);
+  const auto message =
+      d.limit == quota_limit::budget_instance_tokens
+          ? std::string("the instance has used its token budget for today (UTC); the message is kept in the history")
+          : fmt::format("over the {} limit; the message is kept in the history, try again in {} s", limit, seconds);
+  auto out = response::json(429, fmt::format(R"({{"error":{{"code":"rate_limited","message":{},"limit":{},"retry_after":{}}}}})",
+                                             json::quoted(message), json::quoted(limit), seconds));
+  out.headers.emplace_back("Retry-After", std::to_string(seconds));
+  return out;
 }
 
 response internal(const std::error_code& ec) {
@@ -395,6 +412,8 @@ asio::awaitable<response> inject(api_context& api, request& req) {
   } else if (r->refusal == inject_refusal::message_id_reused) {
     out = response::error(409, "message_id_reused",
                           "'message_id' '" + r->message_id + "' was already used in instance '" + id + "'");
+  } else if (r->refusal == inject_refusal::over_quota) {
+    out = over_quota(r->quota);
   } else if (r->injected_before) {
     // An earlier request with this key injected it and died before storing its answer:
     // its replies went to that request (and to the history and event stream).
@@ -443,6 +462,46 @@ asio::awaitable<response> history(api_context& api, request& req) {
   auto r = co_await api.platform.history(id, limit, before);
   if (!r) co_return internal(r.error());
   co_return response::json(200, "{\"messages\":" + json_array(*r, &message_json) + "}");
+}
+
+// The instance's usage per UTC day (docs/rest-api.md, "Usage"): from and to are dates,
+// YYYY-MM-DD, inclusive; by default the 30 days up to today.
+asio::awaitable<response> usage(api_context& api, request& req) {
+  const std::string id(req.path_param("instance_id"));
+  if (auto e = api.check_instance_id(id)) co_return std::move(*e);
+  if (auto denied = co_await api.authorize(req, id)) co_return std::move(*denied);
+  auto to = utc_day_of(std::chrono::system_clock::now());
+  if (const auto t = req.query_param("to")) {
+    const auto day = parse_day(*t);
+    if (!day) co_return bad("bad_to", "'to' is a date, YYYY-MM-DD");
+    to = *day;
+  }
+  auto from = to - std::chrono::days(29);
+  if (const auto f = req.query_param("from")) {
+    const auto day = parse_day(*f);
+    if (!day) co_return bad("bad_from", "'from' is a date, YYYY-MM-DD");
+    from = *day;
+  }
+  if (from > to) co_return bad("bad_from", "'from' is after 'to'");
+  if ((to - from).count() >= max_usage_days)
+    co_return bad("bad_range", fmt::format("at most {} days from 'from' to 'to'", max_usage_days));
+  auto days = co_await read_usage(api.platform.connection(), "redis", id, from, to);
+  if (!days) co_return internal(days.error());
+  std::int64_t prompt = 0, completion = 0, turns = 0;
+  std::string list = "[";
+  for (const auto& d : *days) {
+    if (list.size() > 1) list.push_back(',');
+    list += fmt::format(R"({{"date":"{}","prompt_tokens":{},"completion_tokens":{},"total_tokens":{},"turns":{}}})",
+                        d.day, d.prompt_tokens, d.completion_tokens, d.prompt_tokens + d.completion_tokens, d.turns);
+    prompt += d.prompt_tokens;
+    completion += d.completion_tokens;
+    turns += d.turns;
+  }
+  list += "]";
+  co_return response::json(
+      200, fmt::format(R"({{"instance_id":{},"from":"{}","to":"{}","days":{},"total":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{},"turns":{}}}}})",
+                       json::quoted(id), format_day(from), format_day(to), list, prompt, completion, prompt + completion,
+                       turns));
 }
 
 // <ms>-<seq>, both unsigned 64-bit decimals as Redis requires (a larger number would make
@@ -626,6 +685,7 @@ void add_redis_platform_routes(http::router& routes, redis_platform& platform, r
   add(method::post, "/redis-platform/instances/{instance_id}/messages", &inject);
   add(method::get, "/redis-platform/instances/{instance_id}/messages", &history);
   add(method::get, "/redis-platform/instances/{instance_id}/events", &events);
+  add(method::get, "/redis-platform/instances/{instance_id}/usage", &usage);
   add(method::get, "/redis-platform/files/{file_id}/{filename}", &download);
   add(method::post, "/redis-platform/identities", &link_identity_route);
   add(method::get, "/redis-platform/identities/{unified_id}", &show_identity);

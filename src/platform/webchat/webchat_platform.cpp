@@ -4,10 +4,12 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/lock.hpp"
 #include "stargazer/core/spawn.hpp"
+#include "stargazer/core/digest.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/json.hpp"
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/strings.hpp"
+#include "stargazer/http/json_body.hpp"
 #include "stargazer/http/router.hpp"
 #include "stargazer/http/server.hpp"
 #include "stargazer/platform/message_cache.hpp"
@@ -25,6 +27,7 @@
 #include <deque>
 #include <set>
 #include <unordered_map>
+#include <variant>
 
 namespace stargazer::platform {
 
@@ -54,6 +57,7 @@ struct client {
   std::string room;  // empty until joined
   std::string user_id;
   std::string name;
+  std::optional<webchat_identity> identity;  // signed in (auth invite): who this is, whatever the frames say
   std::deque<std::string> inbox;  // frames waiting to be handled, in arrival order
   bool draining = false;
   bool closed = false;
@@ -70,11 +74,105 @@ const log::logger& webchat_log() {
   return instance;
 }
 
+// ---------------------------------------------------------------------------------------
+// Sign-in: JSON shapes and the checks on what operators send
+
+std::string rooms_json(const std::vector<std::string>& rooms) {
+  std::string out = "[";
+  for (const auto& r : rooms) {
+    if (out.size() > 1) out.push_back(',');
+    json::append_quoted(out, r);
+  }
+  return out + "]";
+}
+
+std::string time_json(std::int64_t unix_seconds) {
+  return unix_seconds > 0 ? json::quoted(iso_time(static_cast<double>(unix_seconds))) : std::string("null");
+}
+
+std::string identity_json(const webchat_identity& s) {
+  return fmt::format(
+      R"({{"session_id":{},"name":{},"user_id":{},"rooms":{},"admin":{},"created_at":{},"expires_at":{},"invite_id":{}}})",
+      json::quoted(s.session_id), json::quoted(s.name), json::quoted(s.user_id), rooms_json(s.rooms),
+      s.admin ? "true" : "false", time_json(s.created_at), time_json(s.expires_at), json::quoted(s.invite_id));
+}
+
+std::string invite_json(const webchat_invite& i) {
+  return fmt::format(
+      R"({{"invite_id":{},"name":{},"user_id":{},"rooms":{},"admin":{},"created_at":{},"expires_at":{},"state":{},"used_at":{},"session_id":{}}})",
+      json::quoted(i.invite_id), json::quoted(i.name), json::quoted(i.user_id), rooms_json(i.rooms),
+      i.admin ? "true" : "false", time_json(i.created_at), time_json(i.expires_at), json::quoted(i.state),
+      time_json(i.used_at), i.session_id.empty() ? std::string("null") : json::quoted(i.session_id));
+}
+
+response bad_request(std::string_view code, const std::string& message) { return response::error(400, code, message); }
+
+// POST /webchat/invites: {"name": ..., "rooms": [...], "expires_in": seconds, "admin": bool}.
+std::variant<webchat_auth_store::invite_request, response> parse_invite_body(const rapidjson::Value& body,
+                                                                             const webchat_settings& s) {
+  const auto& limits = s.invite_limits;
+  webchat_auth_store::invite_request out;
+  out.ttl = s.default_invite_ttl;
+  const auto* name = member(body, "name");
+  if (name == nullptr) return bad_request("missing_field", "'name' is required: the name the invited person speaks as");
+  if (!name->IsString()) return bad_request("bad_field_type", "'name' must be a string");
+  const auto normalized = normalized_display_name(std::string_view(name->GetString(), name->GetStringLength()),
+                                                  limits.max_name_bytes);
+  if (!normalized)
+    return bad_request("bad_name", fmt::format("'name' is 1-{} bytes without control characters", limits.max_name_bytes));
+  if (iequals(*normalized, s.bot_name)) return bad_request("reserved_name", "'name' is the bot's name");
+  out.name = *normalized;
+  if (const auto* rooms = member(body, "rooms")) {
+    if (!rooms->IsArray()) return bad_request("bad_field_type", "'rooms' must be an array of room names");
+    if (rooms->Size() > limits.max_rooms)
+      return bad_request("too_many_rooms", fmt::format("'rooms' holds at most {} rooms", limits.max_rooms));
+    for (const auto& r : rooms->GetArray()) {
+      const std::string_view room = r.IsString() ? std::string_view(r.GetString(), r.GetStringLength()) : "";
+      if (!valid_room_id(room, limits.max_room_bytes))
+        return bad_request("bad_room", fmt::format("each room is 1-{} characters of a-z, 0-9, '-' and '_'",
+                                                   limits.max_room_bytes));
+      if (std::find(out.rooms.begin(), out.rooms.end(), room) == out.rooms.end()) out.rooms.emplace_back(room);
+    }
+  }
+  if (const auto* expires = member(body, "expires_in")) {
+    if (!expires->IsInt64() || expires->GetInt64() < 1 || expires->GetInt64() > limits.max_ttl.count())
+      return bad_request("bad_expires_in", fmt::format("'expires_in' is whole seconds from 1 to {}", limits.max_ttl.count()));
+    out.ttl = std::chrono::seconds(expires->GetInt64());
+  }
+  if (const auto* admin = member(body, "admin")) {
+    if (!admin->IsBool()) return bad_request("bad_field_type", "'admin' must be true or false");
+    out.admin = admin->GetBool();
+  }
+  return out;
+}
+
+std::string_view bearer_token(const request& req) {
+  const auto h = req.header("authorization");
+  if (!h) return {};
+  std::string_view v = *h;
+  if (v.size() < 7 || !iequals(v.substr(0, 7), "bearer ")) return {};
+  v.remove_prefix(7);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  return v;
+}
+
+// Session answers are about one browser: never cached by anyone.
+response private_json(unsigned status, std::string body) {
+  auto res = response::json(status, std::move(body));
+  res.headers.emplace_back("Cache-Control", "no-store");
+  return res;
+}
+
 }  // namespace
 
 struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   impl(redis::connection& c, bus::event_bus& b, redis::subscriber& s, webchat_settings st)
-      : conn(c), bus(b), sub(s), settings(std::move(st)), presence_timer(c.get_executor()) {}
+      : conn(c),
+        bus(b),
+        sub(s),
+        settings(std::move(st)),
+        presence_timer(c.get_executor()),
+        session_timer(c.get_executor()) {}
 
   redis::connection& conn;
   bus::event_bus& bus;
@@ -85,6 +183,10 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   std::unordered_map<std::string, std::set<std::shared_ptr<client>>> rooms;
   bool running = false;
   asio::steady_timer presence_timer;  // the next presence refresh; cancelled by stop()
+  webchat_auth_store auth{conn};
+  asio::steady_timer session_timer;  // the next check of the sockets' sessions; cancelled by stop()
+
+  bool invite_only() const { return settings.auth == webchat_auth_mode::invite; }
 
   // ---- presence ----------------------------------------------------------------------------
 
@@ -128,14 +230,57 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     auto c = std::make_shared<client>();
     c->ws = ws;
     c->tokens = settings.message_burst;
+    if (const auto* who = std::any_cast<webchat_identity>(&ws->upgrade_request().context)) c->identity = *who;
     clients.insert(c);
     // The session drops both callbacks when it closes, which breaks the cycle.
     ws->on_message = [self = shared_from_this(), c](std::string_view text) { self->on_frame(c, text); };
     ws->on_closed = [self = shared_from_this(), c] { self->leave(c, true); };
-    c->send(fmt::format(
-        R"({{"type":"hello","bot":{{"user_id":{},"name":{}}},"default_room":"lobby","limits":{{"frame_bytes":{},"text_bytes":{},"name_bytes":{},"room_bytes":{}}}}})",
-        json::quoted(settings.bot_user_id), json::quoted(settings.bot_name), settings.max_frame_bytes,
-        settings.max_text_bytes, settings.max_name_bytes, settings.max_room_bytes));
+    auto hello = fmt::format(
+        R"({{"type":"hello","bot":{{"user_id":{},"name":{}}},"default_room":{},"limits":{{"frame_bytes":{},"text_bytes":{},"name_bytes":{},"room_bytes":{}}}}})",
+        json::quoted(settings.bot_user_id), json::quoted(settings.bot_name),
+        json::quoted(c->identity && !c->identity->rooms.empty() ? c->identity->rooms.front() : "lobby"),
+        settings.max_frame_bytes, settings.max_text_bytes, settings.max_name_bytes, settings.max_room_bytes);
+    if (c->identity) {
+      // Signed in: the page shows who it is and which rooms it may use.
+      hello.pop_back();
+      hello += fmt::format(R"(,"auth":"invite","you":{{"user_id":{},"name":{},"admin":{},"rooms":{}}}}})",
+                           json::quoted(c->identity->user_id), json::quoted(c->identity->name),
+                           c->identity->admin ? "true" : "false", rooms_json(c->identity->rooms));
+    }
+    c->send(std::move(hello));
+  }
+
+  // Closes this gateway's sockets of a session that was revoked, signed out or expired.
+  void close_session(std::string_view session_digest) {
+    const auto snapshot = clients;  // closing calls back into leave()
+    for (const auto& c : snapshot) {
+      if (!c->identity || c->identity->session_digest != session_digest) continue;
+      if (auto s = c->ws.lock()) s->close();
+    }
+  }
+
+  // Every session_check_interval: the sessions of this gateway's sockets still exist.
+  // Revocations arrive at once over Pub/Sub; this catches a message lost while the
+  // subscription was down, and sessions that expired.
+  static asio::awaitable<void> check_sessions(std::shared_ptr<impl> self) {
+    while (self->running) {
+      self->session_timer.expires_after(self->settings.session_check_interval);
+      boost::system::error_code ec;
+      co_await self->session_timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (!self->running) break;
+      std::set<std::string> distinct;
+      for (const auto& c : self->clients)
+        if (c->identity) distinct.insert(c->identity->session_digest);
+      if (distinct.empty()) continue;
+      std::vector<std::string> digests(distinct.begin(), distinct.end());
+      auto alive = co_await self->auth.alive(digests);
+      if (!alive) {
+        webchat_log().debug("sessions not checked: {}", alive.error().message());  // kept until Redis answers
+        continue;
+      }
+      for (std::size_t i = 0; i < digests.size() && i < alive->size(); ++i)
+        if (!(*alive)[i]) self->close_session(digests[i]);
+    }
   }
 
   // A join's caller moves the presence itself (in order with the new room's); a closed
@@ -237,28 +382,43 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   asio::awaitable<void> join(const std::shared_ptr<client>& c, const rapidjson::Document& d) {
     auto room = string_field(*c, d, "room");
     if (!room) co_return;
-    auto user_id = string_field(*c, d, "user_id");
-    if (!user_id) co_return;
-    auto raw_name = string_field(*c, d, "name");
-    if (!raw_name) co_return;
+    // Signed in, the session says who this is: a user_id or name in the frame is ignored.
+    std::optional<std::string> user_id, raw_name;
+    if (!c->identity) {
+      user_id = string_field(*c, d, "user_id");
+      if (!user_id) co_return;
+      raw_name = string_field(*c, d, "name");
+      if (!raw_name) co_return;
+    }
     if (!valid_room_id(*room, settings.max_room_bytes)) {
       c->send(error_frame("bad_room", fmt::format("room names are 1-{} characters of a-z, 0-9, '-' and '_'",
                                                   settings.max_room_bytes)));
       co_return;
     }
-    if (!valid_webchat_user_id(*user_id)) {
-      c->send(error_frame("bad_user_id", "user ids are 8-64 characters of A-Z, a-z, 0-9, '-' and '_'"));
-      co_return;
-    }
-    const auto name = normalized_display_name(*raw_name, settings.max_name_bytes);
-    if (!name) {
-      c->send(error_frame("bad_name", fmt::format("names are 1-{} bytes without control characters",
-                                                  settings.max_name_bytes)));
-      co_return;
-    }
-    if (iequals(*name, settings.bot_name)) {
-      c->send(error_frame("reserved_name", "that is the bot's name; pick another"));
-      co_return;
+    std::optional<std::string> name;
+    if (c->identity) {
+      if (!c->identity->may_use_room(*room)) {
+        c->send(error_frame("forbidden_room",
+                            fmt::format("your invite is for the rooms {}", join_rooms(c->identity->rooms))));
+        co_return;
+      }
+      user_id = c->identity->user_id;
+      name = c->identity->name;
+    } else {
+      if (!valid_webchat_user_id(*user_id)) {
+        c->send(error_frame("bad_user_id", "user ids are 8-64 characters of A-Z, a-z, 0-9, '-' and '_'"));
+        co_return;
+      }
+      name = normalized_display_name(*raw_name, settings.max_name_bytes);
+      if (!name) {
+        c->send(error_frame("bad_name", fmt::format("names are 1-{} bytes without control characters",
+                                                    settings.max_name_bytes)));
+        co_return;
+      }
+      if (iequals(*name, settings.bot_name)) {
+        c->send(error_frame("reserved_name", "that is the bot's name; pick another"));
+        co_return;
+      }
     }
     if (c->closed) co_return;
     redis::request presence;
@@ -361,6 +521,8 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     e.room_name = c->room;
     e.user_id = c->user_id;
     e.username = c->name;
+    // An invite's admin flag: the gateway vouches for it, the browser cannot claim it.
+    if (c->identity && c->identity->admin) e.member_roles.emplace_back(bus::platform_admin_role);
     e.content = std::move(*text);
     e.timestamp = now_unix();
     e.message_id = bus::random_hex_id();
@@ -405,6 +567,10 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   // ---- fan-out ---------------------------------------------------------------------------
 
   void on_pubsub(redis::pubsub_message&& m) {
+    if (m.channel == webchat_revoked_channel) {
+      close_session(m.payload);
+      return;
+    }
     if (!m.channel.starts_with(room_prefix)) return;
     const auto it = rooms.find(m.channel.substr(room_prefix.size()));
     if (it == rooms.end()) return;
@@ -446,11 +612,18 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
 
   asio::awaitable<response> download(request& req) {
     const std::string file_id(req.path_param("file_id")), filename(req.path_param("filename"));
+    // With sign-in a file is for the signed-in members of its room, not for whoever has the link.
+    std::optional<webchat_identity> who;
+    if (invite_only()) {
+      auto signed_in = co_await session_of(req);
+      if (auto* refused = std::get_if<response>(&signed_in)) co_return std::move(*refused);
+      who = std::get<webchat_identity>(std::move(signed_in));
+    }
     if (!is_hex32(file_id)) co_return response::error(404, "file_not_found", "no such file");
-    auto r = co_await conn.command("HMGET", webchat_file_key(file_id), "data", "filename", "mimetype");
+    auto r = co_await conn.command("HMGET", webchat_file_key(file_id), "data", "filename", "mimetype", "channel_id");
     if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
     const auto& f = r->elements();
-    if (f.size() != 3 || !f[0].is_bulk() || f[1].str() != filename)
+    if (f.size() != 4 || !f[0].is_bulk() || f[1].str() != filename || (who && !who->may_use_room(f[3].str())))
       co_return response::error(404, "file_not_found", "no such file (files expire after 24 h)");
     const auto& type = f[2].str();
     auto res = response::text(200, f[0].str(), safe_mimetype(type) ? type : "application/octet-stream");
@@ -463,6 +636,200 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     res.headers.emplace_back("Content-Security-Policy", "sandbox");
     res.headers.emplace_back("Cache-Control", "private, max-age=3600");
     co_return res;
+  }
+
+  // ---- sign-in ---------------------------------------------------------------------------
+
+  // The session of the request's cookie, or the 401/503 to answer instead.
+  asio::awaitable<std::variant<webchat_identity, response>> session_of(const request& req) {
+    const auto cookie = req.cookie(webchat_session_cookie);
+    if (!cookie || cookie->empty())
+      co_return response::error(401, "no_session", "not signed in: open your invite link to sign in");
+    std::string token(*cookie);
+    auto found = co_await auth.session(std::move(token));
+    if (!found) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    if (!*found)
+      co_return response::error(401, "session_expired",
+                                "your session expired or was revoked: ask for a new invite link");
+    co_return std::move(**found);
+  }
+
+  // The WebSocket handshake with sign-in: the session goes to open() in the request's context.
+  asio::awaitable<std::optional<response>> authorize_socket(request& req) {
+    auto signed_in = co_await session_of(req);
+    if (auto* refused = std::get_if<response>(&signed_in)) co_return std::move(*refused);
+    req.context = std::get<webchat_identity>(std::move(signed_in));
+    co_return std::nullopt;
+  }
+
+  std::optional<response> foreign_origin(const request& req) const {
+    if (webchat_origin_allowed(req.header("origin"), req.header("host"), settings.allowed_origins))
+      return std::nullopt;
+    return response::error(403, "forbidden_origin", "this origin may not sign in to the web chat");
+  }
+
+  bool secure_cookies(const request& req) const { return webchat_request_is_https(req, settings.public_url); }
+
+  // GET /webchat/session: who this browser is. Not signed in is an answer, not an error:
+  // the page asks before it connects.
+  asio::awaitable<response> who_am_i(request& req) {
+    if (!invite_only()) co_return private_json(200, R"({"auth":"none","signed_in":false})");
+    auto signed_in = co_await session_of(req);
+    if (auto* refused = std::get_if<response>(&signed_in)) {
+      if (refused->status == 503) co_return std::move(*refused);
+      const bool had_cookie = req.cookie(webchat_session_cookie).has_value();
+      auto res = private_json(
+          200, fmt::format(R"({{"auth":"invite","signed_in":false,"code":{},"message":{}}})",
+                           json::quoted(had_cookie ? "session_expired" : "no_session"),
+                           json::quoted(had_cookie ? "your session expired or was revoked: ask for a new invite link"
+                                                   : "sign in with the invite link you were given")));
+      if (had_cookie) res.headers.emplace_back("Set-Cookie", webchat_cleared_cookie_header(secure_cookies(req)));
+      co_return res;
+    }
+    const auto& who = std::get<webchat_identity>(signed_in);
+    co_return private_json(200, R"({"auth":"invite","signed_in":true,"session":)" + identity_json(who) + "}");
+  }
+
+  // POST /webchat/session {"invite": token}: the page trades its link's token for the cookie.
+  asio::awaitable<response> sign_in(request& req) {
+    if (!invite_only())
+      co_return response::error(409, "signin_disabled", "this web chat has no sign-in (--webchat-auth none)");
+    if (auto refused = foreign_origin(req)) co_return std::move(*refused);
+    auto parsed = http::parse_json_object(req);
+    if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+    const auto& body = std::get<rapidjson::Document>(parsed);
+    const auto* token = member(body, "invite");
+    if (token == nullptr) co_return bad_request("missing_field", "'invite' is required: the token of the invite link");
+    if (!token->IsString()) co_return bad_request("bad_field_type", "'invite' must be a string");
+    std::string invite_token(token->GetString(), token->GetStringLength());
+    auto r = co_await auth.redeem(std::move(invite_token), settings.session_ttl);
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    using refusal = webchat_auth_store::redeem_refusal;
+    switch (r->refusal) {
+      case refusal::unknown:
+        co_return response::error(404, "invite_unknown",
+                                  "this sign-in link is not valid (cut short, or expired long ago): ask for a new one");
+      case refusal::used:
+        co_return response::error(410, "invite_used", "this sign-in link was already used (each works once): "
+                                                      "ask for a new one");
+      case refusal::revoked:
+        co_return response::error(410, "invite_revoked", "this sign-in link was revoked: ask for a new one");
+      case refusal::expired:
+        co_return response::error(410, "invite_expired", "this sign-in link expired: ask for a new one");
+      case refusal::none:
+        break;
+    }
+    webchat_log().info("{} signed in (session {}, invite {})", r->identity.name, r->identity.session_id,
+                       r->identity.invite_id);
+    auto res = private_json(201, R"({"auth":"invite","signed_in":true,"session":)" + identity_json(r->identity) + "}");
+    res.headers.emplace_back("Set-Cookie",
+                             webchat_session_cookie_header(r->token, settings.session_ttl, secure_cookies(req)));
+    co_return res;
+  }
+
+  // DELETE /webchat/session: signs this browser out (its sockets on every gateway close).
+  asio::awaitable<response> sign_out(request& req) {
+    if (!invite_only())
+      co_return response::error(409, "signin_disabled", "this web chat has no sign-in (--webchat-auth none)");
+    if (auto refused = foreign_origin(req)) co_return std::move(*refused);
+    bool ended = false;
+    auto signed_in = co_await session_of(req);
+    if (auto* refused = std::get_if<response>(&signed_in); refused && refused->status == 503)
+      co_return std::move(*refused);
+    if (auto* who = std::get_if<webchat_identity>(&signed_in)) {
+      const auto ec = co_await auth.end_session(who->session_digest);
+      if (ec) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+      ended = true;
+    }
+    auto res = private_json(200, fmt::format(R"({{"signed_out":{}}})", ended ? "true" : "false"));
+    res.headers.emplace_back("Set-Cookie", webchat_cleared_cookie_header(secure_cookies(req)));
+    co_return res;
+  }
+
+  // ---- invites and sessions (admin key) ---------------------------------------------------
+
+  std::optional<response> refuse_non_admin(const request& req) const {
+    const auto key = bearer_token(req);
+    if (key.empty()) return response::error(401, "unauthorized", "missing 'Authorization: Bearer <admin key>'");
+    if (key.size() > 256) return response::error(401, "unauthorized", "invalid API key");
+    if (settings.admin_key_sha256.empty())
+      return response::error(403, "forbidden", "the admin API is disabled: no admin key is configured");
+    if (!digest_equals(sha256_hex(key), settings.admin_key_sha256))
+      return response::error(403, "forbidden", "this route needs the admin key");
+    return std::nullopt;
+  }
+
+  asio::awaitable<response> create_invite(request& req) {
+    if (auto refused = refuse_non_admin(req)) co_return std::move(*refused);
+    auto parsed = http::parse_json_object(req);
+    if (auto* err = std::get_if<response>(&parsed)) co_return std::move(*err);
+    auto checked = parse_invite_body(std::get<rapidjson::Document>(parsed), settings);
+    if (auto* err = std::get_if<response>(&checked)) co_return std::move(*err);
+    const auto& wanted = std::get<webchat_auth_store::invite_request>(checked);
+    auto r = co_await auth.create_invite(wanted);
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    // The token travels in the fragment: browsers never send it to a server or a proxy log,
+    // and link previews that fetch the page do not use it up.
+    const auto link = webchat_link_base(req, settings.public_url) + "/webchat/signin#" + r->token;
+    auto out = invite_json(r->invite);
+    out.pop_back();
+    out += R"(,"token":)" + json::quoted(r->token) + R"(,"link":)" + json::quoted(link) + "}";
+    webchat_log().info("invite {} created for {}", r->invite.invite_id, r->invite.name);
+    co_return private_json(201, std::move(out));
+  }
+
+  asio::awaitable<response> list_invites(request& req) {
+    if (auto refused = refuse_non_admin(req)) co_return std::move(*refused);
+    auto r = co_await auth.list_invites();
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    std::string out = R"({"invites":[)";
+    for (std::size_t i = 0; i < r->size(); ++i) out += (i ? "," : "") + invite_json((*r)[i]);
+    co_return private_json(200, out + "]}");
+  }
+
+  asio::awaitable<response> revoke_invite(request& req) {
+    if (auto refused = refuse_non_admin(req)) co_return std::move(*refused);
+    const std::string id(req.path_param("invite_id"));
+    if (!valid_webchat_public_id(id)) co_return bad_request("bad_invite_id", "invite ids are 16 hex digits");
+    auto r = co_await auth.revoke_invite(id);
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    if (!*r) co_return response::error(404, "invite_not_found", "no invite '" + id + "'");
+    co_return private_json(200, R"({"revoked":true,"invite":)" + invite_json(**r) + "}");
+  }
+
+  asio::awaitable<response> list_sessions(request& req) {
+    if (auto refused = refuse_non_admin(req)) co_return std::move(*refused);
+    auto r = co_await auth.list_sessions();
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    std::string out = R"({"sessions":[)";
+    for (std::size_t i = 0; i < r->size(); ++i) out += (i ? "," : "") + identity_json((*r)[i]);
+    co_return private_json(200, out + "]}");
+  }
+
+  asio::awaitable<response> revoke_session(request& req) {
+    if (auto refused = refuse_non_admin(req)) co_return std::move(*refused);
+    const std::string id(req.path_param("session_id"));
+    if (!valid_webchat_public_id(id)) co_return bad_request("bad_session_id", "session ids are 16 hex digits");
+    auto r = co_await auth.revoke_session(id);
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    if (!*r) co_return response::error(404, "session_not_found", "no session '" + id + "'");
+    webchat_log().info("session {} of {} revoked", (*r)->session_id, (*r)->name);
+    co_return private_json(200, R"({"revoked":true,"session":)" + identity_json(**r) + "}");
+  }
+
+  // DELETE /webchat/users/{name}: every session and pending invite of that name.
+  asio::awaitable<response> revoke_name(request& req) {
+    if (auto refused = refuse_non_admin(req)) co_return std::move(*refused);
+    const std::string name(req.path_param("name"));
+    if (name.size() > settings.invite_limits.max_name_bytes)
+      co_return bad_request("bad_name", fmt::format("names are at most {} bytes", settings.invite_limits.max_name_bytes));
+    auto r = co_await auth.revoke_name(name);
+    if (!r) co_return response::error(503, "unavailable", "storage unavailable, retry later");
+    if (r->sessions == 0 && r->invites == 0)
+      co_return response::error(404, "name_not_found", "no session or pending invite of '" + name + "'");
+    webchat_log().info("{} revoked: {} sessions, {} invites", name, r->sessions, r->invites);
+    co_return private_json(200, fmt::format(R"({{"revoked":true,"name":{},"sessions":{},"invites":{}}})",
+                                            json::quoted(name), r->sessions, r->invites));
   }
 };
 
@@ -508,16 +875,32 @@ response asset(std::string_view body, const char* type) {
 
 void webchat_platform::add_routes(http::router& routes, http::http_server& server) {
   auto self = impl_;
-  routes.add(http::method::get, "/", http::sync_handler([](request&) {
-               auto res = asset(webchat_assets::index_html(), "text/html; charset=utf-8");
-               res.headers.emplace_back(
-                   "Content-Security-Policy",
-                   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                   "connect-src 'self'; base-uri 'none'; form-action 'none'; "
-                   "frame-ancestors 'none'");
-               res.headers.emplace_back("Referrer-Policy", "no-referrer");
-               return res;
-             }));
+  const auto page = http::sync_handler([](request&) {
+    auto res = asset(webchat_assets::index_html(), "text/html; charset=utf-8");
+    res.headers.emplace_back("Content-Security-Policy",
+                             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                             "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                             "frame-ancestors 'none'");
+    res.headers.emplace_back("Referrer-Policy", "no-referrer");
+    return res;
+  });
+  routes.add(http::method::get, "/", page);
+  // Invite links open the page here; the token stays in the fragment, which the page reads.
+  routes.add(http::method::get, "/webchat/signin", page);
+  // Before /webchat/{asset}, which would match these paths too (the first match wins).
+  using member_handler = asio::awaitable<response> (impl::*)(request&);
+  const auto add = [&](http::method verb, const char* pattern, member_handler fn) {
+    routes.add(verb, pattern, http::handler([self, fn](request& req) { return ((*self).*fn)(req); }));
+  };
+  add(http::method::get, "/webchat/session", &impl::who_am_i);
+  add(http::method::post, "/webchat/session", &impl::sign_in);
+  add(http::method::delete_, "/webchat/session", &impl::sign_out);
+  add(http::method::post, "/webchat/invites", &impl::create_invite);
+  add(http::method::get, "/webchat/invites", &impl::list_invites);
+  add(http::method::delete_, "/webchat/invites/{invite_id}", &impl::revoke_invite);
+  add(http::method::get, "/webchat/sessions", &impl::list_sessions);
+  add(http::method::delete_, "/webchat/sessions/{session_id}", &impl::revoke_session);
+  add(http::method::delete_, "/webchat/users/{name}", &impl::revoke_name);
   routes.add(http::method::get, "/webchat/{asset}", http::sync_handler([](request& req) {
                const auto name = req.path_param("asset");
                if (name == "app.js") return asset(webchat_assets::app_js(), "text/javascript; charset=utf-8");
@@ -527,19 +910,18 @@ void webchat_platform::add_routes(http::router& routes, http::http_server& serve
              }));
   routes.add(http::method::get, "/webchat/files/{file_id}/{filename}",
              http::handler([self](request& req) { return self->download(req); }));
-  server.add_websocket(
-      "/webchat/ws",
-      http::websocket_route{[self](request& req) -> std::optional<response> {
-                              if (!self->running)
-                                return response::error(503, "unavailable", "the web chat is not running");
-                              if (webchat_origin_allowed(req.header("origin"), req.header("host"),
-                                                         self->settings.allowed_origins))
-                                return std::nullopt;
-                              return response::error(
-                                  403, "forbidden_origin",
-                                  "this origin may not open the web chat (see --webchat-allowed-origins)");
-                            },
-                            [self](std::shared_ptr<http::websocket_session> ws) { self->open(ws); }});
+  http::websocket_route socket{
+      [self](request& req) -> std::optional<response> {
+        if (!self->running) return response::error(503, "unavailable", "the web chat is not running");
+        if (webchat_origin_allowed(req.header("origin"), req.header("host"), self->settings.allowed_origins))
+          return std::nullopt;
+        return response::error(403, "forbidden_origin",
+                               "this origin may not open the web chat (see --webchat-allowed-origins)");
+      },
+      [self](std::shared_ptr<http::websocket_session> ws) { self->open(ws); }};
+  // With sign-in the handshake also needs a live session (401 with a JSON body otherwise).
+  if (self->invite_only()) socket.authorize_async = [self](request& req) { return self->authorize_socket(req); };
+  server.add_websocket("/webchat/ws", std::move(socket));
 }
 
 task<void> webchat_platform::start() {
@@ -553,12 +935,18 @@ task<void> webchat_platform::start() {
   spawn(executor, [impl = impl_, patterns]() -> asio::awaitable<void> {
     if (const auto ec = co_await impl->sub.psubscribe(patterns))
       webchat_log().debug("room subscription not confirmed yet: {}", ec.message());
+    if (!impl->invite_only()) co_return;
+    std::vector<std::string> revocations{std::string(webchat_revoked_channel)};
+    if (const auto ec = co_await impl->sub.subscribe(std::move(revocations)))
+      webchat_log().debug("revocation subscription not confirmed yet: {}", ec.message());
   }, "webchat");
+  if (impl_->invite_only()) spawn(impl_->conn.get_executor(), impl::check_sessions(impl_), "webchat");
 }
 
 task<void> webchat_platform::stop() {
   impl_->running = false;
   impl_->presence_timer.cancel();
+  impl_->session_timer.cancel();
   const auto clients = impl_->clients;  // closing calls back into leave()
   for (const auto& c : clients)
     if (auto s = c->ws.lock()) s->close();

@@ -10,6 +10,7 @@
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/core/digest.hpp"
 #include "stargazer/platform/platform_adapter.hpp"
+#include "stargazer/platform/quota.hpp"
 
 #include <chrono>
 #include <map>
@@ -64,12 +65,14 @@ struct inject_request {
   std::chrono::seconds once_ttl{86400};
 };
 
-enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required, message_id_reused };
+// over_quota: stored in the history but not handed to a worker (a quota holds it back).
+enum class inject_refusal { none, unknown_instance, user_not_registered, user_name_required, message_id_reused, over_quota };
 
 struct inject_result {
   inject_refusal refusal = inject_refusal::none;
   std::string message_id;
   bool injected_before = false;  // once_key was already used: message_id is the first one's
+  quota_decision quota;          // over_quota: which limit, and when it would admit the message
 };
 
 // An Idempotency-Key's state when a request claims it (docs/rest-api.md).
@@ -121,6 +124,7 @@ public:
   task<result<std::optional<instance_info>>> get_instance(const std::string& instance_id);
   task<result<bool>> update_instance(const std::string& instance_id, const std::optional<std::string>& display_name,
                                      const std::map<std::string, std::string>& metadata);
+  // Deletes everything the instance owns in Redis (docs/protocol.md, "What an instance owns").
   task<result<bool>> delete_instance(const std::string& instance_id);
   task<bool> validate_api_key(const std::string& instance_id, const std::string& api_key);
   task<bool> instance_exists(const std::string& instance_id);
@@ -142,6 +146,14 @@ public:
   // message id is claimed atomically (ZADD NX): a reuse is refused, not injected.
   task<result<inject_result>> inject_message(const std::string& instance_id, inject_request req);
 
+  // Quotas checked at the door (docs/operations.md, "Quotas and usage"): a message over a
+  // limit is stored in the history and refused (over_quota) instead of published, so the
+  // REST API can answer 429. Workers leave this platform's turns to it. Off until set.
+  void set_quotas(quotas* checker, quota_settings limits) {
+    quotas_ = checker;
+    quota_limits_ = limits;
+  }
+
   task<result<std::vector<cached_message>>> history(const std::string& instance_id, std::size_t limit,
                                                     std::optional<double> before);
   task<result<std::optional<stored_file>>> get_file(const std::string& file_id);
@@ -153,6 +165,7 @@ public:
   // A fresh response nonce: the caller registers its wait under it before injecting.
   static std::string new_response_nonce();
 
+  static std::string idempotency_prefix(const std::string& instance_id);
   static std::string idempotency_key(const std::string& instance_id, std::string_view client_key);
   task<result<idempotency_claim>> claim_idempotency_key(const std::string& key, std::chrono::seconds pending_ttl);
   task<void> finish_idempotency_key(const std::string& key, unsigned status, const std::string& body,
@@ -200,9 +213,12 @@ private:
   // PUBLISH + XADD to the event stream (+ cache writes), in one MULTI.
   task<result<std::string>> emit(const std::string& instance_id, const std::string& json_event,
                                  std::vector<std::vector<std::string>> extra_commands);
+  task<std::error_code> delete_per_message_keys(const std::string& instance_id);
 
   redis::connection& conn_;
   bus::event_bus& bus_;
+  quotas* quotas_ = nullptr;
+  quota_settings quota_limits_;
   message_cache cache_{conn_};
 };
 

@@ -1,7 +1,7 @@
 #pragma once
 // The Redis platform's REST API (docs/openapi.json): instances, users, messages (inject,
-// `?wait=true`, `Idempotency-Key`, history), Server-Sent Events with resume, file
-// downloads. Every route checks the instance it touches; errors are
+// `?wait=true`, `Idempotency-Key`, history, 429 when a quota holds a message back), usage
+// per day, Server-Sent Events with resume, file downloads. Every route checks the instance it touches; errors are
 // {"error": {"code", "message"}}.
 
 #include "stargazer/platform/redis/redis_platform.hpp"

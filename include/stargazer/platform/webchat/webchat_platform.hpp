@@ -9,12 +9,16 @@
 // gateway reaches browsers on all of them. Files live in Redis for 24 h and are served
 // at `/webchat/files/{file_id}/{filename}`.
 //
-// No authentication: anyone who reaches the port can chat. The WebSocket refuses
-// cross-origin browsers unless their origin is allowed (settings.allowed_origins).
+// Sign-in (webchat_auth.hpp): with auth none anyone who reaches the port chats under a
+// name they type; with auth invite the WebSocket needs a session cookie from a one-time
+// invite link, and the session decides the name, the rooms and the admin flag. The
+// WebSocket refuses cross-origin browsers unless their origin is allowed
+// (settings.allowed_origins).
 //
 // Threading: every member is called on the io_context's thread.
 
 #include "stargazer/platform/platform_adapter.hpp"
+#include "stargazer/platform/webchat/webchat_auth.hpp"
 #include "stargazer/platform/webchat/webchat_protocol.hpp"
 
 #include <chrono>
@@ -56,6 +60,17 @@ struct webchat_settings {
   // How often each gateway confirms its connections in the rooms' presence sets; a member
   // not confirmed for three periods (a gateway that died) no longer counts.
   std::chrono::seconds presence_refresh{60};
+
+  // Sign-in (docs/webchat.md, "Sign-in").
+  webchat_auth_mode auth = webchat_auth_mode::none;
+  std::string admin_key_sha256;  // the invite routes (/webchat/invites, ...) take only this key; empty: 403
+  std::string public_url;        // base of invite links (empty: the request's origin); https: Secure cookies
+  std::chrono::seconds session_ttl{30 * 86400};
+  std::chrono::seconds default_invite_ttl{7 * 86400};
+  webchat_invite_limits invite_limits;
+  // How often a gateway checks that its sockets' sessions still exist: the bound on how
+  // long a revoked or expired session keeps talking when the revocation message was lost.
+  std::chrono::milliseconds session_check_interval{2000};
 };
 
 inline std::string webchat_room_channel(std::string_view room) {
@@ -77,8 +92,10 @@ class webchat_platform final : public platform_adapter {
   webchat_platform(const webchat_platform&) = delete;
   webchat_platform& operator=(const webchat_platform&) = delete;
 
-  // GET / (the page), GET /webchat/{asset}, GET /webchat/files/{file_id}/{filename} and
-  // the WebSocket endpoint /webchat/ws.
+  // GET / and GET /webchat/signin (the page), GET /webchat/{asset}, GET
+  // /webchat/files/{file_id}/{filename}, the WebSocket endpoint /webchat/ws, the session
+  // routes (GET, POST, DELETE /webchat/session) and the admin routes (/webchat/invites,
+  // /webchat/sessions, /webchat/users/{name}).
   void add_routes(http::router& routes, http::http_server& server);
 
   // Browsers connected to this process, in all rooms.
