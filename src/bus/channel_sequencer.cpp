@@ -19,10 +19,14 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
+// A successor that stopped waiting records each unfinished predecessor as `gap:{seq}` in
+// the order hash, so `done` past a sequence does not make that entry look done: it still
+// runs when it comes (out of order, never dropped), and its mark clears its gap field.
 const redis::script& mark_done_script() {
   static const redis::script s(R"lua(
 local current = redis.call('HGET', KEYS[1], 'done')
-if tonumber(ARGV[1]) > tonumber(current or '0') then redis.call('HSET', KEYS[1], 'done', ARGV[1]) end
+if tonumber(ARGV[1]) > tonumber(current or '0') then redis.call('HSET', KEYS[1], 'done', ARGV[1])
+else redis.call('HDEL', KEYS[1], 'gap:' .. ARGV[1]) end
 -- Publishing refreshes the TTL; only a key this script had to create needs one.
 if not current then redis.call('EXPIRE', KEYS[1], 604800) end
 return 1
@@ -104,6 +108,7 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
       else if (r && r->is_nil() && seq == 1) co_return;
       if (lanes[okey].known_done + 1 >= seq) co_return;
       if (clock_type::now() >= until) {
+        co_await record_gaps(okey_key, lanes[okey].known_done, seq);
         ++gap_count;
         if (gap_counter != nullptr) gap_counter->inc();
         log.log(log::level::warn, {{"trace_id", trace_id}}, "{} seq {} waited {} ms for its predecessor; going ahead",
@@ -122,6 +127,30 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       pause = std::min(pause * 2, std::chrono::milliseconds(100));
     }
+  }
+
+  // Marks the sequences between `done` and `seq` as not finished (at most the 1,000
+  // nearest: a gap that long means the channel's consumers were gone for hours).
+  asio::awaitable<void> record_gaps(const std::string& okey_key, std::uint64_t done, std::uint64_t seq) {
+    std::vector<std::string> command{"HSET", okey_key};
+    for (auto missing = seq > 1000 + done ? seq - 1000 : done + 1; missing < seq; ++missing) {
+      command.push_back("gap:" + std::to_string(missing));
+      command.push_back("1");
+    }
+    if (command.size() == 2) co_return;
+    redis::request req;
+    req.push_range(command);
+    co_await conn.exec(std::move(req));  // best effort: without it a late predecessor is skipped
+  }
+
+  // Whether a run of this entry finished before (its mark is written and no successor
+  // went ahead without it): a re-run after a lost acknowledgement then only acknowledges.
+  asio::awaitable<bool> finished_before(const std::string& okey, std::uint64_t seq) {
+    auto r = co_await conn.command("HMGET", order_key(settings.stream, okey), "done", "gap:" + std::to_string(seq));
+    if (!r || !r->is_array() || r->elements().size() != 2) co_return false;  // unknown: run it
+    const auto& done = r->elements()[0];
+    const bool gap = !r->elements()[1].is_nil();
+    co_return done.is_bulk() && parse_u64(done.str()) >= seq && !gap;
   }
 
   // Counts the entry as parked while it only waits.
@@ -185,7 +214,10 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     co_await acquire_turn(okey, key);
     outcome result = outcome::retry("not run");
     try {
-      if (seq > 0) {
+      const bool rerun = d.reclaimed || d.local_retry > 0;
+      if (seq > 0 && rerun && co_await finished_before(okey, seq)) {
+        result = outcome::ack();
+      } else if (seq > 0) {
         co_await wait_for_predecessor(okey, key, trace_id);
         parked.reset();
         if (counted) co_await count_attempt(e.id, 1);

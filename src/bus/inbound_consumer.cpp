@@ -43,9 +43,11 @@ struct inbound_consumer::impl {
   asio::awaitable<outcome> run_turn(const turn& t) {
     const auto done_key = inbound_done_key(t.entry_id);
     // Reclaimed while its first run was finishing, or run again here because what came
-    // after the turn failed (e.g. its order mark): it is done, only the ack was lost.
-    // (A first run cannot be done yet, so it skips the round trip.)
-    if (t.attempt.reclaimed || t.attempt.local_retry > 0) {
+    // after the turn failed: it is done, only the ack was lost. Sequenced entries (every
+    // entry our gateways publish) are known done by their channel's order mark
+    // (channel_sequencer); only the others need a marker of their own. (A first run
+    // cannot be done yet, so it skips the round trip.)
+    if (!t.sequenced && (t.attempt.reclaimed || t.attempt.local_retry > 0)) {
       auto done = co_await commands.command("EXISTS", done_key);
       if (done && done->is_integer() && done->integer() == 1) co_return outcome::ack();
     }
@@ -73,7 +75,7 @@ struct inbound_consumer::impl {
         co_return outcome::retry("turn_complete not published: " + published.error().message());
       }
     }
-    co_await commands.command("SET", done_key, "1", "EX", settings.done_marker_ttl.count());
+    if (!t.sequenced) co_await commands.command("SET", done_key, "1", "EX", settings.done_marker_ttl.count());
     if (result.what == outcome::kind::ack) transition(completed, "COMPLETED", t);
     else transition(errored, "ERRORED", t, result.reason);
     co_return result;
@@ -98,7 +100,8 @@ inbound_consumer::inbound_consumer(redis::connection& commands, const redis::con
     if (!entry.has("data")) co_return outcome::dead_letter("missing_data: no data field");
     auto decoded = decode_inbound(entry.field("data"));
     if (auto* failure = std::get_if<decode_failure>(&decoded)) co_return outcome::dead_letter(failure->reason());
-    const turn t{entry.id, std::move(std::get<inbound_envelope>(decoded)), d};
+    turn t{entry.id, std::move(std::get<inbound_envelope>(decoded)), d};
+    t.sequenced = !entry.field("okey").empty() && !entry.field("seq").empty();
     co_return co_await self->sequencer->run_in_order(entry, d, [&]() { return self->run_turn(t); });
   };
   cs.after_dead_letter = [self](const stream_entry& e) { return self->sequencer->skip(e); };

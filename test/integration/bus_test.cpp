@@ -637,6 +637,40 @@ TEST_CASE("an entry whose order mark cannot be written is not acknowledged until
   CHECK(f.server.cli({"HGET", order_key("s", "c"), "done"}) == "1");
 }
 
+TEST_CASE("a late predecessor that a successor stopped waiting for still runs when reclaimed", "[bus][order]") {
+  bus_fixture f;
+  std::vector<std::string> handled;
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
+    co_await f.bus->publish_inbound(f.inbound("c", "first"));
+    // The first entry's worker dies holding it.
+    co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
+                            "sg:stream:inbound", ">");
+    co_await f.bus->publish_inbound(f.inbound("c", "second"));
+    inbound_consumer_settings s;
+    s.order.order_wait = 300ms;  // the second stops waiting long before the first is reclaimed
+    s.consumer.autoclaim_interval = 1h;       // swept below, by hand
+    s.consumer.autoclaim_min_idle = 1500ms;   // not at the start-up sweep
+    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn& t) -> asio::awaitable<outcome> {
+      handled.push_back(t.message.content);
+      co_return outcome::ack();
+    }, s);
+    co_await worker.start();
+    CHECK(co_await eventually([&] { return handled.size() == 1; }, 3s));
+    CHECK(f.server.cli({"HGET", order_key("sg:stream:inbound", "redis:c"), "gap:1"}) == "1");
+    co_await sleep_for(1600ms);
+    co_await worker.engine().sweep();  // the first is reclaimed: done is past it, but it never ran
+    CHECK(co_await eventually([&] { return handled.size() == 2; }, 3s));
+    CHECK(co_await eventually([&] {
+      return f.server.cli({"HEXISTS", order_key("sg:stream:inbound", "redis:c"), "gap:1"}) == "0";
+    }, 3s));
+    co_await worker.stop(1s);
+  }(), 20s);
+  REQUIRE(handled.size() == 2);
+  CHECK(handled[0] == "second");
+  CHECK(handled[1] == "first");
+}
+
 TEST_CASE("a channel stalled behind a retried entry does not stop other channels", "[bus][order]") {
   bus_fixture f;
   std::vector<std::string> handled;
@@ -723,7 +757,7 @@ TEST_CASE("a reclaimed inbound entry whose turn already finished is acknowledged
     // A worker finished the turn and died before its XACK went out.
     co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
                             "sg:stream:inbound", ">");
-    co_await f.conn.command("SET", inbound_done_key(*id), "1", "EX", 60);
+    co_await f.conn.command("HSET", order_key("sg:stream:inbound", "redis:c"), "done", "1");  // its order mark
     inbound_consumer_settings s;
     s.consumer.autoclaim_min_idle = 0ms;
     inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn&) -> asio::awaitable<outcome> {

@@ -103,8 +103,26 @@ struct bus_client {
     return *id;
   }
 
-  // Whether a worker finished the entry's turn.
-  bool done(const std::string& entry_id) const { return server.cli({"EXISTS", "sg:inbound:done:" + entry_id}) == "1"; }
+  // Whether a worker finished the entry's turn: acknowledged (delivered to the group and
+  // no longer pending), as the order mark is written before the acknowledgement.
+  bool done(const std::string& entry_id) const {
+    const auto acked = server.cli({"EVAL", R"lua(
+if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then return 0 end
+local function parts(id) local ms, n = string.match(id, '(%d+)-(%d+)') return tonumber(ms), tonumber(n) end
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  for i = 1, #group, 2 do
+    if group[i] == 'name' and group[i + 1] ~= ARGV[1] then break end
+    if group[i] == 'last-delivered-id' then
+      local dms, dn = parts(group[i + 1])
+      local ems, en = parts(ARGV[2])
+      if dms > ems or (dms == ems and dn >= en) then return 1 end
+      return 0
+    end
+  end
+end
+return 0)lua", "1", "sg:stream:inbound", "sg:workers", entry_id});
+    return acked == "1";
+  }
 
   // Publishes and waits until a worker finished it.
   void turn(const bus::inbound_envelope& e, std::chrono::milliseconds timeout = 20s) {

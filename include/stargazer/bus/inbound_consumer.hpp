@@ -23,6 +23,9 @@ struct turn {
   // Set by the handler's adapter when the turn's last send carried the completion
   // (completes_turn): then no separate turn_complete entry is published.
   mutable bool completion_published = false;
+  // Numbered in its channel's order (docs/protocol.md §4.6): its order mark says when it
+  // is done; otherwise a marker of its own (inbound_done_key) does.
+  bool sequenced = false;
 
   // The deterministic key of the n-th send of this turn (docs/protocol.md §4.5): a
   // replayed turn produces the same keys, so what was delivered is not sent again.
