@@ -11,6 +11,8 @@
 
 #include <boost/asio.hpp>
 
+#include <iostream>
+
 namespace stargazer::roles {
 
 namespace asio = boost::asio;
@@ -34,6 +36,39 @@ redis::connection_settings command_redis_settings(const config& cfg, const std::
   s.reconnect_max = std::chrono::milliseconds(500);  // several attempts fit in the timeout
   s.metrics_name = command;
   return s;
+}
+
+int run_redis_command(const config& cfg, const std::string& command, std::chrono::milliseconds timeout,
+                      std::function<boost::asio::awaitable<void>(redis::connection&)> body) {
+  auto level = *log::parse_level(cfg.log_level);
+  if (level == log::level::info) level = log::level::warn;  // stdout is the answer
+  log::configure(level, *log::parse_format(cfg.log_format));
+  redis::connection_settings settings;
+  try {
+    settings = command_redis_settings(cfg, command, timeout);
+  } catch (const std::exception& e) {
+    std::cerr << "stargazer: error: --redis-url: " << e.what() << "\n";
+    return 2;
+  }
+  boost::asio::io_context io(1);
+  redis::connection conn(io.get_executor(), settings);
+  conn.start();
+  int status = 1;
+  boost::asio::co_spawn(io, body(conn), [&](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        std::cerr << "stargazer: error: " << ex.what() << "\n";
+      }
+    } else {
+      status = 0;
+    }
+    conn.stop();
+  });
+  io.run();
+  std::cout.flush();
+  return status;
 }
 
 std::unique_ptr<tools::registry> make_tool_registry(const config& cfg, redis::connection& redis) {

@@ -16,6 +16,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,13 @@ redis::connection_settings redis_settings(const config& cfg, const std::string& 
 // timeouts, several reconnects within them, no health checks.
 redis::connection_settings command_redis_settings(const config& cfg, const std::string& command,
                                                   std::chrono::milliseconds timeout);
+
+// Runs an operator command that reads Redis and prints its answer (`stargazer tools list`,
+// `usage`): logs only warnings (stdout is the answer), one short-lived connection, `body`
+// on a single-threaded io_context. The exit status: 0 when `body` finished, 1 with its
+// error on stderr, 2 for an unusable --redis-url.
+int run_redis_command(const config& cfg, const std::string& command, std::chrono::milliseconds timeout,
+                      std::function<boost::asio::awaitable<void>(redis::connection&)> body);
 
 // The HTTP server's settings from the --http-* options, listening on `port`.
 http::server_settings http_settings(const config& cfg, std::uint16_t port);

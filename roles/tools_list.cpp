@@ -96,37 +96,11 @@ void print_json(const listing& l) {
 }  // namespace
 
 int run_tools_list(const parsed_command& cmd) {
-  auto level = *log::parse_level(cmd.cfg.log_level);
-  if (level == log::level::info) level = log::level::warn;  // stdout is the answer
-  log::configure(level, *log::parse_format(cmd.cfg.log_format));
-  redis::connection_settings settings;
-  try {
-    settings = command_redis_settings(cmd.cfg, "tools", redis_timeout);
-  } catch (const std::exception& e) {
-    std::cerr << "stargazer: error: --redis-url: " << e.what() << "\n";
-    return 2;
-  }
-  asio::io_context io(1);
-  redis::connection conn(io.get_executor(), settings);
-  conn.start();
-  int status = 1;
-  asio::co_spawn(io, collect(conn, cmd.cfg), [&](std::exception_ptr e, listing l) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        std::cerr << "stargazer: error: " << ex.what() << "\n";
-      }
-    } else {
-      if (cmd.tools_json) print_json(l);
-      else print_table(l);
-      status = 0;
-    }
-    conn.stop();
+  return run_redis_command(cmd.cfg, "tools", redis_timeout, [&](redis::connection& conn) -> asio::awaitable<void> {
+    const auto l = co_await collect(conn, cmd.cfg);
+    if (cmd.tools_json) print_json(l);
+    else print_table(l);
   });
-  io.run();
-  std::cout.flush();
-  return status;
 }
 
 }  // namespace stargazer::roles

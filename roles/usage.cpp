@@ -109,38 +109,11 @@ void print_json(const std::vector<platform::channel_usage>& channels, const usag
 }  // namespace
 
 int run_usage(const parsed_command& cmd) {
-  auto level = *log::parse_level(cmd.cfg.log_level);
-  if (level == log::level::info) level = log::level::warn;  // stdout is the answer
-  log::configure(level, *log::parse_format(cmd.cfg.log_format));
-  redis::connection_settings settings;
-  try {
-    settings = command_redis_settings(cmd.cfg, "usage", redis_timeout);
-  } catch (const std::exception& e) {
-    std::cerr << "stargazer: error: --redis-url: " << e.what() << "\n";
-    return 2;
-  }
-  asio::io_context io(1);
-  redis::connection conn(io.get_executor(), settings);
-  conn.start();
-  int status = 1;
-  asio::co_spawn(io, collect(conn, cmd.usage),
-                 [&](std::exception_ptr e, std::vector<platform::channel_usage> channels) {
-                   if (e) {
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       std::cerr << "stargazer: error: " << ex.what() << "\n";
-                     }
-                   } else {
-                     if (cmd.usage.json) print_json(channels, cmd.usage);
-                     else print_table(channels);
-                     status = 0;
-                   }
-                   conn.stop();
-                 });
-  io.run();
-  std::cout.flush();
-  return status;
+  return run_redis_command(cmd.cfg, "usage", redis_timeout, [&](redis::connection& conn) -> asio::awaitable<void> {
+    const auto channels = co_await collect(conn, cmd.usage);
+    if (cmd.usage.json) print_json(channels, cmd.usage);
+    else print_table(channels);
+  });
 }
 
 }  // namespace stargazer::roles

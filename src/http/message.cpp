@@ -45,6 +45,16 @@ std::optional<std::string_view> request::header(std::string_view name) const { r
 
 std::optional<std::string_view> response::header(std::string_view name) const { return find_header(headers, name); }
 
+std::string_view request::bearer_token() const {
+  const auto h = header("authorization");
+  if (!h) return {};
+  std::string_view v = *h;
+  if (v.size() < 7 || !iequals(v.substr(0, 7), "bearer ")) return {};
+  v.remove_prefix(7);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  return v;
+}
+
 std::optional<std::string_view> request::cookie(std::string_view name) const {
   for (const auto& [key, value] : headers) {
     if (key != "cookie") continue;

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace stargazer::json {
 
@@ -20,6 +21,16 @@ inline std::string quoted(std::string_view text) {
   std::string out;
   append_quoted(out, text);
   return out;
+}
+
+// A JSON array of the strings, in their order.
+inline std::string string_array(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (const auto& item : items) {
+    if (out.size() > 1) out.push_back(',');
+    append_quoted(out, item);
+  }
+  return out + "]";
 }
 
 }  // namespace stargazer::json

@@ -49,6 +49,8 @@ struct request {
   // The value of the cookie `name` in the Cookie header(s) (RFC 6265 "name=value; ..."),
   // nullopt when absent. The first one wins, as browsers send the most specific first.
   std::optional<std::string_view> cookie(std::string_view name) const;
+  // The credential of an "Authorization: Bearer <token>" header; empty when there is none.
+  std::string_view bearer_token() const;
 };
 
 struct response {

@@ -137,17 +137,8 @@ std::string user_json(const user_info& u) {
                      u.admin ? "true" : "false");
 }
 
-std::string string_array(const std::vector<std::string>& items) {
-  std::string out = "[";
-  for (const auto& i : items) {
-    if (out.size() > 1) out.push_back(',');
-    json::append_quoted(out, i);
-  }
-  return out + "]";
-}
-
 std::string identity_json(const unified_identity& i) {
-  return fmt::format(R"({{"unified_id":{},"accounts":{}}})", json::quoted(i.unified_id), string_array(i.accounts));
+  return fmt::format(R"({{"unified_id":{},"accounts":{}}})", json::quoted(i.unified_id), json::string_array(i.accounts));
 }
 
 template <class T>
@@ -196,16 +187,6 @@ struct api_context : std::enable_shared_from_this<api_context> {
   std::shared_ptr<reply_hub::impl> hub;  // shared: event streams may outlive the hub object at shutdown
   redis_platform_api_settings settings;
 
-  static std::string_view bearer(const request& req) {
-    const auto h = req.header("authorization");
-    if (!h) return {};
-    std::string_view v = *h;
-    if (v.size() < 7 || !iequals(v.substr(0, 7), "bearer ")) return {};
-    v.remove_prefix(7);
-    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-    return v;
-  }
-
   bool is_admin(std::string_view key) const {
     return !settings.admin_key_sha256.empty() && digest_equals(sha256_hex(key), settings.admin_key_sha256);
   }
@@ -214,7 +195,7 @@ struct api_context : std::enable_shared_from_this<api_context> {
   // or that instance's own key. An unknown instance is 404 only for the admin, so other
   // callers cannot probe which ids exist.
   asio::awaitable<std::optional<response>> authorize(const request& req, const std::string& instance_id) {
-    const auto key = bearer(req);
+    const auto key = req.bearer_token();
     if (key.empty()) co_return response::error(401, "unauthorized", "missing 'Authorization: Bearer <key>'");
     if (key.size() > 256) co_return response::error(401, "unauthorized", "invalid API key");
     if (is_admin(key)) {
@@ -611,7 +592,7 @@ asio::awaitable<response> link_identity_route(api_context& api, request& req) {
                                           limits.max_accounts_per_person));
   auto out = identity_json(r->identity);
   out.pop_back();
-  out += fmt::format(R"(,"created":{},"merged_ids":{}}})", r->created ? "true" : "false", string_array(r->merged_ids));
+  out += fmt::format(R"(,"created":{},"merged_ids":{}}})", r->created ? "true" : "false", json::string_array(r->merged_ids));
   co_return response::json(r->created ? 201 : 200, std::move(out));
 }
 

@@ -77,15 +77,6 @@ const log::logger& webchat_log() {
 // ---------------------------------------------------------------------------------------
 // Sign-in: JSON shapes and the checks on what operators send
 
-std::string rooms_json(const std::vector<std::string>& rooms) {
-  std::string out = "[";
-  for (const auto& r : rooms) {
-    if (out.size() > 1) out.push_back(',');
-    json::append_quoted(out, r);
-  }
-  return out + "]";
-}
-
 std::string time_json(std::int64_t unix_seconds) {
   return unix_seconds > 0 ? json::quoted(iso_time(static_cast<double>(unix_seconds))) : std::string("null");
 }
@@ -93,14 +84,14 @@ std::string time_json(std::int64_t unix_seconds) {
 std::string identity_json(const webchat_identity& s) {
   return fmt::format(
       R"({{"session_id":{},"name":{},"user_id":{},"rooms":{},"admin":{},"created_at":{},"expires_at":{},"invite_id":{}}})",
-      json::quoted(s.session_id), json::quoted(s.name), json::quoted(s.user_id), rooms_json(s.rooms),
+      json::quoted(s.session_id), json::quoted(s.name), json::quoted(s.user_id), json::string_array(s.rooms),
       s.admin ? "true" : "false", time_json(s.created_at), time_json(s.expires_at), json::quoted(s.invite_id));
 }
 
 std::string invite_json(const webchat_invite& i) {
   return fmt::format(
       R"({{"invite_id":{},"name":{},"user_id":{},"rooms":{},"admin":{},"created_at":{},"expires_at":{},"state":{},"used_at":{},"session_id":{}}})",
-      json::quoted(i.invite_id), json::quoted(i.name), json::quoted(i.user_id), rooms_json(i.rooms),
+      json::quoted(i.invite_id), json::quoted(i.name), json::quoted(i.user_id), json::string_array(i.rooms),
       i.admin ? "true" : "false", time_json(i.created_at), time_json(i.expires_at), json::quoted(i.state),
       time_json(i.used_at), i.session_id.empty() ? std::string("null") : json::quoted(i.session_id));
 }
@@ -144,16 +135,6 @@ std::variant<webchat_auth_store::invite_request, response> parse_invite_body(con
     out.admin = admin->GetBool();
   }
   return out;
-}
-
-std::string_view bearer_token(const request& req) {
-  const auto h = req.header("authorization");
-  if (!h) return {};
-  std::string_view v = *h;
-  if (v.size() < 7 || !iequals(v.substr(0, 7), "bearer ")) return {};
-  v.remove_prefix(7);
-  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-  return v;
 }
 
 // Session answers are about one browser: never cached by anyone.
@@ -245,7 +226,7 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
       hello.pop_back();
       hello += fmt::format(R"(,"auth":"invite","you":{{"user_id":{},"name":{},"admin":{},"rooms":{}}}}})",
                            json::quoted(c->identity->user_id), json::quoted(c->identity->name),
-                           c->identity->admin ? "true" : "false", rooms_json(c->identity->rooms));
+                           c->identity->admin ? "true" : "false", json::string_array(c->identity->rooms));
     }
     c->send(std::move(hello));
   }
@@ -749,7 +730,7 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
   // ---- invites and sessions (admin key) ---------------------------------------------------
 
   std::optional<response> refuse_non_admin(const request& req) const {
-    const auto key = bearer_token(req);
+    const auto key = req.bearer_token();
     if (key.empty()) return response::error(401, "unauthorized", "missing 'Authorization: Bearer <admin key>'");
     if (key.size() > 256) return response::error(401, "unauthorized", "invalid API key");
     if (settings.admin_key_sha256.empty())
