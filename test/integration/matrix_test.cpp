@@ -326,7 +326,6 @@ TEST_CASE("matrix: a gateway SIGKILLed after the homeserver took a reply and bef
   auto& hs = world.hs;
   auto& redis = world.redis;
   const auto& room = world.room;
-  const auto port = world.port;
   auto gateway = world.gateway();
   child_process worker(worker_args(redis));
   await_first_sync(hs);
@@ -501,7 +500,6 @@ TEST_CASE("matrix: a storm of 429s on sends and syncs delays replies without los
   auto& hs = world.hs;
   auto& redis = world.redis;
   const auto& room = world.room;
-  const auto port = world.port;
   auto owned_gateway = world.gateway();
   auto& gateway = *owned_gateway;
   child_process worker(worker_args(redis));
