@@ -9,96 +9,18 @@
 //
 // Run by CTest through run.sh (label `browser`).
 
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, createWriteStream, readFileSync } from 'node:fs';
-import net from 'node:net';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { args, outDir, step, sleep, freePort, until, child, startRedis, stargazerEnv, launchChromium } from './harness.mjs';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
-);
-const outDir = path.resolve(args.out || '.');
-const started = Date.now();
-const step = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(2)}s] ${text}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function until(what, fn, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
-}
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.setTimeout(500, () => s.destroy());
-    s.on('connect', () => s.write('PING\r\n'));
-    s.on('data', (d) => {
-      resolve(d.toString().startsWith('+PONG'));
-      s.destroy();
-    });
-    s.on('error', () => resolve(false));
-    s.on('close', () => resolve(false));
-  });
-}
-
-// A child process whose output goes to a log file in the temporary directory.
-class child {
-  constructor(name, argv, env, logDir) {
-    this.name = name;
-    this.logPath = path.join(logDir, `${name}.log`);
-    const log = createWriteStream(this.logPath, { flags: 'a' });
-    this.proc = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc.stdout.pipe(log);
-    this.proc.stderr.pipe(log);
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code, signal) => resolve(code ?? 128)));
-  }
-  async stop(timeoutMs = 10000) {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
-    this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-  output() {
-    try {
-      return readFileSync(this.logPath, 'utf8');
-    } catch {
-      return '';
-    }
-  }
-}
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'sg-browser-'));
 const children = [];
 let browser;
 
 async function startStargazer(httpPort, redisPort) {
-  const env = { ...process.env, SG_LLM_PROVIDER: 'echo', SG_LOG_LEVEL: 'info' };
-  delete env.SG_LLM_API_KEY;
-  delete env.SG_CONFIG;
+  const env = stargazerEnv();
   const p = new child(
     'stargazer',
     [path.resolve(args.binary), '--role=standalone', `--redis-url=redis://127.0.0.1:${redisPort}`,
@@ -118,23 +40,14 @@ async function main() {
   let redisPort;
   if (!url) {
     if (!args.binary) throw new Error('give --binary <stargazer> or --url <page>');
-    redisPort = await freePort();
-    const redis = new child('redis-server',
-      ['redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmp],
-      process.env, tmp);
-    children.push(redis);
-    await until('redis-server PING', () => redisPing(redisPort));
+    redisPort = await startRedis(tmp, children);
     httpPort = await freePort();
     stargazer = await startStargazer(httpPort, redisPort);
     url = `http://127.0.0.1:${httpPort}/`;
     step(`redis-server on ${redisPort}, stargazer standalone on ${httpPort}`);
   }
 
-  browser = await chromium.launch({
-    executablePath: process.env.SG_CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--no-first-run', '--disable-sync'],
-  });
+  browser = await launchChromium();
   const context = await browser.newContext({ viewport: { width: 1180, height: 760 } });
   const page = await context.newPage();
   const problems = [];

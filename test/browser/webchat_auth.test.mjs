@@ -9,61 +9,13 @@
 //
 // Run by CTest through run.sh (label `browser`), after webchat.test.mjs.
 
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, createWriteStream, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { args, outDir, step, sleep, freePort, until, child, startRedis, stargazerEnv, launchChromium } from './harness.mjs';
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
-);
-const outDir = path.resolve(args.out || '.');
-const started = Date.now();
-const step = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(2)}s] ${text}`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ADMIN_KEY = 'browser-test-admin-key';
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function until(what, fn, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      if (await fn()) return;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(50);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ''}`);
-}
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.setTimeout(500, () => s.destroy());
-    s.on('connect', () => s.write('PING\r\n'));
-    s.on('data', (d) => {
-      resolve(d.toString().startsWith('+PONG'));
-      s.destroy();
-    });
-    s.on('error', () => resolve(false));
-    s.on('close', () => resolve(false));
-  });
-}
 
 // A WebSocket handshake without a cookie, as a program would send it: status and body.
 function bareUpgrade(port) {
@@ -87,50 +39,15 @@ function bareUpgrade(port) {
   });
 }
 
-// A child process whose output goes to a log file in the temporary directory.
-class child {
-  constructor(name, argv, env, logDir) {
-    this.name = name;
-    this.logPath = path.join(logDir, `${name}.log`);
-    const log = createWriteStream(this.logPath, { flags: 'a' });
-    this.proc = spawn(argv[0], argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc.stdout.pipe(log);
-    this.proc.stderr.pipe(log);
-    this.exited = new Promise((resolve) => this.proc.on('exit', (code) => resolve(code ?? 128)));
-  }
-  async stop(timeoutMs = 10000) {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.exited;
-    this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-  output() {
-    try {
-      return readFileSync(this.logPath, 'utf8');
-    } catch {
-      return '';
-    }
-  }
-}
-
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'sg-browser-auth-'));
 const children = [];
 let browser;
 
 async function main() {
   if (!args.binary) throw new Error('give --binary <stargazer>');
-  const redisPort = await freePort();
-  const redis = new child('redis-server',
-    ['redis-server', '--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', tmp],
-    process.env, tmp);
-  children.push(redis);
-  await until('redis-server PING', () => redisPing(redisPort));
+  const redisPort = await startRedis(tmp, children);
   const httpPort = await freePort();
-  const env = { ...process.env, SG_LLM_PROVIDER: 'echo', SG_LOG_LEVEL: 'info', SG_ADMIN_API_KEY: ADMIN_KEY };
-  delete env.SG_LLM_API_KEY;
-  delete env.SG_CONFIG;
+  const env = stargazerEnv({ SG_ADMIN_API_KEY: ADMIN_KEY });
   const stargazer = new child('stargazer',
     [path.resolve(args.binary), '--role=standalone', `--redis-url=redis://127.0.0.1:${redisPort}`,
       `--http-port=${httpPort}`, '--node-id=browser-auth-test', '--webchat-auth=invite'],
@@ -155,11 +72,7 @@ async function main() {
     throw new Error(`an upgrade without a session answered ${bare.status} ${bare.body}`);
   step('a WebSocket upgrade without a session is refused: 401 no_session');
 
-  browser = await chromium.launch({
-    executablePath: process.env.SG_CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--no-first-run', '--disable-sync'],
-  });
+  browser = await launchChromium();
   const problems = [];
   const watch = (page) => {
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
