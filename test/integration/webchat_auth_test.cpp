@@ -17,6 +17,7 @@
 #include "raw_http.hpp"
 #include "raw_websocket.hpp"
 #include "run_coro.hpp"
+#include "webchat_bus_client.hpp"
 
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -131,29 +132,6 @@ struct signed_in_client {
     }
     return std::nullopt;
   }
-};
-
-// A worker's side of the bus: publishes outbound envelopes.
-struct outbound_publisher {
-  explicit outbound_publisher(const std::string& url)
-      : conn(io.get_executor(), fast_redis_settings(url)), bus(conn, bus::event_bus_settings{}) {
-    conn.start();
-  }
-  ~outbound_publisher() { conn.stop(); }
-
-  void publish(const bus::outbound_envelope& e) {
-    std::error_code ec;
-    run_coro(io, [&]() -> asio::awaitable<void> {
-      const std::string platform = "webchat";
-      auto r = co_await bus.publish_outbound(platform, e);
-      if (!r) ec = r.error();
-    }());
-    REQUIRE_FALSE(ec);
-  }
-
-  asio::io_context io;
-  redis::connection conn;
-  bus::event_bus bus;
 };
 
 std::string json_string_field(const std::string& frame, const std::string& name) {
@@ -347,7 +325,7 @@ TEST_CASE("an invite's --rooms restricts the rooms (and their files) a session m
   file.filename = "plans.txt";
   file.mimetype = "text/plain";
   file.message_key = "sg:msg:webchat:secret:9-0:0";
-  outbound_publisher(g.redis.url()).publish(file);
+  webchat_bus_client(g.redis.url()).publish(file);
   const auto frame = everywhere.ws.read_until(R"("type":"file")");
   REQUIRE_FALSE(frame.empty());
   const auto url = json_string_field(frame, "url");

@@ -12,6 +12,7 @@
 #include "fast_redis.hpp"
 #include "gateway_fixture.hpp"
 #include "inbound_stream.hpp"
+#include "webchat_bus_client.hpp"
 #include "raw_http.hpp"
 #include "raw_websocket.hpp"
 #include "redis_server.hpp"
@@ -65,33 +66,6 @@ struct chat_client {
     ws.send_text(R"({"type":"ping"})");
     return ws.read_text() == R"({"type":"pong"})";
   }
-};
-
-// A Redis client of the test's own: publishes outbound envelopes as a worker would and
-// reads the inbound stream as a worker would.
-struct bus_client {
-  explicit bus_client(const std::string& url)
-      : url(url), conn(io.get_executor(), fast_redis_settings(url)), bus(conn, bus::event_bus_settings{}) {
-    conn.start();
-  }
-  ~bus_client() { conn.stop(); }
-
-  void publish(const bus::outbound_envelope& e) {
-    std::error_code ec;
-    run_coro(io, [&]() -> asio::awaitable<void> {
-      const std::string platform = "webchat";
-      auto r = co_await bus.publish_outbound(platform, e);
-      if (!r) ec = r.error();
-    }());
-    REQUIRE_FALSE(ec);
-  }
-
-  std::vector<bus::inbound_envelope> inbound() { return inbound_envelopes(url); }
-
-  std::string url;
-  asio::io_context io;
-  redis::connection conn;
-  bus::event_bus bus;
 };
 
 bus::outbound_envelope bot_message(const std::string& room, const std::string& text, const std::string& key) {
@@ -157,7 +131,7 @@ TEST_CASE("a browser message is stored, shown to the room and published as an in
   CHECK(typing.find(R"("active":true)") != npos);
   CHECK(typing.find(R"("user_name":"Star")") != npos);
 
-  bus_client b(g.redis.url());
+  webchat_bus_client b(g.redis.url());
   const auto entries = b.inbound();
   REQUIRE(entries.size() == 1);
   const auto& e = entries[0];
@@ -193,7 +167,7 @@ TEST_CASE("outbound envelopes reach every client in the room and none in another
   b1.join("beta", "Cy", "user-beta-01");
   CHECK(g.webchat->connections() == 3);
 
-  bus_client bus(g.redis.url());
+  webchat_bus_client bus(g.redis.url());
   bus.publish(bot_message("alpha", "Hi, alpha", "sg:msg:webchat:alpha:1-0:0"));
   for (auto* c : {&a1, &a2}) {
     const auto f = c->ws.read_until("Hi, alpha");
@@ -359,7 +333,7 @@ TEST_CASE("a connection sending too fast is rate limited", "[webchat]") {
   }
   CHECK(messages == 5);
   CHECK(limited == 1);
-  bus_client b(g.redis.url());
+  webchat_bus_client b(g.redis.url());
   CHECK(b.inbound().size() == 5);
 }
 
@@ -377,7 +351,7 @@ TEST_CASE("files are stored with a TTL, linked, downloaded, and 404 once expired
   file.filename = "report 2026.txt";
   file.mimetype = "text/plain";
   file.message_key = "sg:msg:webchat:files:7-0:0";
-  bus_client bus(g.redis.url());
+  webchat_bus_client bus(g.redis.url());
   bus.publish(file);
 
   const auto f = a.ws.read_until(R"("type":"file")");
@@ -435,7 +409,7 @@ TEST_CASE("two gateway processes: each reply and each user message reaches the r
   CHECK_FALSE(b.ws.read_until("hello across gateways").empty());
   for (auto* c : {&a, &b}) CHECK_FALSE(c->ws.read_until(R"("type":"typing")").empty());  // the turn began
 
-  bus_client bus(redis.url());
+  webchat_bus_client bus(redis.url());
   bus.publish(bot_message("lobby", "one reply for everyone", "sg:msg:webchat:lobby:5-0:0"));
   for (auto* c : {&a, &b}) {
     CHECK_FALSE(c->ws.read_until("one reply for everyone").empty());
