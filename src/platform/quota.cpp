@@ -3,6 +3,7 @@
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/scan.hpp"
 
 #include <algorithm>
 #include <map>
@@ -187,19 +188,13 @@ asio::awaitable<result<std::vector<channel_usage>>> scan_usage(redis::connection
   if (!valid_range(from, to)) co_return make_error_code(errc::invalid_argument);
   const auto first = format_day(from), last = format_day(to);  // YYYY-MM-DD sorts as the dates do
   std::vector<std::pair<std::string, usage_key_parts>> found;
-  const std::string pattern = std::string(usage_key_prefix) + "*";
-  std::string cursor = "0";
-  do {
-    auto page = co_await conn.command("SCAN", cursor, "MATCH", pattern, "COUNT", "1000");
-    if (!page) co_return page.error();
-    if (!page->is_array() || page->elements().size() != 2 || !page->elements()[1].is_array())
-      co_return make_error_code(errc::unexpected_reply);
-    cursor = page->elements()[0].str();
-    for (const auto& k : page->elements()[1].elements()) {
-      auto parts = parse_usage_key(k.str());
-      if (parts && parts->day >= first && parts->day <= last) found.emplace_back(k.str(), std::move(*parts));
-    }
-  } while (cursor != "0");
+  const auto pattern = std::string(usage_key_prefix) + "*";
+  auto keys = co_await redis::scan_keys(conn, pattern);
+  if (!keys) co_return keys.error();
+  for (auto& key : *keys) {
+    auto parts = parse_usage_key(key);
+    if (parts && parts->day >= first && parts->day <= last) found.emplace_back(std::move(key), std::move(*parts));
+  }
 
   std::map<std::pair<std::string, std::string>, std::vector<usage_day>> by_channel;
   constexpr std::size_t batch = 500;  // HMGETs per round trip

@@ -8,6 +8,7 @@
 #include "stargazer/platform/channel_keys.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/scan.hpp"
 
 #include <boost/asio.hpp>
 #include <fmt/format.h>
@@ -16,6 +17,7 @@
 #include <openssl/rand.h>
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
@@ -212,23 +214,22 @@ task<std::error_code> redis_platform::delete_per_message_keys(const std::string&
                                             quota_bucket_key(quota_limit::rate_user, users),
                                             quota_notice_key(quota_limit::rate_user, users)};
   const auto pattern = "*:" + instance_id + ":*";  // ids are [A-Za-z0-9._-]: no glob characters
-  std::string cursor = "0";
-  do {
-    auto page = co_await conn_.command("SCAN", cursor, "MATCH", pattern, "COUNT", "1000");
-    if (!page) co_return page.error();
-    if (!page->is_array() || page->elements().size() != 2) co_return errc::redis_error;
-    cursor = page->elements()[0].str();
-    std::vector<std::string> doomed{"UNLINK"};
-    for (const auto& key : page->elements()[1].elements())
-      for (const auto& prefix : prefixes)
-        if (key.str().starts_with(prefix)) doomed.push_back(key.str());
-    if (doomed.size() > 1) {
-      redis::request unlink;
-      unlink.push_range(doomed);
-      auto removed = co_await conn_.exec(std::move(unlink));
-      if (!removed) co_return removed.error();
-    }
-  } while (cursor != "0");
+  auto found = co_await redis::scan_keys(conn_, pattern);
+  if (!found) co_return found.error();
+  std::vector<std::string> doomed;
+  for (auto& key : *found)
+    if (std::any_of(prefixes.begin(), prefixes.end(), [&](const auto& prefix) { return key.starts_with(prefix); }))
+      doomed.push_back(std::move(key));
+  constexpr std::size_t batch = 1000;  // keys per UNLINK
+  for (std::size_t start = 0; start < doomed.size(); start += batch) {
+    redis::request unlink;
+    std::vector<std::string> command{"UNLINK"};
+    command.insert(command.end(), doomed.begin() + static_cast<std::ptrdiff_t>(start),
+                   doomed.begin() + static_cast<std::ptrdiff_t>(std::min(doomed.size(), start + batch)));
+    unlink.push_range(command);
+    auto removed = co_await conn_.exec(std::move(unlink));
+    if (!removed) co_return removed.error();
+  }
   co_return std::error_code{};
 }
 
