@@ -127,7 +127,7 @@ struct signed_in_client {
     while (elapsed() < limit) {
       const auto left = static_cast<int>((limit - elapsed()).count());
       const auto f = ws.read_frame(std::max(left, 1));
-      if (f.opcode == -1 && elapsed() < limit) return elapsed();  // end of stream, not the deadline
+      if (f.opcode == -1 && ws.peer_closed()) return elapsed();  // end of stream, not a timeout
       if (f.opcode == 8) return elapsed();
     }
     return std::nullopt;

@@ -85,7 +85,10 @@ bool raw_websocket::fill(int timeout_ms) {
   if (::poll(&p, 1, timeout_ms) <= 0) return false;
   char buf[16384];
   const auto n = ::recv(fd_, buf, sizeof buf, 0);
-  if (n <= 0) return false;
+  if (n <= 0) {
+    peer_closed_ = true;
+    return false;
+  }
   in_.append(buf, static_cast<std::size_t>(n));
   return true;
 }

@@ -40,12 +40,16 @@ class raw_websocket {
   std::string read_text(int timeout_ms = 3000);
   // Text frames until one contains `needle` (others are skipped); empty on timeout or close.
   std::string read_until(std::string_view needle, int timeout_ms = 5000);
+  // Whether the server ended the connection (a read found end of stream or an error), as
+  // opposed to a read that only timed out.
+  bool peer_closed() const { return peer_closed_; }
 
  private:
   bool fill(int timeout_ms);
 
   int fd_ = -1;
   std::string in_;
+  bool peer_closed_ = false;
 };
 
 }  // namespace stargazer::test
