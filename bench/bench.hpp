@@ -17,6 +17,7 @@ int pipeline(const args& a);
 int processes(const args& a);
 int discord_rate_limits(const args& a);
 int triage(const args& a);
+int soak(const args& a);
 
 // "--name value" lookup with a default.
 std::string option(const args& a, const std::string& name, const std::string& fallback);

@@ -39,6 +39,10 @@ int main(int argc, char** argv) {
                                         "[--channel-window 5] [--global 50]"}},
       {"triage", {triage, "what the reply policy costs per unaddressed message: model calls, Redis commands, "
                           "time, per policy [--messages 2000]"}},
+      {"soak", {soak, "REST wait=true at a fixed rate through gateway + worker processes (echo model) until every cap "
+                      "is reached, then RSS, Redis used_memory and key count over the window (flat: within ±10 %) "
+                      "[--channels 1000] [--rate 300] [--warmup-minutes 3] [--minutes 30] [--sample-seconds 60] "
+                      "[--history-keep 50] [--stream-maxlen 10000] [--prefill-events yes|no] [--binary PATH]"}},
   };
   const std::string which = argc > 1 ? argv[1] : "";
   if (auto it = benchmarks.find(which); it != benchmarks.end()) return it->second.first(args(argv + 2, argv + argc));

@@ -5,6 +5,7 @@
 #include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/expiry_memo.hpp"
 
 #include <boost/asio.hpp>
 
@@ -23,31 +24,36 @@ const log::logger& bus_log() {
 }
 
 // Assigns the next sequence number of an ordering key and appends the entry, atomically,
-// so sequence order equals stream order.
+// so sequence order equals stream order. The order hash gets its TTL when new or when
+// ARGV[5] says the connection's refresh is due (redis/expiry_memo.hpp).
 const redis::script& publish_ordered_script() {
   static const redis::script s(R"lua(
 local n = redis.call('HINCRBY', KEYS[2], 'next', 1)
-redis.call('EXPIRE', KEYS[2], 604800)
+if n == 1 or ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
 return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
                   'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
 )lua");
   return s;
 }
 
-// As publish_ordered_script, unless the marker KEYS[3] exists; then the marker is set to
-// ARGV[5] for ARGV[6] seconds with the append. Returns {entry id, ''} or {'', marker value}.
+// As publish_ordered_script (ARGV[7]: the refresh), unless the marker KEYS[3] exists;
+// then the marker is set to ARGV[5] for ARGV[6] seconds with the append. Returns {entry id, ''} or {'', marker value}.
 const redis::script& publish_once_script() {
   static const redis::script s(R"lua(
 local first = redis.call('GET', KEYS[3])
 if first then return {'', first} end
 local n = redis.call('HINCRBY', KEYS[2], 'next', 1)
-redis.call('EXPIRE', KEYS[2], 604800)
+if n == 1 or ARGV[7] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
                       'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
 return {id, ''}
 )lua");
   return s;
+}
+
+std::string refresh_flag(redis::connection& conn, const std::string& order_hash) {
+  return conn.expiries().due(order_hash) ? "1" : "0";
 }
 
 }  // namespace
@@ -117,7 +123,7 @@ asio::awaitable<result<std::string>> event_bus::publish(const std::string& strea
                                     trace_id);
   } else {
     const std::vector<std::string> keys{stream, order_key(stream, okey)};
-    const std::vector<std::string> args{self->maxlen_text, data, trace_id, okey};
+    const std::vector<std::string> args{self->maxlen_text, data, trace_id, okey, refresh_flag(self->conn, keys[1])};
     r = co_await self->conn.eval(publish_ordered_script(), keys, args);
   }
   if (!r) co_return r.error();
@@ -142,8 +148,8 @@ asio::awaitable<result<event_bus::once_result>> event_bus::publish_inbound_once(
   self->maybe_check_backlog(n.inbound_stream, n.worker_group);
   const auto okey = e.platform + ":" + e.channel_id;
   const std::vector<std::string> keys{n.inbound_stream, order_key(n.inbound_stream, okey), marker_key};
-  const std::vector<std::string> args{self->maxlen_text, encode(e), e.trace_id, okey, e.message_id,
-                                      std::to_string(ttl.count())};
+  const std::vector<std::string> args{self->maxlen_text, encode(e), e.trace_id,        okey,
+                                      e.message_id,      std::to_string(ttl.count()), refresh_flag(self->conn, keys[1])};
   auto r = co_await self->conn.eval(publish_once_script(), keys, args);
   if (!r) co_return r.error();
   if (!r->is_array() || r->elements().size() != 2) {

@@ -88,15 +88,18 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
     co_return outcome::ack();
   }
 
-  static bool completes_turn(const outbound_envelope& e) {
-    return e.completes_turn && !e.response_nonce.empty() &&
-           (e.type == outbound_type::message || e.type == outbound_type::file || e.type == outbound_type::buttons);
-  }
-
   asio::awaitable<outcome> deliver(const stream_entry& entry, const outbound_envelope& e) {
     const bool idempotent_send =
         !e.message_key.empty() && (e.type == outbound_type::message || e.type == outbound_type::file ||
                                    e.type == outbound_type::buttons);
+    // A platform that is Redis checks, sends, marks and ends the turn in one script.
+    if (handler.delivers_atomically()) {
+      const auto sent = co_await handler.deliver(e);
+      if (!sent)
+        co_return outcome::retry(fmt::format("{} to {} failed: {}", to_string(e.type), e.channel_id, sent.error().message()));
+      failpoint("outbound.delivered");
+      co_return outcome::ack();
+    }
     if (idempotent_send) {
       const std::vector<std::string> keys{e.message_key, claim_key(e.message_key)};
       const std::vector<std::string> args{entry.id, std::to_string(settings.claim_ttl.count())};
@@ -108,7 +111,7 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
         // Delivered before, maybe by a gateway that died before signalling the end of the
         // turn: signal it (again). A repeated turn_complete is harmless, a missing one
         // leaves a `wait=true` caller waiting.
-        if (claim->str() == "done" && completes_turn(e)) co_await handler.turn_complete(e.channel_id, e.response_nonce);
+        if (claim->str() == "done" && ends_turn(e)) co_await handler.turn_complete(e.channel_id, e.response_nonce);
         co_return outcome::ack();
       }
     }
@@ -120,7 +123,7 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
     // Tests: the platform has the message, this entry is not acknowledged and its marker
     // may be missing; the redelivery must not post it twice.
     failpoint("outbound.delivered");
-    if (completes_turn(e)) co_await handler.turn_complete(e.channel_id, e.response_nonce);
+    if (ends_turn(e)) co_await handler.turn_complete(e.channel_id, e.response_nonce);
     if (idempotent_send && !sent->empty() && !handler.writes_delivery_marker()) {
       const std::vector<std::string> keys{e.message_key};
       const std::vector<std::string> args{*sent, std::to_string(settings.message_key_ttl.count())};

@@ -48,7 +48,7 @@ asio::awaitable<bus::rpc_reply> outbound_dispatcher::answer(const bus::outbound_
 
 asio::awaitable<result<std::string>> outbound_dispatcher::deliver(const bus::outbound_envelope& e) {
   using bus::outbound_type;
-  const send_context ctx{e.trace_id, e.response_nonce, e.message_key};
+  const send_context ctx{e.trace_id, e.response_nonce, e.message_key, bus::ends_turn(e)};
   switch (e.type) {
     case outbound_type::message: co_return co_await adapter_.send(e.channel_id, e.text, ctx);
     case outbound_type::file:

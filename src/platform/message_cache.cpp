@@ -2,10 +2,13 @@
 
 #include "stargazer/core/error.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/expiry_memo.hpp"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <mutex>
 #include <list>
 #include <unordered_map>
 
@@ -57,51 +60,92 @@ namespace {
 
 std::size_t history_keep = 1000;
 
-// KEYS: the channel index. ARGV: score, hash key, ttl, how many to keep (0: all). Indexes
-// the message and deletes the oldest beyond the cap, hashes with their entries. (The hash
-// keys come from the index, not KEYS: fine on one Redis or Sentinel, not Cluster.)
-constexpr std::string_view index_script = R"lua(
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-local keep = tonumber(ARGV[4])
-if keep > 0 then
-  local excess = redis.call('ZCARD', KEYS[1]) - keep
-  if excess > 0 then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
-    redis.call('DEL', unpack(oldest))
+// Writes the message hash, indexes it and deletes the oldest beyond the cap, hashes with
+// their entries. KEYS: the hash, the channel index. ARGV from `first`: the hash's TTL, the
+// score, the index's TTL ('0': not refreshed this time), how many to keep ('0': no check
+// this time), then the hash's fields and values. (The deleted hash keys come from the
+// index, not KEYS: fine on one Redis or Sentinel, not Cluster.)
+constexpr std::string_view store_function = R"lua(
+local function store_message(first)
+  redis.call('HSET', KEYS[1], unpack(ARGV, first + 4))
+  redis.call('EXPIRE', KEYS[1], ARGV[first])
+  redis.call('ZADD', KEYS[2], ARGV[first + 1], KEYS[1])
+  if ARGV[first + 2] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[first + 2]) end
+  local keep = tonumber(ARGV[first + 3])
+  if keep > 0 then
+    local excess = redis.call('ZCARD', KEYS[2]) - keep
+    if excess > 0 then
+      local oldest = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+      redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+      redis.call('DEL', unpack(oldest))
+    end
   end
 end
-return 1
 )lua";
+
+const std::string& store_script_text() {
+  static const std::string text = std::string(store_function) + "store_message(1)\nreturn 1\n";
+  return text;
+}
+
+const redis::script& store_script() {
+  static const redis::script s(store_script_text());
+  return s;
+}
+
+// Whether this store checks the channel's cap. Every store would cost a ZCARD per
+// message; every `step`-th store of a channel in this process lets a channel hold up to
+// `step` - 1 messages beyond the cap (times the processes storing it) between checks,
+// about 1.5 % at the default cap, and none for caps under 128.
+bool cap_check_due(const std::string& index_key) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::size_t> stores;
+  const std::size_t step = std::clamp<std::size_t>(history_keep / 64, 1, 16);
+  if (step == 1) return true;
+  std::lock_guard lock(mutex);
+  if (stores.size() > 100'000) stores.clear();  // a forgotten count only checks early
+  return stores[index_key]++ % step == 0;
+}
 
 }  // namespace
 
 void message_cache::keep_per_channel(std::size_t messages) { history_keep = messages; }
 
-std::vector<std::vector<std::string>> message_cache::store_commands(std::string_view platform,
+message_cache::store_write message_cache::prepare_store(redis::connection& conn, std::string_view platform,
+                                                        std::string_view channel_id, const cached_message& m,
+                                                        std::string hash_key) {
+  if (hash_key.empty()) hash_key = message_key(platform, channel_id, m.message_id);
+  auto index_key = channel_key(platform, channel_id);
+  auto index_ttl = conn.expiries().due(index_key) ? std::to_string(ttl.count()) : "0";
+  auto keep = history_keep > 0 && cap_check_due(index_key) ? std::to_string(history_keep) : "0";
+  const auto score = fmt::format("{:.3f}", m.timestamp);
+  return {{std::move(hash_key), std::move(index_key)},
+          {std::to_string(ttl.count()), score, std::move(index_ttl), std::move(keep), "message_id", m.message_id,
+           "user_id", m.user_id, "user_name", m.user_name, "text", m.text, "timestamp", score, "is_bot",
+           m.is_bot ? "1" : "0", "reply_to_id", m.reply_to_id}};
+}
+
+std::string_view message_cache::store_lua() { return store_function; }
+
+std::vector<std::vector<std::string>> message_cache::store_commands(redis::connection& conn, std::string_view platform,
                                                                     std::string_view channel_id,
                                                                     const cached_message& m, std::string hash_key) {
-  if (hash_key.empty()) hash_key = message_key(platform, channel_id, m.message_id);
-  const auto score = fmt::format("{:.3f}", m.timestamp);
-  return {{"HSET", hash_key, "message_id", m.message_id, "user_id", m.user_id, "user_name", m.user_name, "text",
-           m.text, "timestamp", score, "is_bot", m.is_bot ? "1" : "0", "reply_to_id", m.reply_to_id},
-          {"EXPIRE", hash_key, std::to_string(ttl.count())},
-          // EVAL, not EVALSHA: these commands go into callers' MULTIs, where a NOSCRIPT
-          // could not be answered by loading the script.
-          {"EVAL", std::string(index_script), "1", channel_key(platform, channel_id), score, hash_key,
-           std::to_string(ttl.count()), std::to_string(history_keep)}};
+  auto w = prepare_store(conn, platform, channel_id, m, std::move(hash_key));
+  // EVAL, not EVALSHA: these commands go into callers' MULTIs, where a NOSCRIPT could not
+  // be answered by loading the script.
+  std::vector<std::string> command{"EVAL", store_script_text(), "2", std::move(w.keys[0]), std::move(w.keys[1])};
+  command.insert(command.end(), std::make_move_iterator(w.args.begin()), std::make_move_iterator(w.args.end()));
+  return {std::move(command)};
 }
 
 boost::asio::awaitable<std::error_code> message_cache::store(const std::string& platform,
                                                              const std::string& channel_id, const cached_message& m,
                                                              std::string hash_key) {
-  if (hash_key.empty()) hash_key = message_key(platform, channel_id, m.message_id);
-  redis::request req;
-  for (const auto& c : store_commands(platform, channel_id, m, hash_key)) req.push_range(c);
-  auto r = co_await conn_.exec(std::move(req));
+  auto w = prepare_store(conn_, platform, channel_id, m, std::move(hash_key));
+  auto r = co_await conn_.eval(store_script(), w.keys, w.args);
   if (!r) co_return r.error();
-  if (memo_) memo_->put(hash_key, m);
+  if (r->is_error()) co_return make_error_code(errc::redis_error);
+  if (memo_) memo_->put(w.keys[0], m);
   co_return std::error_code{};
 }
 

@@ -3,6 +3,7 @@
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/expiry_memo.hpp"
 #include "stargazer/redis/scan.hpp"
 
 #include <algorithm>
@@ -155,11 +156,18 @@ asio::awaitable<std::error_code> quotas::record(std::string_view platform, std::
   req.push("HINCRBY", key, "prompt_tokens", std::max<std::int64_t>(0, used.prompt_tokens));
   req.push("HINCRBY", key, "completion_tokens", std::max<std::int64_t>(0, used.completion_tokens));
   req.push("HINCRBY", key, "turns", 1);
-  req.push("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
+  const bool refresh = conn_.expiries().due(key);
+  if (refresh) req.push("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
   auto r = co_await conn_.exec(std::move(req));
   if (!r) co_return r.error();
   for (const auto& reply : *r)
     if (reply.is_error()) co_return make_error_code(errc::redis_error);
+  // The day's first turn created the hash (another connection may have deleted it since
+  // this one refreshed it): it needs its TTL now, not a memo interval later.
+  if (!refresh && (*r)[2].to_integer().value_or(0) == 1) {
+    auto expired = co_await conn_.command("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
+    if (!expired) co_return expired.error();
+  }
   co_return std::error_code{};
 }
 

@@ -1,4 +1,5 @@
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/expiry_memo.hpp"
 
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/error.hpp"
@@ -103,6 +104,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
   push_handler on_push;
   std::function<request()> on_connect;
   std::mt19937 rng;
+  expiry_memo expiries;
 
   bool started = false;
   bool stopped = false;
@@ -309,6 +311,7 @@ struct connection::impl : std::enable_shared_from_this<impl> {
     if (connects++ > 0 && reconnect_counter != nullptr) reconnect_counter->inc();
     if (connected_gauge != nullptr) connected_gauge->set(1);
     last_error.clear();
+    expiries.clear();
     redis_log().info("connected to {} ({})", describe(current), settings.metrics_name);
     if (on_connect) {
       auto extra = on_connect();
@@ -672,6 +675,8 @@ void connection::set_push_handler(push_handler h) {
   impl_->on_push = std::move(h);
   impl_->queue.set_push_mode(static_cast<bool>(impl_->on_push));
 }
+expiry_memo& connection::expiries() { return impl_->expiries; }
+
 void connection::set_on_connect(std::function<request()> make_setup) { impl_->on_connect = std::move(make_setup); }
 
 void connection::reconnect() { impl_->fail_connection(errc::connection_lost, "reconnect requested"); }

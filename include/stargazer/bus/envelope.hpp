@@ -104,6 +104,13 @@ struct outbound_envelope {
   bool completes_turn = false;
 };
 
+// Whether delivering `e` ends a turn the gateway signals (a send flagged completes_turn
+// with a nonce to signal it under).
+inline bool ends_turn(const outbound_envelope& e) {
+  return e.completes_turn && !e.response_nonce.empty() &&
+         (e.type == outbound_type::message || e.type == outbound_type::file || e.type == outbound_type::buttons);
+}
+
 // docs/protocol.md §3.5: a tool call delegated to the tools service.
 struct tool_request {
   std::string request_id;

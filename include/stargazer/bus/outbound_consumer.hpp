@@ -40,6 +40,10 @@ public:
   // True when deliver() writes the message key's delivery marker itself, atomically with
   // the send (then the consumer does not write it again).
   virtual bool writes_delivery_marker() const { return false; }
+  // True when deliver() is one Redis script that skips a message key delivered before,
+  // writes its marker and, for the turn's last send, signals turn_complete: the consumer
+  // then neither claims the key nor signals the turn's end (docs/protocol.md §4.5).
+  virtual bool delivers_atomically() const { return false; }
 };
 
 class outbound_consumer final : public component {

@@ -28,6 +28,7 @@ public:
   boost::asio::awaitable<result<std::string>> deliver(const bus::outbound_envelope& e) override;
   boost::asio::awaitable<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
   bool writes_delivery_marker() const override { return adapter_.writes_delivery_marker(); }
+  bool delivers_atomically() const override { return adapter_.delivers_atomically(); }
 
 private:
   platform_adapter& adapter_;

@@ -56,9 +56,22 @@ public:
   static std::string message_key(std::string_view platform, std::string_view channel_id, std::string_view message_id);
 
   // The commands that store `m` under `hash_key` (message_key(...) when empty), for
-  // callers that put them in a MULTI with their own.
-  static std::vector<std::vector<std::string>> store_commands(std::string_view platform, std::string_view channel_id,
-                                                              const cached_message& m, std::string hash_key = {});
+  // callers that put them in a MULTI with their own and send them on `conn` (whose
+  // expiry memo decides whether the channel's index has its TTL refreshed).
+  static std::vector<std::vector<std::string>> store_commands(redis::connection& conn, std::string_view platform,
+                                                              std::string_view channel_id, const cached_message& m,
+                                                              std::string hash_key = {});
+
+  // For platform scripts that store a message with more in one script: the Lua source of
+  // `local function store_message(first)`, which writes KEYS[1] (the hash) and KEYS[2] (the
+  // channel index) from ARGV[first..]; prepare_store gives those keys and arguments.
+  struct store_write {
+    std::vector<std::string> keys;  // the hash, the channel index
+    std::vector<std::string> args;
+  };
+  static store_write prepare_store(redis::connection& conn, std::string_view platform, std::string_view channel_id,
+                                   const cached_message& m, std::string hash_key = {});
+  static std::string_view store_lua();
 
   boost::asio::awaitable<std::error_code> store(const std::string& platform, const std::string& channel_id,
                                                 const cached_message& m, std::string hash_key = {});

@@ -84,6 +84,10 @@ public:
   // message_id`) themselves, in the same MULTI as the message: the outbound consumer then
   // skips its own marker write (docs/protocol.md §4.5). Platforms that are Redis do.
   virtual bool writes_delivery_marker() const { return false; }
+  // True when a send is one Redis script that does nothing for a message key delivered
+  // before, writes the marker, and for the turn's last send (send_context::completes_turn)
+  // signals turn_complete: the outbound consumer then takes no claim and signals nothing.
+  virtual bool delivers_atomically() const { return false; }
 
   // The last send of a turn went out (C++ addition; ends `?wait=true` on the Redis platform).
   virtual task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) {

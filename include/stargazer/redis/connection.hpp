@@ -34,6 +34,8 @@ class registry;
 
 namespace stargazer::redis {
 
+class expiry_memo;
+
 struct sentinel_settings {
   std::vector<std::string> addresses;  // host:port of each sentinel
   std::string master_name = "mymaster";
@@ -108,6 +110,9 @@ public:
 
   // Drops the current connection and reconnects (used on READONLY and +switch-master).
   void reconnect();
+
+  // The keys whose TTL this connection refreshed lately (see expiry_memo.hpp).
+  expiry_memo& expiries();
 
   connection_stats stats() const;
   const connection_settings& settings() const;

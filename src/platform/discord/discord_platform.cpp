@@ -674,7 +674,7 @@ struct discord_platform::impl : std::enable_shared_from_this<impl> {
     const auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     const cached_message reply{message_id, bot_user_id, settings.bot_name, text, now, true, {}};
     redis::request req;
-    for (const auto& command : message_cache::store_commands("discord", channel_id, reply, ctx.message_key))
+    for (const auto& command : message_cache::store_commands(redis, "discord", channel_id, reply, ctx.message_key))
       req.push_range(command);
     auto stored = co_await redis.exec(std::move(req));
     if (!stored) discord_log().warn("reply in {} not kept for the history: {}", channel_id, stored.error().message());

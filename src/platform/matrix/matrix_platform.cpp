@@ -561,7 +561,7 @@ struct matrix_platform::impl : std::enable_shared_from_this<impl> {
     const auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     const cached_message reply{event_id, settings.user_id, settings.bot_name, text, now, true, {}};
     redis::request req;
-    for (const auto& command : message_cache::store_commands("matrix", room_id, reply, ctx.message_key))
+    for (const auto& command : message_cache::store_commands(redis, "matrix", room_id, reply, ctx.message_key))
       req.push_range(command);
     // Anything the bot says after a list of options ends the plain-number answers to it.
     if (what != "buttons") req.push("DEL", latest_prompt_key(room_id));

@@ -8,6 +8,7 @@
 #include "stargazer/platform/channel_keys.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/redis/connection.hpp"
+#include "stargazer/redis/expiry_memo.hpp"
 #include "stargazer/redis/scan.hpp"
 
 #include <boost/asio.hpp>
@@ -85,6 +86,66 @@ instance_info info_from_hash(const std::string& id, const redis::reply& r) {
     else if (!reserved_meta_field(k)) info.metadata.emplace(k, kv[i + 1].str());
   }
   return info;
+}
+
+// A send as one script, so a delivery is all or nothing and the outbound consumer needs
+// no claim (delivers_atomically): nothing happens when the message key was delivered
+// before (its hash has a message_id, which is returned); else the writes, the event
+// published and appended, and for the turn's last send the turn_complete event after it.
+// `emit` takes the event stream, then ARGV[1..5]: the response channel, the stream's
+// maxlen, its TTL ('0': not refreshed this time), the event, the turn_complete event
+// ('': not the turn's last send).
+constexpr std::string_view emit_function = R"lua(
+local function already_sent(marker)
+  local sent = redis.call('HGET', marker, 'message_id')
+  if sent and #sent > 0 then return sent end
+  return nil
+end
+local function emit(stream)
+  for _, event in ipairs({ARGV[4], ARGV[5]}) do
+    if event ~= '' then
+      redis.call('PUBLISH', ARGV[1], event)
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'event', event)
+    end
+  end
+  if ARGV[3] ~= '0' then redis.call('EXPIRE', stream, ARGV[3]) end
+  return ''
+end
+)lua";
+
+// A message: KEYS: its hash (the delivery marker), the channel index, the event stream;
+// ARGV[6..]: message_cache's store_message arguments.
+const redis::script& send_script() {
+  static const redis::script s(std::string(emit_function) + std::string(message_cache::store_lua()) + R"lua(
+local sent = already_sent(KEYS[1])
+if sent then return sent end
+store_message(6)
+return emit(KEYS[3])
+)lua");
+  return s;
+}
+
+// A file: KEYS: the file's hash, the event stream, the message key ('' when none); ARGV[6]:
+// the file's TTL, ARGV[7]: the message key's TTL, ARGV[8]: the file id, ARGV[9..]: the
+// file hash's fields and values.
+const redis::script& send_file_script() {
+  static const redis::script s(std::string(emit_function) + R"lua(
+if KEYS[3] ~= '' then
+  local sent = already_sent(KEYS[3])
+  if sent then return sent end
+  redis.call('HSET', KEYS[3], 'message_id', ARGV[8])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return emit(KEYS[2])
+)lua");
+  return s;
+}
+
+std::string turn_complete_event(std::string_view response_nonce, double at) {
+  return fmt::format(R"({{"type":"turn_complete","nonce":{},"timestamp":{}}})", json::quoted(response_nonce),
+                     json::quoted(iso_time(at)));
 }
 
 }  // namespace
@@ -380,7 +441,7 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   // is recorded too, so no caller can pick it later.
   redis::request cache;
   for (const auto& c : message_cache::store_commands(
-           "redis", instance_id, cached_message{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, e.reply_to}))
+           conn_, "redis", instance_id, cached_message{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, e.reply_to}))
     cache.push_range(c);
   if (!caller_id) {
     cache.push("ZADD", ids_key, score, e.message_id);
@@ -497,19 +558,39 @@ task<result<std::vector<platform_event>>> redis_platform::events_after(const std
 
 // ---- sending ---------------------------------------------------------------------------
 
-task<result<std::string>> redis_platform::emit(const std::string& instance_id, const std::string& json_event,
-                                               std::vector<std::vector<std::string>> extra_commands) {
+task<result<std::string>> redis_platform::emit(const std::string& instance_id, const std::string& json_event) {
   redis::request req;
   req.push("MULTI");
-  for (const auto& c : extra_commands) req.push_range(c);
   req.push("PUBLISH", response_channel(instance_id), json_event);
-  req.push("XADD", events_stream(instance_id), "MAXLEN", "~", events_maxlen, "*", "event", json_event);
-  req.push("EXPIRE", events_stream(instance_id), message_ttl.count());
+  const auto stream = events_stream(instance_id);
+  req.push("XADD", stream, "MAXLEN", "~", events_maxlen, "*", "event", json_event);
+  // The instance owns the stream (deleting it deletes the stream); the TTL is for the
+  // instance that goes quiet, refreshed once per memo interval.
+  if (conn_.expiries().due(stream)) req.push("EXPIRE", stream, message_ttl.count());
   req.push("EXEC");
   auto r = co_await conn_.exec(std::move(req));
   if (!r) co_return r.error();
   if (!r->back().is_array()) co_return make_error_code(errc::redis_error);
   co_return std::string();
+}
+
+std::vector<std::string> redis_platform::emit_args(const std::string& instance_id, std::string json_event,
+                                                  const send_context& ctx) {
+  const auto stream = events_stream(instance_id);
+  const bool last_of_turn = ctx.completes_turn && !ctx.response_nonce.empty();
+  return {response_channel(instance_id), std::to_string(events_maxlen),
+          conn_.expiries().due(stream) ? std::to_string(message_ttl.count()) : "0", std::move(json_event),
+          last_of_turn ? turn_complete_event(ctx.response_nonce, now_unix()) : std::string()};
+}
+
+task<result<std::string>> redis_platform::run_send(const redis::script& script, std::vector<std::string> keys,
+                                                   std::vector<std::string> args, std::string id) {
+  auto r = co_await conn_.eval(script, keys, args);
+  if (!r) co_return r.error();
+  if (!r->is_bulk()) co_return make_error_code(errc::redis_error);
+  // Delivered before (a redelivered entry): the id it was delivered as.
+  if (!r->str().empty()) id = r->str();
+  co_return id;
 }
 
 task<result<std::string>> redis_platform::send(const std::string& channel_id, const std::string& text,
@@ -522,12 +603,12 @@ task<result<std::string>> redis_platform::send(const std::string& channel_id, co
   event += "}";
   // The bot's message enters the history; its hash is the message key when there is one.
   const auto me = identity();
-  auto cache = message_cache::store_commands("redis", channel_id,
-                                             cached_message{id, me.user_id, me.display_name, text, ts, true, {}},
-                                             ctx.message_key);
-  auto r = co_await emit(channel_id, event, std::move(cache));
-  if (!r) co_return r.error();
-  co_return id;
+  auto stored = message_cache::prepare_store(
+      conn_, "redis", channel_id, cached_message{id, me.user_id, me.display_name, text, ts, true, {}}, ctx.message_key);
+  auto args = emit_args(channel_id, std::move(event), ctx);
+  args.insert(args.end(), std::make_move_iterator(stored.args.begin()), std::make_move_iterator(stored.args.end()));
+  std::vector<std::string> keys{std::move(stored.keys[0]), std::move(stored.keys[1]), events_stream(channel_id)};
+  co_return co_await run_send(send_script(), std::move(keys), std::move(args), id);
 }
 
 task<result<std::string>> redis_platform::send_with_buttons(const std::string& channel_id, const std::string& text,
@@ -551,25 +632,20 @@ task<result<std::string>> redis_platform::send_file(const std::string& channel_i
                   json::quoted(iso_time(ts)));
   if (!ctx.response_nonce.empty()) event += ",\"nonce\":" + json::quoted(ctx.response_nonce);
   event += "}";
-  std::vector<std::vector<std::string>> store{
-      {"HSET", file_key(file_id), "data", data, "filename", filename, "mimetype", mimetype, "size",
-       std::to_string(data.size()), "timestamp", fmt::format("{:.3f}", ts), "channel_id", channel_id},
-      {"EXPIRE", file_key(file_id), std::to_string(file_ttl.count())}};
-  if (!ctx.message_key.empty()) {
-    // The delivery marker in the same MULTI as the event: a gateway killed right after it
-    // cannot post the file again (the outbound consumer reads the marker first).
-    store.push_back({"HSET", ctx.message_key, "message_id", file_id});
-    store.push_back({"EXPIRE", ctx.message_key, std::to_string(message_ttl.count())});
-  }
-  auto r = co_await emit(channel_id, event, std::move(store));
-  if (!r) co_return r.error();
-  co_return file_id;
+  auto args = emit_args(channel_id, std::move(event), ctx);
+  for (std::string a : {std::to_string(file_ttl.count()), std::to_string(message_ttl.count()), file_id,
+                        std::string("data"), data, std::string("filename"), filename, std::string("mimetype"), mimetype,
+                        std::string("size"), std::to_string(data.size()), std::string("timestamp"),
+                        fmt::format("{:.3f}", ts), std::string("channel_id"), channel_id})
+    args.push_back(std::move(a));
+  // The delivery marker in the same script as the event: a gateway killed right after it
+  // cannot post the file again.
+  std::vector<std::string> keys{file_key(file_id), events_stream(channel_id), ctx.message_key};
+  co_return co_await run_send(send_file_script(), std::move(keys), std::move(args), file_id);
 }
 
 task<void> redis_platform::turn_complete(const std::string& channel_id, const std::string& response_nonce) {
-  const auto event = fmt::format(R"({{"type":"turn_complete","nonce":{},"timestamp":{}}})",
-                                 json::quoted(response_nonce), json::quoted(iso_time(now_unix())));
-  auto r = co_await emit(channel_id, event, std::vector<std::vector<std::string>>{});
+  auto r = co_await emit(channel_id, turn_complete_event(response_nonce, now_unix()));
   if (!r) throw std::system_error(r.error(), "turn_complete for " + channel_id);
 }
 

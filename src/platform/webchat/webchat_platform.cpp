@@ -519,7 +519,7 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
     redis::request req;
     req.push("MULTI");
     req.push("ZRANGEBYSCORE", webchat_members_key(c->room), presence_cutoff(), "+inf");
-    for (const auto& cmd : message_cache::store_commands(platform_name, c->room, m)) req.push_range(cmd);
+    for (const auto& cmd : message_cache::store_commands(conn, platform_name, c->room, m)) req.push_range(cmd);
     req.push("PUBLISH", channel, message_frame(c->room, m));
     req.push("PUBLISH", channel, typing_frame(c->room, settings.bot_name, true, e.response_nonce));
     req.push("EXEC");
@@ -583,7 +583,7 @@ struct webchat_platform::impl : std::enable_shared_from_this<impl> {
       frame.pop_back();
       frame += R"(,"buttons":)" + buttons_json + "}";
     }
-    const auto commands = message_cache::store_commands(platform_name, room, m, ctx.message_key);
+    const auto commands = message_cache::store_commands(conn, platform_name, room, m, ctx.message_key);
     const auto ec = co_await emit(room, frame, commands);
     if (ec) co_return ec;
     co_return m.message_id;
@@ -965,7 +965,7 @@ task<result<std::string>> webchat_platform::send_file(const std::string& channel
                     data.size()};
   const cached_message m{file_id,    s.bot_user_id, s.bot_name, std::string(file_marker) + f.filename,
                          now_unix(), true,          {}};
-  auto commands = message_cache::store_commands(platform_name, channel_id, m, ctx.message_key);
+  auto commands = message_cache::store_commands(impl_->conn, platform_name, channel_id, m, ctx.message_key);
   commands.push_back({"HSET", webchat_file_key(file_id), "data", data, "filename", f.filename, "mimetype",
                       f.mimetype, "size", std::to_string(f.size), "timestamp",
                       fmt::format("{:.3f}", m.timestamp), "channel_id", channel_id});

@@ -21,6 +21,7 @@
 
 namespace stargazer::redis {
 class connection;
+class script;
 }
 
 namespace stargazer::platform {
@@ -201,6 +202,7 @@ public:
   task<bool> should_skip_channel_heartbeat(const std::string&) override { co_return true; }
   task<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
   bool writes_delivery_marker() const override { return true; }
+  bool delivers_atomically() const override { return true; }
 
   static constexpr std::chrono::seconds file_ttl{86400};
   static constexpr std::chrono::seconds message_ttl = message_cache::ttl;
@@ -210,9 +212,13 @@ public:
   redis::connection& connection() const { return conn_; }
 
 private:
-  // PUBLISH + XADD to the event stream (+ cache writes), in one MULTI.
-  task<result<std::string>> emit(const std::string& instance_id, const std::string& json_event,
-                                 std::vector<std::vector<std::string>> extra_commands);
+  // PUBLISH + XADD to the event stream, in one MULTI.
+  task<result<std::string>> emit(const std::string& instance_id, const std::string& json_event);
+  // The arguments every send script starts with (redis_platform.cpp, emit_function).
+  std::vector<std::string> emit_args(const std::string& instance_id, std::string json_event, const send_context& ctx);
+  // Runs a send script: `id`, or the id the message key was delivered as before.
+  task<result<std::string>> run_send(const redis::script& script, std::vector<std::string> keys,
+                                     std::vector<std::string> args, std::string id);
   task<std::error_code> delete_per_message_keys(const std::string& instance_id);
 
   redis::connection& conn_;
