@@ -12,7 +12,6 @@
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/log.hpp"
 #include "settings.hpp"
-#include "stargazer/platform/identity.hpp"
 #include "stargazer/platform/message_cache.hpp"
 #include "stargazer/platform/quota.hpp"
 #include "stargazer/tools/dispatcher.hpp"
@@ -67,7 +66,9 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
             &p.metrics)),
         config_updates(p.io.get_executor(), config_subscriber_settings(p), &p.metrics),
         presence_text(p.cfg.presence_text),
-        log("worker") {}
+        log("worker") {
+    quotas.batch_usage(true);
+  }
 
   static redis::connection_settings config_subscriber_settings(const process& p) {
     auto s = p.redis_config;
@@ -78,30 +79,12 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
   bus::turn_handler handler() {
     return [this](const bus::turn& t) -> asio::awaitable<bus::outcome> {
       auto message = worker::incoming_message_from(t.message);
-      co_await resolve_identity(message);
       worker::proxy_adapter adapter(proc.bus, rpc, message.platform, identity(), &t);
       co_return co_await processor.handle(message, adapter);
     };
   }
 
   platform::bot_identity identity() const { return {"star", processor.settings().bot_name}; }
-
-  // One person, several accounts (`stargazer identity link`): the prompt names them as one.
-  // A producer that resolved it already is trusted; a Redis failure leaves the message as
-  // it came (the turn is not worth failing for a name).
-  asio::awaitable<void> resolve_identity(worker::incoming_message& m) {
-    if (m.unified_user_id || m.user_id.empty()) co_return;
-    auto who = co_await platform::resolve_identity(proc.redis, m.platform, m.user_id);
-    if (!who) {
-      log.warn("identity of {}:{} not resolved: {}", m.platform, m.user_id, who.error().message());
-      co_return;
-    }
-    if (*who) {
-      m.unified_user_id = (*who)->unified_id;
-      m.user_aliases = platform::aliases_of(**who, m.platform, m.user_id);
-    }
-    m.extra.identity_resolved = true;
-  }
 
   // Adapters for sends and RPCs outside a turn (the heartbeat's).
   worker::adapter_factory adapters() {
@@ -160,6 +143,20 @@ struct worker_parts : std::enable_shared_from_this<worker_parts> {
           log.warn("presence not published: {}", e.what());
         }
       }
+    }
+  }
+
+  // Turns' usage is summed in memory and written once a second (quotas::batch_usage).
+  asio::awaitable<void> flush_usage_every_second() {
+    auto self = shared_from_this();
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    while (!stopped) {
+      timer.expires_after(std::chrono::seconds(1));
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (stopped) break;  // stop() flushes
+      if (auto failed = co_await quotas.flush_usage())
+        log.warn("usage not recorded: {}", failed.message());
     }
   }
 
@@ -231,11 +228,14 @@ public:
     auto ex = co_await asio::this_coro::executor;
     spawn(ex, parts_->listen_for_config_updates(), "config-reload");
     spawn(ex, parts_->drive_presence(), "presence");
+    spawn(ex, parts_->flush_usage_every_second(), "usage-flush");
   }
   asio::awaitable<void> stop(std::chrono::milliseconds) override {
     parts_->stopped = true;
     parts_->config_updates.stop();
-    co_return;
+    // Stopped after the consumer (components stop in reverse): no turn records after this.
+    if (auto ec = co_await parts_->quotas.flush_usage())
+      parts_->log.warn("usage of the last second not recorded: {}", ec.message());
   }
 
 private:

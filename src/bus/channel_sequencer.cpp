@@ -19,18 +19,8 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// A successor that stopped waiting records each unfinished predecessor as `gap:{seq}` in
-// the order hash, so `done` past a sequence does not make that entry look done: it still
-// runs when it comes (out of order, never dropped), and its mark clears its gap field.
 const redis::script& mark_done_script() {
-  static const redis::script s(R"lua(
-local current = redis.call('HGET', KEYS[1], 'done')
-if tonumber(ARGV[1]) > tonumber(current or '0') then redis.call('HSET', KEYS[1], 'done', ARGV[1])
-else redis.call('HDEL', KEYS[1], 'gap:' .. ARGV[1]) end
--- Publishing refreshes the TTL; only a key this script had to create needs one.
-if not current then redis.call('EXPIRE', KEYS[1], 604800) end
-return 1
-)lua");
+  static const redis::script s(std::string(mark_done_lua()) + "mark_done(KEYS[1], ARGV[1])\nreturn 1\n");
   return s;
 }
 
@@ -41,6 +31,21 @@ std::uint64_t parse_u64(std::string_view s) {
 }
 
 }  // namespace
+
+// A successor that stopped waiting records each unfinished predecessor as `gap:{seq}` in
+// the order hash, so `done` past a sequence does not make that entry look done: it still
+// runs when it comes (out of order, never dropped), and its mark clears its gap field.
+std::string_view mark_done_lua() {
+  return R"lua(
+local function mark_done(key, seq)
+  local current = redis.call('HGET', key, 'done')
+  if tonumber(seq) > tonumber(current or '0') then redis.call('HSET', key, 'done', seq)
+  else redis.call('HDEL', key, 'gap:' .. seq) end
+  -- Publishing refreshes the TTL; only a key this script had to create needs one.
+  if not current then redis.call('EXPIRE', key, 604800) end
+end
+)lua";
+}
 
 struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
   // Local queue of one channel: who runs now, who waits (lowest sequence first).
@@ -196,10 +201,10 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     }
   }
 
-  asio::awaitable<outcome> run(const stream_entry& e, const delivery& d,
-                               const std::function<asio::awaitable<outcome>()>& body) {
+  asio::awaitable<outcome> run(const stream_entry& e, const delivery& d, const marking_body& body) {
     const std::string okey(e.field("okey"));
-    if (okey.empty()) co_return co_await body();
+    order_mark mark;
+    if (okey.empty()) co_return co_await body(mark);
     const auto seq = parse_u64(e.field("seq"));
     const lane_key key{seq, arrivals++};
     const std::string trace_id(e.field("trace_id"));
@@ -221,8 +226,10 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
         co_await wait_for_predecessor(okey, key, trace_id);
         parked.reset();
         if (counted) co_await count_attempt(e.id, 1);
-        result = co_await body();
-        if (result.what != outcome::kind::retry) {
+        mark = order_mark{order_key(settings.stream, okey), seq};
+        result = co_await body(mark);
+        if (mark.written) lanes[okey].known_done = std::max(lanes[okey].known_done, seq);
+        if (result.what != outcome::kind::retry && mark.wanted()) {
           const bool marked = co_await mark_done_before_ack(okey, seq);
           if (!marked) result = outcome::retry(fmt::format("order mark {} of {} not written", seq, okey));
         }
@@ -233,7 +240,7 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
           result = outcome::retry("lock " + lock.key() + " not acquired");
         } else {
           if (counted) co_await count_attempt(e.id, 1);
-          result = co_await body();
+          result = co_await body(mark);
           co_await lock.release();
         }
       }
@@ -252,9 +259,15 @@ channel_sequencer::channel_sequencer(redis::connection& conn, sequencer_settings
 channel_sequencer::~channel_sequencer() = default;
 
 asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e, const delivery& d,
-                                                        const std::function<asio::awaitable<outcome>()>& body) {
+                                                        const marking_body& body) {
   auto self = impl_;
   co_return co_await self->run(e, d, body);
+}
+
+asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e, const delivery& d,
+                                                        const std::function<asio::awaitable<outcome>()>& body) {
+  auto self = impl_;
+  co_return co_await self->run(e, d, [&](order_mark&) { return body(); });
 }
 
 asio::awaitable<void> channel_sequencer::skip(const stream_entry& e) {
@@ -266,7 +279,7 @@ asio::awaitable<void> channel_sequencer::skip(const stream_entry& e) {
 
 entry_handler channel_sequencer::wrap(entry_handler inner) {
   return [self = impl_, inner = std::move(inner)](const stream_entry& e, const delivery& d) -> asio::awaitable<outcome> {
-    co_return co_await self->run(e, d, [&]() { return inner(e, d); });
+    co_return co_await self->run(e, d, [&](order_mark&) { return inner(e, d); });
   };
 }
 

@@ -26,13 +26,22 @@ const log::logger& bus_log() {
 // Assigns the next sequence number of an ordering key and appends the entry, atomically,
 // so sequence order equals stream order. The order hash gets its TTL when new or when
 // ARGV[5] says the connection's refresh is due (redis/expiry_memo.hpp).
-const redis::script& publish_ordered_script() {
-  static const redis::script s(R"lua(
+constexpr std::string_view publish_ordered_lua = R"lua(
 local n = redis.call('HINCRBY', KEYS[2], 'next', 1)
 if n == 1 or ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
-return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                  'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
-)lua");
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                      'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
+)lua";
+
+const redis::script& publish_ordered_script() {
+  static const redis::script s(std::string(publish_ordered_lua) + "return id\n");
+  return s;
+}
+
+// The same, and then another entry's order mark: KEYS[3] its order hash, ARGV[6] its sequence.
+const redis::script& publish_ordered_marking_script() {
+  static const redis::script s(std::string(mark_done_lua()) + std::string(publish_ordered_lua) +
+                               "mark_done(KEYS[3], ARGV[6])\nreturn id\n");
   return s;
 }
 
@@ -115,22 +124,29 @@ asio::awaitable<void> event_bus::ensure_streams(role r, const std::vector<std::s
 }
 
 asio::awaitable<result<std::string>> event_bus::publish(const std::string& stream, const std::string& data,
-                                                        const std::string& trace_id, const std::string& okey) {
+                                                        const std::string& trace_id, const std::string& okey,
+                                                        order_mark* also_mark) {
   auto self = impl_;
   result<redis::reply> r = make_error_code(errc::invalid_argument);
+  const bool marks = also_mark != nullptr && also_mark->wanted() && !okey.empty();
   if (okey.empty()) {
     r = co_await self->conn.command("XADD", stream, "MAXLEN", "~", self->maxlen_text, "*", "data", data, "trace_id",
                                     trace_id);
   } else {
-    const std::vector<std::string> keys{stream, order_key(stream, okey)};
-    const std::vector<std::string> args{self->maxlen_text, data, trace_id, okey, refresh_flag(self->conn, keys[1])};
-    r = co_await self->conn.eval(publish_ordered_script(), keys, args);
+    std::vector<std::string> keys{stream, order_key(stream, okey)};
+    std::vector<std::string> args{self->maxlen_text, data, trace_id, okey, refresh_flag(self->conn, keys[1])};
+    if (marks) {
+      keys.push_back(also_mark->key);
+      args.push_back(std::to_string(also_mark->seq));
+    }
+    r = co_await self->conn.eval(marks ? publish_ordered_marking_script() : publish_ordered_script(), keys, args);
   }
   if (!r) co_return r.error();
   if (!r->is_bulk()) {
     bus_log().error("publish to {} failed: {}", stream, r->debug_string());
     co_return make_error_code(errc::redis_error);
   }
+  if (marks) also_mark->written = true;
   co_return std::move(r->str());
 }
 
@@ -160,14 +176,14 @@ asio::awaitable<result<event_bus::once_result>> event_bus::publish_inbound_once(
 }
 
 asio::awaitable<result<std::string>> event_bus::publish_outbound(const std::string& platform,
-                                                                 const outbound_envelope& e) {
+                                                                 const outbound_envelope& e, order_mark* also_mark) {
   const auto& n = impl_->settings.names;
   const auto stream = n.outbound_stream(platform);
   impl_->maybe_check_backlog(stream, n.gateway_group(platform));
   // RPC requests are not ordered with the channel's sends (they are answered before locking).
   std::string okey;
   if (e.type != outbound_type::rpc_request) okey = e.channel_id.empty() ? "global" : e.channel_id;
-  co_return co_await publish(stream, encode(e), e.trace_id, okey);
+  co_return co_await publish(stream, encode(e), e.trace_id, okey, also_mark);
 }
 
 asio::awaitable<result<stream_stats>> event_bus::stats(const std::string& stream, const std::string& group) {

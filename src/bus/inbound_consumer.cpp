@@ -102,7 +102,10 @@ inbound_consumer::inbound_consumer(redis::connection& commands, const redis::con
     if (auto* failure = std::get_if<decode_failure>(&decoded)) co_return outcome::dead_letter(failure->reason());
     turn t{entry.id, std::move(std::get<inbound_envelope>(decoded)), d};
     t.sequenced = !entry.field("okey").empty() && !entry.field("seq").empty();
-    co_return co_await self->sequencer->run_in_order(entry, d, [&]() { return self->run_turn(t); });
+    co_return co_await self->sequencer->run_in_order(entry, d, [&](order_mark& mark) {
+      t.order = &mark;
+      return self->run_turn(t);
+    });
   };
   cs.after_dead_letter = [self](const stream_entry& e) { return self->sequencer->skip(e); };
   impl_->consumer = std::make_unique<stream_consumer>(commands, blocking, cs, std::move(h), metrics);

@@ -88,13 +88,14 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
     co_return outcome::ack();
   }
 
-  asio::awaitable<outcome> deliver(const stream_entry& entry, const outbound_envelope& e) {
+  asio::awaitable<outcome> deliver(const stream_entry& entry, const outbound_envelope& e, order_mark& mark) {
     const bool idempotent_send =
         !e.message_key.empty() && (e.type == outbound_type::message || e.type == outbound_type::file ||
                                    e.type == outbound_type::buttons);
-    // A platform that is Redis checks, sends, marks and ends the turn in one script.
+    // A platform that is Redis checks, sends, marks and ends the turn in one script, the
+    // order mark included.
     if (handler.delivers_atomically()) {
-      const auto sent = co_await handler.deliver(e);
+      const auto sent = co_await handler.deliver(e, &mark);
       if (!sent)
         co_return outcome::retry(fmt::format("{} to {} failed: {}", to_string(e.type), e.channel_id, sent.error().message()));
       failpoint("outbound.delivered");
@@ -115,7 +116,7 @@ struct outbound_consumer::impl : std::enable_shared_from_this<impl> {
         co_return outcome::ack();
       }
     }
-    const auto sent = co_await handler.deliver(e);
+    const auto sent = co_await handler.deliver(e, nullptr);
     if (!sent) {
       if (idempotent_send) co_await commands.command("DEL", claim_key(e.message_key));  // let a retry proceed
       co_return outcome::retry(fmt::format("{} to {} failed: {}", to_string(e.type), e.channel_id, sent.error().message()));
@@ -147,7 +148,8 @@ outbound_consumer::outbound_consumer(redis::connection& commands, const redis::c
     if (auto* failure = std::get_if<decode_failure>(&decoded)) co_return outcome::dead_letter(failure->reason());
     const auto& e = std::get<outbound_envelope>(decoded);
     if (e.type == outbound_type::rpc_request) co_return co_await self->answer_rpc(e);
-    co_return co_await self->sequencer->run_in_order(entry, d, [&]() { return self->deliver(entry, e); });
+    co_return co_await self->sequencer->run_in_order(
+        entry, d, [&](order_mark& mark) { return self->deliver(entry, e, mark); });
   };
   impl_->settings.consumer.after_dead_letter = [self](const stream_entry& e) { return self->sequencer->skip(e); };
   impl_->consumer = std::make_unique<stream_consumer>(commands, blocking, impl_->settings.consumer, std::move(on_entry), metrics);

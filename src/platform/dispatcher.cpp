@@ -46,9 +46,11 @@ asio::awaitable<bus::rpc_reply> outbound_dispatcher::answer(const bus::outbound_
   co_return bus::rpc_reply{.ok = false, .error = "Unknown RPC method: " + e.rpc_method};
 }
 
-asio::awaitable<result<std::string>> outbound_dispatcher::deliver(const bus::outbound_envelope& e) {
+asio::awaitable<result<std::string>> outbound_dispatcher::deliver(const bus::outbound_envelope& e,
+                                                                 bus::order_mark* mark) {
   using bus::outbound_type;
-  const send_context ctx{e.trace_id, e.response_nonce, e.message_key, bus::ends_turn(e)};
+  send_context ctx{e.trace_id, e.response_nonce, e.message_key, bus::ends_turn(e)};
+  ctx.order_mark = mark;
   switch (e.type) {
     case outbound_type::message: co_return co_await adapter_.send(e.channel_id, e.text, ctx);
     case outbound_type::file:

@@ -110,6 +110,7 @@ bool cap_check_due(const std::string& index_key) {
 }  // namespace
 
 void message_cache::keep_per_channel(std::size_t messages) { history_keep = messages; }
+std::size_t message_cache::kept_per_channel() { return history_keep; }
 
 message_cache::store_write message_cache::prepare_store(redis::connection& conn, std::string_view platform,
                                                         std::string_view channel_id, const cached_message& m,

@@ -150,24 +150,67 @@ asio::awaitable<result<quota_decision>> quotas::admit(const quota_settings& limi
 }
 
 asio::awaitable<std::error_code> quotas::record(std::string_view platform, std::string_view channel_id,
-                                                token_usage used) {
-  const auto key = usage_key(platform, channel_id, format_day(utc_day_of(system_clock::now())));
+                                                token_usage used, bool at_once) {
+  auto key = usage_key(platform, channel_id, format_day(utc_day_of(system_clock::now())));
+  usage_sum turn;
+  turn.prompt_tokens = std::max<std::int64_t>(0, used.prompt_tokens);
+  turn.completion_tokens = std::max<std::int64_t>(0, used.completion_tokens);
+  turn.turns = 1;
+  if (batching_ && !at_once) {
+    auto& sum = pending_[std::move(key)];
+    sum.prompt_tokens += turn.prompt_tokens;
+    sum.completion_tokens += turn.completion_tokens;
+    sum.turns += turn.turns;
+    co_return std::error_code{};
+  }
+  usage_sums one;
+  one.emplace(std::move(key), turn);
+  co_return co_await write_usage(one);
+}
+
+asio::awaitable<std::error_code> quotas::flush_usage() {
+  if (pending_.empty()) co_return std::error_code{};
+  auto sums = std::exchange(pending_, {});
+  const auto ec = co_await write_usage(sums);
+  if (ec == make_error_code(errc::redis_error)) co_return ec;  // refused by Redis: a retry would be too
+  if (ec) {
+    for (const auto& [key, sum] : sums) {  // not sent (or not known to be): kept for the next flush
+      auto& kept = pending_[key];
+      kept.prompt_tokens += sum.prompt_tokens;
+      kept.completion_tokens += sum.completion_tokens;
+      kept.turns += sum.turns;
+    }
+  }
+  co_return ec;
+}
+
+asio::awaitable<std::error_code> quotas::write_usage(const usage_sums& sums) {
   redis::request req;
-  req.push("HINCRBY", key, "prompt_tokens", std::max<std::int64_t>(0, used.prompt_tokens));
-  req.push("HINCRBY", key, "completion_tokens", std::max<std::int64_t>(0, used.completion_tokens));
-  req.push("HINCRBY", key, "turns", 1);
-  const bool refresh = conn_.expiries().due(key);
-  if (refresh) req.push("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
+  std::vector<bool> refreshed;
+  for (const auto& [key, sum] : sums) {
+    req.push("HINCRBY", key, "prompt_tokens", sum.prompt_tokens);
+    req.push("HINCRBY", key, "completion_tokens", sum.completion_tokens);
+    req.push("HINCRBY", key, "turns", sum.turns);
+    refreshed.push_back(conn_.expiries().due(key));
+    if (refreshed.back()) req.push("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
+  }
   auto r = co_await conn_.exec(std::move(req));
   if (!r) co_return r.error();
   for (const auto& reply : *r)
     if (reply.is_error()) co_return make_error_code(errc::redis_error);
-  // The day's first turn created the hash (another connection may have deleted it since
-  // this one refreshed it): it needs its TTL now, not a memo interval later.
-  if (!refresh && (*r)[2].to_integer().value_or(0) == 1) {
-    auto expired = co_await conn_.command("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
-    if (!expired) co_return expired.error();
+  // A key whose turns are exactly this write's was created by it (another connection may
+  // have deleted it since this one refreshed it): it needs its TTL now, not a memo interval later.
+  redis::request expire;
+  std::size_t at = 0, i = 0;
+  for (const auto& [key, sum] : sums) {
+    if (!refreshed[i] && (*r)[at + 2].to_integer().value_or(0) == sum.turns)
+      expire.push("EXPIRE", key, static_cast<std::int64_t>(usage_ttl.count()));
+    at += refreshed[i] ? 4 : 3;
+    ++i;
   }
+  if (expire.commands() == 0) co_return std::error_code{};
+  auto expired = co_await conn_.exec(std::move(expire));
+  if (!expired) co_return expired.error();
   co_return std::error_code{};
 }
 

@@ -67,19 +67,35 @@ asio::awaitable<std::error_code> channel_state::run(std::vector<std::vector<std:
 
 asio::awaitable<result<channel_gate>> channel_state::gate(const std::string& platform,
                                                          const std::string& channel_id) {
+  auto r = co_await read_for_turn(platform, channel_id, {});
+  if (!r) co_return r.error();
+  co_return r->gate;
+}
+
+asio::awaitable<result<channel_state::turn_reads>> channel_state::read_for_turn(const std::string& platform,
+                                                                              const std::string& channel_id,
+                                                                              const std::string& sender_id) {
+  std::vector<std::string> command{"MGET", key(platform, channel_id, "mode"), key(platform, channel_id, "quiet"),
+                                   key(platform, channel_id, "cooldown"), key(platform, channel_id, "forgotten")};
+  if (!sender_id.empty()) command.push_back(platform::identity_user_key(platform, sender_id));
   redis::request req;
-  req.push("MGET", key(platform, channel_id, "mode"), key(platform, channel_id, "quiet"),
-           key(platform, channel_id, "cooldown"), key(platform, channel_id, "forgotten"));
+  req.push_range(command);
   auto r = co_await conn_.exec_one(std::move(req));
   if (!r) co_return r.error();
-  if (!r->is_array() || r->elements().size() != 4) co_return make_error_code(errc::unexpected_reply);
+  if (!r->is_array() || r->elements().size() != command.size() - 1) co_return make_error_code(errc::unexpected_reply);
   const auto& v = r->elements();
-  channel_gate g;
+  turn_reads out;
+  auto& g = out.gate;
   if (v[0].is_bulk()) g.mode = parse_reply_policy(v[0].str());  // an unknown value counts as unset
   g.quiet = !v[1].is_nil();
   g.cooling_down = !v[2].is_nil();
   g.forgotten_before = unix_value(v[3]);
-  co_return g;
+  if (v.size() > 4 && v[4].is_bulk()) out.sender_unified_id = v[4].str();
+  co_return out;
+}
+
+asio::awaitable<result<std::optional<platform::unified_identity>>> channel_state::person(const std::string& unified_id) {
+  co_return co_await platform::identity_by_id(conn_, unified_id);
 }
 
 asio::awaitable<std::error_code> channel_state::set_mode(const std::string& platform,

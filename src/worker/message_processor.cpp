@@ -174,7 +174,8 @@ struct message_processor::impl {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   }
 
-  asio::awaitable<bus::outcome> handle(const incoming_message& m, platform::platform_adapter& adapter) {
+  // `m` by value: the sender's linked identity is filled in once read.
+  asio::awaitable<bus::outcome> handle(incoming_message m, platform::platform_adapter& adapter) {
     const auto started = std::chrono::steady_clock::now();
     const auto s = settings;  // this turn keeps the settings and model it started with
     const auto llm_client = model;
@@ -193,12 +194,15 @@ struct message_processor::impl {
     if (channels != nullptr) {
       if (const auto command = parse_chat_command(m.text, s->command_prefix, s->bot_name))
         co_return co_await run_command(m, adapter, *s, *command);
-      auto read = co_await channels->gate(m.platform, m.channel_id);
+      // A producer that resolved the sender's identity already is trusted.
+      const std::string sender = m.unified_user_id ? std::string() : m.user_id;
+      auto read = co_await channels->read_for_turn(m.platform, m.channel_id, sender);
       if (!read) {
         bump(retried);
         co_return bus::outcome::retry("channel state: " + read.error().message());
       }
-      gate = *read;
+      gate = read->gate;
+      if (!read->sender_unified_id.empty()) co_await name_the_person(m, read->sender_unified_id);
     }
 
     // Unaddressed messages are stored for context; the channel's policy decides whether
@@ -219,7 +223,7 @@ struct message_processor::impl {
 
     turn_cost cost;
     auto outcome = co_await model_turn(m, adapter, *s, *llm_client, unprompted, step, gate, cost, started);
-    if (cost.model_calls > 0) co_await account(m, cost);
+    if (cost.model_calls > 0) co_await account(m, *s, cost);
     co_return outcome;
   }
 
@@ -269,6 +273,7 @@ struct message_processor::impl {
     ctx.trace_id = m.trace_id;
     ctx.response_nonce = m.response_nonce;
     ctx.completes_turn = true;  // nothing follows the reply
+    ctx.state_follows = unprompted;  // the cool-down, which the channel's next turn must see
     auto sent = co_await adapter.send(m.channel_id, reply, ctx);
     if (!sent) {
       bump(retried);
@@ -279,6 +284,19 @@ struct message_processor::impl {
       turn_seconds->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     if (channels != nullptr) co_await after_reply(m, s, unprompted);
     co_return bus::outcome::ack();
+  }
+
+  // One person, several accounts (`stargazer identity link`): the prompt names them as one.
+  // A Redis failure leaves the message as it came (the turn is not worth failing for a name).
+  asio::awaitable<void> name_the_person(incoming_message& m, const std::string& unified_id) {
+    auto who = co_await channels->person(unified_id);
+    if (!who) {
+      log.warn("identity of {}:{} not resolved: {}", m.platform, m.user_id, who.error().message());
+      co_return;
+    }
+    if (!*who) co_return;  // unlinked since
+    m.unified_user_id = (*who)->unified_id;
+    m.user_aliases = platform::aliases_of(**who, m.platform, m.user_id);
   }
 
   // Whether this turn is held to the quotas here: some are on, and the platform's gateway
@@ -323,11 +341,12 @@ struct message_processor::impl {
     co_return bus::outcome::ack();
   }
 
-  // The turn's tokens on the channel's usage of the day. A failure costs the accounting of
-  // one turn, never the turn.
-  asio::awaitable<void> account(const incoming_message& m, const turn_cost& cost) {
+  // The turn's tokens on the channel's usage of the day (at once when a budget reads them
+  // before the next turn). A failure costs the accounting of one turn, never the turn.
+  asio::awaitable<void> account(const incoming_message& m, const processor_settings& s, const turn_cost& cost) {
     if (quotas == nullptr) co_return;
-    if (auto ec = co_await quotas->record(m.platform, m.channel_id, cost.tokens))
+    const bool budget_reads_it = s.quotas.daily_tokens_per_instance > 0;
+    if (auto ec = co_await quotas->record(m.platform, m.channel_id, cost.tokens, budget_reads_it))
       log.log(log::level::warn, {{"trace_id", m.trace_id}}, "usage of {}:{} not recorded: {}", m.platform,
               m.channel_id, ec.message());
   }
@@ -471,7 +490,7 @@ struct message_processor::impl {
     auto out = co_await llm_client->complete(req);
     turn_cost cost;
     cost.add(out);
-    co_await account(m, cost);
+    co_await account(m, *s, cost);
     if (const auto* f = std::get_if<llm::failure>(&out)) {
       log.warn("heartbeat model call failed for {}:{} ({}): {}", m.platform, m.channel_id,
                llm::to_string(f->what), f->detail);

@@ -32,7 +32,9 @@ task<result<std::string>> proxy_adapter::publish(bus::outbound_envelope e, const
   if (!ctx.message_key.empty()) e.message_key = ctx.message_key;
   else if (delivers && turn_ != nullptr) e.message_key = turn_->message_key(sends_++);
   e.completes_turn = ctx.completes_turn && delivers && !e.response_nonce.empty();
-  auto id = co_await bus_.publish_outbound(platform_, e);
+  // The turn's last send ends its inbound entry's run: it carries the entry's order mark.
+  auto* mark = ctx.completes_turn && !ctx.state_follows && delivers && turn_ != nullptr ? turn_->order : nullptr;
+  auto id = co_await bus_.publish_outbound(platform_, e, mark);
   if (!id) co_return id.error();
   if (e.completes_turn && turn_ != nullptr) turn_->completion_published = true;
   co_return e.message_key.empty() ? *id : e.message_key;

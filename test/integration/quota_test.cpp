@@ -192,6 +192,52 @@ TEST_CASE("the daily token budget reads today's usage, and with every limit off 
   conn.stop();
 }
 
+TEST_CASE("batched usage: turns are summed in memory and written by one flush, kept while Redis is away, and a "
+          "budget's turn is written at once",
+          "[quota]") {
+  redis_server server;
+  asio::io_context io;
+  auto settings = redis::settings_from_url(server.url());
+  settings.command_timeout = 500ms;
+  redis::connection conn(io.get_executor(), settings);
+  conn.start();
+  platform::quotas q(conn);
+  q.batch_usage(true);
+  const auto key = [](const std::string& channel) { return "sg:usage:redis:" + channel + ":" + today(); };
+
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(run_coro(io, q.record("redis", "inst-1", platform::token_usage{10, 2})));
+  CHECK_FALSE(run_coro(io, q.record("redis", "inst-2", platform::token_usage{7, 1})));
+  CHECK(server.cli({"DBSIZE"}) == "0");  // nothing sent yet
+  const auto increments_before = commands_run(server, "hincrby");
+  CHECK_FALSE(run_coro(io, q.flush_usage()));
+  CHECK(commands_run(server, "hincrby") - increments_before == 6);  // three per channel, not per turn
+  CHECK(server.cli({"HGET", key("inst-1"), "prompt_tokens"}) == "50");
+  CHECK(server.cli({"HGET", key("inst-1"), "completion_tokens"}) == "10");
+  CHECK(server.cli({"HGET", key("inst-1"), "turns"}) == "5");
+  CHECK(server.cli({"HGET", key("inst-2"), "turns"}) == "1");
+  CHECK(std::stoll(server.cli({"TTL", key("inst-2")})) > 90 * 86400 - 60);
+  CHECK_FALSE(run_coro(io, q.flush_usage()));  // nothing pending: nothing added twice
+  CHECK(server.cli({"HGET", key("inst-1"), "turns"}) == "5");
+
+  // A turn a budget governs is counted before the next turn's check.
+  CHECK_FALSE(run_coro(io, q.record("redis", "inst-3", platform::token_usage{1, 1}, true)));
+  CHECK(server.cli({"HGET", key("inst-3"), "turns"}) == "1");
+
+  // Redis away: the flush fails and keeps the sums; the next one writes them.
+  CHECK_FALSE(run_coro(io, q.record("redis", "inst-1", platform::token_usage{1, 1})));
+  server.stop();
+  CHECK(run_coro(io, q.flush_usage()));
+  CHECK_FALSE(run_coro(io, q.record("redis", "inst-1", platform::token_usage{1, 1})));
+  server.start();
+  std::error_code flushed = make_error_code(std::errc::io_error);
+  for (int attempt = 0; attempt < 50 && flushed; ++attempt) flushed = run_coro(io, q.flush_usage());
+  CHECK_FALSE(flushed);
+  // (The restarted server kept nothing: no persistence.) Both turns of the outage are there.
+  CHECK(server.cli({"HGET", key("inst-1"), "turns"}) == "2");
+  CHECK(server.cli({"HGET", key("inst-1"), "prompt_tokens"}) == "2");
+  conn.stop();
+}
+
 TEST_CASE("REST: over the instance rate a message gets 429 with Retry-After and a JSON error naming the limit, "
           "and is kept in the history",
           "[quota][api]") {

@@ -9,6 +9,7 @@
 #include "run_coro.hpp"
 
 #include "stargazer/bus/envelope.hpp"
+#include "stargazer/platform/message_cache.hpp"
 
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>
@@ -118,6 +119,27 @@ TEST_CASE("inject: a message id is used once per instance, 409 names it", "[api]
   // The ids go with the instance.
   REQUIRE(call(g.port(), "DELETE", "/redis-platform/instances/" + a.id, admin).status == 200);
   CHECK(g.redis.cli({"EXISTS", "redis_platform:message_ids:" + a.id}) == "0");
+}
+
+TEST_CASE("inject: the ids remembered are bounded by the history cap, not by traffic", "[api][inject]") {
+  gateway_fixture g(false);
+  const auto inst = create_instance(g);
+  platform::message_cache::keep_per_channel(3);
+  struct restore_default_cap {
+    ~restore_default_cap() { platform::message_cache::keep_per_channel(1000); }
+  } restore;  // for the tests after this one, even when this one fails
+  const auto path = "/redis-platform/instances/" + inst.id + "/messages";
+  const auto send = [&](const std::string& id) {
+    return call(g.port(), "POST", path, bearer(inst.key),
+                R"({"text":"hi","user_id":"u1","user_name":"Ada","message_id":")" + id + "\"}");
+  };
+  for (int i = 0; i < 6; ++i) REQUIRE(send("m-" + std::to_string(i)).status == 202);
+  REQUIRE(call(g.port(), "POST", path, bearer(inst.key), R"({"text":"x","user_id":"u1","user_name":"Ada"})").status ==
+          202);
+  const auto ids_key = "redis_platform:message_ids:" + inst.id;
+  CHECK(g.redis.cli({"ZCARD", ids_key}) == "3");
+  check_error(send("m-5"), 409, "message_id_reused", "'m-5'");  // still in the history: refused
+  CHECK(send("m-0").status == 202);  // beyond the cap, like its message: free again
 }
 
 TEST_CASE("inject: of concurrent requests with one message id exactly one goes in", "[api][inject]") {

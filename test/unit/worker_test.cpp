@@ -54,7 +54,6 @@ TEST_CASE("an inbound envelope becomes an incoming message as the seed's codec r
   CHECK(m.extra.is_dm);
   CHECK(m.extra.member_roles == std::vector<std::string>{"admin"});
   CHECK(m.extra.member_count == 42);
-  CHECK_FALSE(m.extra.identity_resolved);
   CHECK(m.extra.fields.at("k") == "v");
   CHECK(m.unified_user_id == std::optional<std::string>("uu"));
   CHECK(m.response_nonce == "n");

@@ -6,6 +6,7 @@
 // number (from publishers that do not number entries) are serialised by a per-channel
 // distributed lock instead.
 
+#include "stargazer/bus/order_mark.hpp"
 #include "stargazer/bus/stream_consumer.hpp"
 
 #include <chrono>
@@ -31,7 +32,11 @@ public:
   ~channel_sequencer();
 
   // Runs `body` for entry `e` in its channel's order (at once when it has no `okey`).
-  // While it waits for its turn the entry is parked (see parking_lot).
+  // While it waits for its turn the entry is parked (see parking_lot). The body gets the
+  // entry's order mark and may write it in its last script (order_mark.hpp); otherwise the
+  // sequencer writes it after a body that did not ask for a retry.
+  using marking_body = std::function<boost::asio::awaitable<outcome>(order_mark&)>;
+  boost::asio::awaitable<outcome> run_in_order(const stream_entry& e, const delivery& d, const marking_body& body);
   boost::asio::awaitable<outcome> run_in_order(const stream_entry& e, const delivery& d,
                                                const std::function<boost::asio::awaitable<outcome>()>& body);
   // Marks the entry's sequence done without running it (dead-lettered by the sweep), so

@@ -4,6 +4,7 @@
 // stream diagnostics.
 
 #include "stargazer/bus/envelope.hpp"
+#include "stargazer/bus/order_mark.hpp"
 #include "stargazer/bus/topology.hpp"
 #include "stargazer/core/config.hpp"
 #include "stargazer/core/result.hpp"
@@ -67,10 +68,14 @@ public:
   boost::asio::awaitable<result<once_result>> publish_inbound_once(const inbound_envelope& e,
                                                                    const std::string& marker_key,
                                                                    std::chrono::seconds ttl);
-  boost::asio::awaitable<result<std::string>> publish_outbound(const std::string& platform, const outbound_envelope& e);
+  // `also_mark`: an inbound entry's order mark, written by the same script (a turn's last
+  // send ends the turn: order_mark.hpp); set written when it was.
+  boost::asio::awaitable<result<std::string>> publish_outbound(const std::string& platform, const outbound_envelope& e,
+                                                               order_mark* also_mark = nullptr);
   // The general form: `okey` empty publishes without a sequence number.
   boost::asio::awaitable<result<std::string>> publish(const std::string& stream, const std::string& data,
-                                                      const std::string& trace_id, const std::string& okey);
+                                                      const std::string& trace_id, const std::string& okey,
+                                                      order_mark* also_mark = nullptr);
 
   // XLEN, XPENDING summary, the group's lag (XINFO GROUPS) and the DLQ length, in one round trip.
   boost::asio::awaitable<result<stream_stats>> stats(const std::string& stream, const std::string& group);

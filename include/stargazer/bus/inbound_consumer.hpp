@@ -26,6 +26,9 @@ struct turn {
   // Numbered in its channel's order (docs/protocol.md §4.6): its order mark says when it
   // is done; otherwise a marker of its own (inbound_done_key) does.
   bool sequenced = false;
+  // The entry's order mark: the turn's last send carries it (event_bus::publish_outbound),
+  // one script less per turn; a turn that sends nothing leaves it to the sequencer.
+  order_mark* order = nullptr;
 
   // The deterministic key of the n-th send of this turn (docs/protocol.md §4.5): a
   // replayed turn produces the same keys, so what was delivered is not sent again.

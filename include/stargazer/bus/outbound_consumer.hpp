@@ -31,8 +31,10 @@ public:
   virtual std::string_view platform() const = 0;
   // Answers a worker's RPC (an rpc_request envelope). Exceptions become error replies.
   virtual boost::asio::awaitable<rpc_reply> answer(const outbound_envelope& request) = 0;
-  // Delivers any other envelope; for sends, the platform's id of the sent message.
-  virtual boost::asio::awaitable<result<std::string>> deliver(const outbound_envelope& e) = 0;
+  // Delivers any other envelope; for sends, the platform's id of the sent message. `mark`
+  // (only for a handler that delivers_atomically): the entry's order mark, which a
+  // delivery that is one script may write with it (order_mark.hpp).
+  virtual boost::asio::awaitable<result<std::string>> deliver(const outbound_envelope& e, order_mark* mark) = 0;
   // The last send of a turn was delivered (maybe before, by a gateway that died before
   // saying so): a repeated call is harmless, a missing one leaves a `wait=true` caller waiting.
   virtual boost::asio::awaitable<void> turn_complete(const std::string& channel_id,

@@ -25,7 +25,7 @@ public:
 
   std::string_view platform() const override { return adapter_.name(); }
   boost::asio::awaitable<bus::rpc_reply> answer(const bus::outbound_envelope& request) override;
-  boost::asio::awaitable<result<std::string>> deliver(const bus::outbound_envelope& e) override;
+  boost::asio::awaitable<result<std::string>> deliver(const bus::outbound_envelope& e, bus::order_mark* mark) override;
   boost::asio::awaitable<void> turn_complete(const std::string& channel_id, const std::string& response_nonce) override;
   bool writes_delivery_marker() const override { return adapter_.writes_delivery_marker(); }
   bool delivers_atomically() const override { return adapter_.delivers_atomically(); }

@@ -51,6 +51,7 @@ public:
   // by traffic x the 90-day ttl. 0 keeps everything until it expires. Process-wide, set once
   // at start, before anything is stored.
   static void keep_per_channel(std::size_t messages);
+  static std::size_t kept_per_channel();
 
   static std::string channel_key(std::string_view platform, std::string_view channel_id);
   static std::string message_key(std::string_view platform, std::string_view channel_id, std::string_view message_id);

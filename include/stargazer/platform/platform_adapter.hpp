@@ -4,6 +4,7 @@
 // implements it by publishing onto the bus.
 
 #include "stargazer/bus/envelope.hpp"
+#include "stargazer/bus/order_mark.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/result.hpp"
 
@@ -41,6 +42,12 @@ struct send_context {
   std::string message_key;
   // The turn's last send: its delivery also completes the turn (docs/protocol.md §3.4).
   bool completes_turn = false;
+  // The turn writes state its channel's next turn must see after this send (an unprompted
+  // reply's cool-down): the send must not carry the entry's order mark.
+  bool state_follows = false;
+  // The order mark of the entry being delivered or answered: a send that is one Redis
+  // script may write it in that script and set `written` (bus/order_mark.hpp). Null: none.
+  bus::order_mark* order_mark = nullptr;
 };
 
 class platform_adapter {

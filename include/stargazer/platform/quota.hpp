@@ -10,7 +10,9 @@
 // only that one gets the polite reply.
 //
 // record(): a turn's tokens added to its channel's counters of the day, one pipelined
-// round trip. read_usage() / scan_usage(): the counters back, for the REST route and
+// round trip; or, with batching on (the worker's), summed in memory per channel and day and
+// written by flush_usage() once a second: three HINCRBY per channel and second instead of
+// per turn. read_usage() / scan_usage(): the counters back, for the REST route and
 // `stargazer usage`.
 
 #include "stargazer/core/result.hpp"
@@ -21,6 +23,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -84,15 +87,35 @@ public:
                                                        bool notice);
 
   // Adds one turn to the channel's usage of today (UTC): HINCRBY prompt_tokens,
-  // completion_tokens, turns and EXPIRE usage_ttl, pipelined.
+  // completion_tokens, turns and EXPIRE usage_ttl, pipelined. With batching on, the turn is
+  // summed in memory for flush_usage() instead, unless `at_once` (a token budget reads
+  // these counters before each turn, so a turn it governs is counted before the next).
   boost::asio::awaitable<std::error_code> record(std::string_view platform, std::string_view channel_id,
-                                                 token_usage used);
+                                                 token_usage used, bool at_once = false);
+
+  // Batching: what a process that dies loses is the usage since the last flush (its
+  // accounting, never a turn); stopping flushes.
+  void batch_usage(bool on) { batching_ = on; }
+  // Writes the sums recorded since the last flush, every channel's in one pipeline. When
+  // Redis cannot be reached they are kept for the next flush.
+  boost::asio::awaitable<std::error_code> flush_usage();
 
   redis::connection& connection() const { return conn_; }
 
 private:
+  struct usage_sum {
+    std::int64_t prompt_tokens = 0;
+    std::int64_t completion_tokens = 0;
+    std::int64_t turns = 0;
+  };
+  using usage_sums = std::map<std::string, usage_sum>;  // by usage key (channel and day)
+  // One pipeline: the sums added to their keys, each key's TTL set when it is due or new.
+  boost::asio::awaitable<std::error_code> write_usage(const usage_sums& sums);
+
   redis::connection& conn_;
   std::array<metrics::counter*, 3> refused_{};  // by quota_limit
+  bool batching_ = false;
+  usage_sums pending_;
 };
 
 // The channel's usage on the days from `from` to `to` (inclusive, at most max_usage_days),

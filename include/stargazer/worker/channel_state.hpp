@@ -14,12 +14,14 @@
 // Threading: on the connection's executor, as the connection.
 
 #include "stargazer/core/result.hpp"
+#include "stargazer/platform/identity.hpp"
 #include "stargazer/worker/group_chat_rules.hpp"
 
 #include <utility>
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -55,6 +57,18 @@ public:
 
   // The channel's mode, quiet, cooldown and forget marker: one MGET.
   boost::asio::awaitable<result<channel_gate>> gate(const std::string& platform, const std::string& channel_id);
+
+  // What a turn reads before it decides anything: the gate, and the person the sender's
+  // account is linked to (`stargazer identity link`; none asked for when `sender_id` is
+  // empty), in the same MGET.
+  struct turn_reads {
+    channel_gate gate;
+    std::string sender_unified_id;  // empty: not linked
+  };
+  boost::asio::awaitable<result<turn_reads>> read_for_turn(const std::string& platform, const std::string& channel_id,
+                                                           const std::string& sender_id);
+  // The accounts of a linked person (one SMEMBERS); nullopt when the person is gone.
+  boost::asio::awaitable<result<std::optional<platform::unified_identity>>> person(const std::string& unified_id);
 
   boost::asio::awaitable<std::error_code> set_mode(const std::string& platform, const std::string& channel_id,
                                                    reply_policy mode);

@@ -16,7 +16,6 @@
 namespace stargazer::worker {
 
 struct message_extra {
-  bool identity_resolved = false;  // set once the unified identity is looked up
   std::optional<std::string> guild_id;
   std::string guild_name;
   std::string channel_id_raw;  // the channel id as the platform gave it

@@ -89,12 +89,13 @@ instance_info info_from_hash(const std::string& id, const redis::reply& r) {
 }
 
 // A send as one script, so a delivery is all or nothing and the outbound consumer needs
-// no claim (delivers_atomically): nothing happens when the message key was delivered
+// no claim (delivers_atomically): nothing is sent when the message key was delivered
 // before (its hash has a message_id, which is returned); else the writes, the event
 // published and appended, and for the turn's last send the turn_complete event after it.
+// Either way the outbound entry's order mark, when there is one, is written last.
 // `emit` takes the event stream, then ARGV[1..5]: the response channel, the stream's
 // maxlen, its TTL ('0': not refreshed this time), the event, the turn_complete event
-// ('': not the turn's last send).
+// ('': not the turn's last send); ARGV[6] is the order mark's sequence ('0': none).
 constexpr std::string_view emit_function = R"lua(
 local function already_sent(marker)
   local sent = redis.call('HGET', marker, 'message_id')
@@ -113,32 +114,40 @@ local function emit(stream)
 end
 )lua";
 
-// A message: KEYS: its hash (the delivery marker), the channel index, the event stream;
-// ARGV[6..]: message_cache's store_message arguments.
+// A message: KEYS: its hash (the delivery marker), the channel index, the event stream,
+// the order hash; ARGV[7..]: message_cache's store_message arguments.
 const redis::script& send_script() {
-  static const redis::script s(std::string(emit_function) + std::string(message_cache::store_lua()) + R"lua(
+  static const redis::script s(std::string(emit_function) + std::string(message_cache::store_lua()) +
+                               std::string(bus::mark_done_lua()) + R"lua(
 local sent = already_sent(KEYS[1])
-if sent then return sent end
-store_message(6)
-return emit(KEYS[3])
+if not sent then
+  store_message(7)
+  sent = emit(KEYS[3])
+end
+if ARGV[6] ~= '0' then mark_done(KEYS[4], ARGV[6]) end
+return sent
 )lua");
   return s;
 }
 
-// A file: KEYS: the file's hash, the event stream, the message key ('' when none); ARGV[6]:
-// the file's TTL, ARGV[7]: the message key's TTL, ARGV[8]: the file id, ARGV[9..]: the
-// file hash's fields and values.
+// A file: KEYS: the file's hash, the event stream, the message key ('' when none), the
+// order hash; ARGV[7]: the file's TTL, ARGV[8]: the message key's TTL, ARGV[9]: the file
+// id, ARGV[10..]: the file hash's fields and values.
 const redis::script& send_file_script() {
-  static const redis::script s(std::string(emit_function) + R"lua(
-if KEYS[3] ~= '' then
-  local sent = already_sent(KEYS[3])
-  if sent then return sent end
-  redis.call('HSET', KEYS[3], 'message_id', ARGV[8])
-  redis.call('EXPIRE', KEYS[3], ARGV[7])
+  static const redis::script s(std::string(emit_function) + std::string(bus::mark_done_lua()) + R"lua(
+local sent = nil
+if KEYS[3] ~= '' then sent = already_sent(KEYS[3]) end
+if not sent then
+  if KEYS[3] ~= '' then
+    redis.call('HSET', KEYS[3], 'message_id', ARGV[9])
+    redis.call('EXPIRE', KEYS[3], ARGV[8])
+  end
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+  sent = emit(KEYS[2])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-return emit(KEYS[2])
+if ARGV[6] ~= '0' then mark_done(KEYS[4], ARGV[6]) end
+return sent
 )lua");
   return s;
 }
@@ -397,19 +406,27 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
 
   const auto ts = now_unix();
   const auto ids_key = message_ids_key(instance_id);
-  const auto oldest_kept = fmt::format("({:.3f}", ts - static_cast<double>(message_ttl.count()));
   const auto score = fmt::format("{:.3f}", ts);
   const bool caller_id = !req.message_id.empty();
+  // The ids remembered are those of the messages the history keeps (--history-keep), so the
+  // set is bounded by the cap, not by traffic; without a cap, those of the message TTL.
+  const auto keep = static_cast<std::int64_t>(message_cache::kept_per_channel());
+  const auto remember_id = [&](redis::request& r, const std::string& id) {
+    if (keep == 0)
+      r.push("ZREMRANGEBYSCORE", ids_key, "-inf", fmt::format("({:.3f}", ts - static_cast<double>(message_ttl.count())));
+    r.push("ZADD", ids_key, "NX", score, id);
+    if (keep > 0) r.push("ZREMRANGEBYRANK", ids_key, 0, -keep - 1);
+    r.push("EXPIRE", ids_key, message_ttl.count());
+  };
+  const std::size_t zadd_reply = keep == 0 ? 1 : 0;
   if (caller_id) {
     // ZADD NX is the check and the set in one: of two requests with one id, one wins.
     redis::request claim;
-    claim.push("ZREMRANGEBYSCORE", ids_key, "-inf", oldest_kept);
-    claim.push("ZADD", ids_key, "NX", score, req.message_id);
-    claim.push("EXPIRE", ids_key, message_ttl.count());
+    remember_id(claim, req.message_id);
     auto claimed = co_await conn_.exec(std::move(claim));
     if (!claimed) co_return claimed.error();
-    if (!(*claimed)[1].is_integer()) co_return make_error_code(errc::redis_error);
-    if ((*claimed)[1].integer() == 0) co_return inject_result{inject_refusal::message_id_reused, req.message_id};
+    if (!(*claimed)[zadd_reply].is_integer()) co_return make_error_code(errc::redis_error);
+    if ((*claimed)[zadd_reply].integer() == 0) co_return inject_result{inject_refusal::message_id_reused, req.message_id};
   }
 
   bus::inbound_envelope e;
@@ -443,10 +460,7 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   for (const auto& c : message_cache::store_commands(
            conn_, "redis", instance_id, cached_message{e.message_id, e.user_id, e.username, e.content, e.timestamp, false, e.reply_to}))
     cache.push_range(c);
-  if (!caller_id) {
-    cache.push("ZADD", ids_key, score, e.message_id);
-    cache.push("EXPIRE", ids_key, message_ttl.count());
-  }
+  if (!caller_id) remember_id(cache, e.message_id);
   auto cached = co_await conn_.exec(std::move(cache));
   if (!cached) {
     co_await release();
@@ -578,16 +592,22 @@ std::vector<std::string> redis_platform::emit_args(const std::string& instance_i
                                                   const send_context& ctx) {
   const auto stream = events_stream(instance_id);
   const bool last_of_turn = ctx.completes_turn && !ctx.response_nonce.empty();
+  const bool marks = ctx.order_mark != nullptr && ctx.order_mark->wanted();
   return {response_channel(instance_id), std::to_string(events_maxlen),
           conn_.expiries().due(stream) ? std::to_string(message_ttl.count()) : "0", std::move(json_event),
-          last_of_turn ? turn_complete_event(ctx.response_nonce, now_unix()) : std::string()};
+          last_of_turn ? turn_complete_event(ctx.response_nonce, now_unix()) : std::string(),
+          marks ? std::to_string(ctx.order_mark->seq) : "0"};
 }
 
 task<result<std::string>> redis_platform::run_send(const redis::script& script, std::vector<std::string> keys,
-                                                   std::vector<std::string> args, std::string id) {
+                                                   std::vector<std::string> args, std::string id,
+                                                   const send_context& ctx) {
+  const bool marks = ctx.order_mark != nullptr && ctx.order_mark->wanted();
+  keys.push_back(marks ? ctx.order_mark->key : std::string());
   auto r = co_await conn_.eval(script, keys, args);
   if (!r) co_return r.error();
   if (!r->is_bulk()) co_return make_error_code(errc::redis_error);
+  if (marks) ctx.order_mark->written = true;
   // Delivered before (a redelivered entry): the id it was delivered as.
   if (!r->str().empty()) id = r->str();
   co_return id;
@@ -608,7 +628,7 @@ task<result<std::string>> redis_platform::send(const std::string& channel_id, co
   auto args = emit_args(channel_id, std::move(event), ctx);
   args.insert(args.end(), std::make_move_iterator(stored.args.begin()), std::make_move_iterator(stored.args.end()));
   std::vector<std::string> keys{std::move(stored.keys[0]), std::move(stored.keys[1]), events_stream(channel_id)};
-  co_return co_await run_send(send_script(), std::move(keys), std::move(args), id);
+  co_return co_await run_send(send_script(), std::move(keys), std::move(args), id, ctx);
 }
 
 task<result<std::string>> redis_platform::send_with_buttons(const std::string& channel_id, const std::string& text,
@@ -641,7 +661,7 @@ task<result<std::string>> redis_platform::send_file(const std::string& channel_i
   // The delivery marker in the same script as the event: a gateway killed right after it
   // cannot post the file again.
   std::vector<std::string> keys{file_key(file_id), events_stream(channel_id), ctx.message_key};
-  co_return co_await run_send(send_file_script(), std::move(keys), std::move(args), file_id);
+  co_return co_await run_send(send_file_script(), std::move(keys), std::move(args), file_id, ctx);
 }
 
 task<void> redis_platform::turn_complete(const std::string& channel_id, const std::string& response_nonce) {
