@@ -234,8 +234,22 @@ public:
     parts_->stopped = true;
     parts_->config_updates.stop();
     // Stopped after the consumer (components stop in reverse): no turn records after this.
-    if (auto ec = co_await parts_->quotas.flush_usage())
-      parts_->log.warn("usage of the last second not recorded: {}", ec.message());
+    // A periodic flush in flight may put its sums back when it fails: wait for it, then
+    // flush what is left (briefly: a Redis that is away loses the last second).
+    auto& quotas = parts_->quotas;
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    for (int tries = 0; tries < 40 && (quotas.usage_flush_in_flight() || quotas.usage_pending()); ++tries) {
+      if (!quotas.usage_flush_in_flight()) {
+        if (auto ec = co_await quotas.flush_usage()) {
+          parts_->log.warn("usage of the last second not recorded: {}", ec.message());
+          break;
+        }
+        continue;
+      }
+      pause.expires_after(std::chrono::milliseconds(50));
+      boost::system::error_code ignored;
+      co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
   }
 
 private:

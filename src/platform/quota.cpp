@@ -1,6 +1,7 @@
 #include "stargazer/platform/quota.hpp"
 
 #include "stargazer/core/error.hpp"
+#include "stargazer/core/log.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/redis/connection.hpp"
 #include "stargazer/redis/expiry_memo.hpp"
@@ -97,6 +98,11 @@ usage_day usage_of(std::string day, const redis::reply& fields) {
 
 bool has_usage(const usage_day& d) { return d.prompt_tokens > 0 || d.completion_tokens > 0 || d.turns > 0; }
 
+void log_usage_ttl_failure(std::error_code ec) {
+  static const log::logger usage_log("quota");
+  usage_log.warn("a new usage key's TTL not set (set by a later write): {}", ec.message());
+}
+
 bool valid_range(sys_days from, sys_days to) { return from <= to && (to - from).count() < max_usage_days; }
 
 }  // namespace
@@ -165,16 +171,20 @@ asio::awaitable<std::error_code> quotas::record(std::string_view platform, std::
   }
   usage_sums one;
   one.emplace(std::move(key), turn);
-  co_return co_await write_usage(one);
+  co_return co_await write_usage(one, false);
 }
 
 asio::awaitable<std::error_code> quotas::flush_usage() {
-  if (pending_.empty()) co_return std::error_code{};
+  if (pending_.empty() || flushing_) co_return std::error_code{};  // one flush at a time
+  flushing_ = true;
   auto sums = std::exchange(pending_, {});
-  const auto ec = co_await write_usage(sums);
-  if (ec == make_error_code(errc::redis_error)) co_return ec;  // refused by Redis: a retry would be too
-  if (ec) {
-    for (const auto& [key, sum] : sums) {  // not sent (or not known to be): kept for the next flush
+  const auto ec = co_await write_usage(sums, true);
+  flushing_ = false;
+  // Kept only when surely not applied (the connection was down, nothing was written): a
+  // timeout may have been applied, and counting a second of usage twice is worse than
+  // losing it.
+  if (ec == make_error_code(errc::not_connected)) {
+    for (const auto& [key, sum] : sums) {
       auto& kept = pending_[key];
       kept.prompt_tokens += sum.prompt_tokens;
       kept.completion_tokens += sum.completion_tokens;
@@ -184,8 +194,8 @@ asio::awaitable<std::error_code> quotas::flush_usage() {
   co_return ec;
 }
 
-asio::awaitable<std::error_code> quotas::write_usage(const usage_sums& sums) {
-  redis::request req;
+asio::awaitable<std::error_code> quotas::write_usage(const usage_sums& sums, bool only_if_connected) {
+  redis::request req(redis::request::options{.fail_if_disconnected = only_if_connected});
   std::vector<bool> refreshed;
   for (const auto& [key, sum] : sums) {
     req.push("HINCRBY", key, "prompt_tokens", sum.prompt_tokens);
@@ -209,8 +219,10 @@ asio::awaitable<std::error_code> quotas::write_usage(const usage_sums& sums) {
     ++i;
   }
   if (expire.commands() == 0) co_return std::error_code{};
+  // The sums are in: a failure here is not a failed write (a retry would count them twice).
+  // The key then gets its TTL from the next write the memo finds due.
   auto expired = co_await conn_.exec(std::move(expire));
-  if (!expired) co_return expired.error();
+  if (!expired) log_usage_ttl_failure(expired.error());
   co_return std::error_code{};
 }
 

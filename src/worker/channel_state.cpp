@@ -67,7 +67,8 @@ asio::awaitable<std::error_code> channel_state::run(std::vector<std::vector<std:
 
 asio::awaitable<result<channel_gate>> channel_state::gate(const std::string& platform,
                                                          const std::string& channel_id) {
-  auto r = co_await read_for_turn(platform, channel_id, {});
+  const std::string no_sender;  // named: GCC 12 mishandles braced temporaries in co_await
+  auto r = co_await read_for_turn(platform, channel_id, no_sender);
   if (!r) co_return r.error();
   co_return r->gate;
 }

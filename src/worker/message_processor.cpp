@@ -273,7 +273,9 @@ struct message_processor::impl {
     ctx.trace_id = m.trace_id;
     ctx.response_nonce = m.response_nonce;
     ctx.completes_turn = true;  // nothing follows the reply
-    ctx.state_follows = unprompted;  // the cool-down, which the channel's next turn must see
+    // What the channel's next turn must see is written after the send: an unprompted
+    // reply's cool-down, and with a token budget the turn's usage (the budget reads it).
+    ctx.state_follows = unprompted || s.quotas.daily_tokens_per_instance > 0;
     auto sent = co_await adapter.send(m.channel_id, reply, ctx);
     if (!sent) {
       bump(retried);

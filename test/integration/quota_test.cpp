@@ -5,6 +5,7 @@
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/bus/rpc_client.hpp"
 #include "stargazer/bus/stream_entry.hpp"
+#include "stargazer/core/error.hpp"
 #include "stargazer/core/metrics.hpp"
 #include "stargazer/core/strings.hpp"
 #include "stargazer/llm/openai_client.hpp"
@@ -201,6 +202,7 @@ TEST_CASE("batched usage: turns are summed in memory and written by one flush, k
   settings.command_timeout = 500ms;
   redis::connection conn(io.get_executor(), settings);
   conn.start();
+  REQUIRE(run_coro(io, conn.command("PING")));  // connected: a flush needs that, it never queues
   platform::quotas q(conn);
   q.batch_usage(true);
   const auto key = [](const std::string& channel) { return "sg:usage:redis:" + channel + ":" + today(); };
@@ -226,12 +228,16 @@ TEST_CASE("batched usage: turns are summed in memory and written by one flush, k
   // Redis away: the flush fails and keeps the sums; the next one writes them.
   CHECK_FALSE(run_coro(io, q.record("redis", "inst-1", platform::token_usage{1, 1})));
   server.stop();
-  CHECK(run_coro(io, q.flush_usage()));
+  // The connection notices the loss (a command fails); a flush then finds it down.
+  for (int attempt = 0; attempt < 50 && conn.stats().connected; ++attempt)
+    (void)run_coro(io, conn.command("PING"));
+  REQUIRE_FALSE(conn.stats().connected);
+  CHECK(run_coro(io, q.flush_usage()) == make_error_code(errc::not_connected));
   CHECK_FALSE(run_coro(io, q.record("redis", "inst-1", platform::token_usage{1, 1})));
   server.start();
-  std::error_code flushed = make_error_code(std::errc::io_error);
-  for (int attempt = 0; attempt < 50 && flushed; ++attempt) flushed = run_coro(io, q.flush_usage());
-  CHECK_FALSE(flushed);
+  for (int attempt = 0; attempt < 50 && !conn.stats().connected; ++attempt)
+    (void)run_coro(io, conn.command("PING"));  // waits for the reconnect
+  CHECK_FALSE(run_coro(io, q.flush_usage()));
   // (The restarted server kept nothing: no persistence.) Both turns of the outage are there.
   CHECK(server.cli({"HGET", key("inst-1"), "turns"}) == "2");
   CHECK(server.cli({"HGET", key("inst-1"), "prompt_tokens"}) == "2");

@@ -97,8 +97,11 @@ public:
   // accounting, never a turn); stopping flushes.
   void batch_usage(bool on) { batching_ = on; }
   // Writes the sums recorded since the last flush, every channel's in one pipeline. When
-  // Redis cannot be reached they are kept for the next flush.
+  // Redis cannot be reached they are kept for the next flush. A call while one is in
+  // flight does nothing (see usage_flush_in_flight).
   boost::asio::awaitable<std::error_code> flush_usage();
+  bool usage_flush_in_flight() const { return flushing_; }
+  bool usage_pending() const { return !pending_.empty(); }
 
   redis::connection& connection() const { return conn_; }
 
@@ -110,11 +113,13 @@ private:
   };
   using usage_sums = std::map<std::string, usage_sum>;  // by usage key (channel and day)
   // One pipeline: the sums added to their keys, each key's TTL set when it is due or new.
-  boost::asio::awaitable<std::error_code> write_usage(const usage_sums& sums);
+  // `only_if_connected`: fail with errc::not_connected, surely unsent, while Redis is away.
+  boost::asio::awaitable<std::error_code> write_usage(const usage_sums& sums, bool only_if_connected);
 
   redis::connection& conn_;
   std::array<metrics::counter*, 3> refused_{};  // by quota_limit
   bool batching_ = false;
+  bool flushing_ = false;
   usage_sums pending_;
 };
 

@@ -408,17 +408,21 @@ task<result<inject_result>> redis_platform::inject_message(const std::string& in
   const auto ids_key = message_ids_key(instance_id);
   const auto score = fmt::format("{:.3f}", ts);
   const bool caller_id = !req.message_id.empty();
-  // The ids remembered are those of the messages the history keeps (--history-keep), so the
-  // set is bounded by the cap, not by traffic; without a cap, those of the message TTL.
-  const auto keep = static_cast<std::int64_t>(message_cache::kept_per_channel());
+  // The ids remembered are bounded by the history cap, not by traffic: twice
+  // --history-keep, which covers every user message the history may hold (it checks its cap
+  // every few stores, message_cache.cpp); without a cap, those of the message TTL. Trimmed
+  // after the ZADD (before it, the check would lose the oldest id it must find); an id
+  // whose score is older than the newest 2 x cap (a gateway clock that far behind) goes
+  // at once.
+  const auto remembered = static_cast<std::int64_t>(2 * message_cache::kept_per_channel());
   const auto remember_id = [&](redis::request& r, const std::string& id) {
-    if (keep == 0)
+    if (remembered == 0)
       r.push("ZREMRANGEBYSCORE", ids_key, "-inf", fmt::format("({:.3f}", ts - static_cast<double>(message_ttl.count())));
     r.push("ZADD", ids_key, "NX", score, id);
-    if (keep > 0) r.push("ZREMRANGEBYRANK", ids_key, 0, -keep - 1);
+    if (remembered > 0) r.push("ZREMRANGEBYRANK", ids_key, 0, -remembered - 1);
     r.push("EXPIRE", ids_key, message_ttl.count());
   };
-  const std::size_t zadd_reply = keep == 0 ? 1 : 0;
+  const std::size_t zadd_reply = remembered == 0 ? 1 : 0;
   if (caller_id) {
     // ZADD NX is the check and the set in one: of two requests with one id, one wins.
     redis::request claim;
