@@ -174,7 +174,7 @@ void print_flatness(std::string_view name, const std::vector<sample>& window, do
 int run_soak(const args& a) {
   const auto channels = static_cast<std::size_t>(std::stoul(option(a, "--channels", "1000")));
   const double rate = std::stod(option(a, "--rate", "300"));
-  const double warmup_s = std::stod(option(a, "--warmup-minutes", "3")) * 60;
+  const double warmup_s = std::stod(option(a, "--warmup-minutes", "6")) * 60;
   const double window_s = std::stod(option(a, "--minutes", "30")) * 60;
   const double sample_s = std::stod(option(a, "--sample-seconds", "60"));
   const int history_keep = std::stoi(option(a, "--history-keep", "50"));
@@ -197,9 +197,9 @@ int run_soak(const args& a) {
   // - sg:outbound:claim:* keys, where the gateway claims a reply before sending it (not
   //   the Redis platform once it delivers atomically): claim_ttl (300 s, no flag) each;
   // - redis_platform:events:* streams: events_maxlen per instance (prefilled, see above);
-  // - redis_platform:message_ids:* zsets: trimmed only after 90 days, no bound to reach.
+  // - redis_platform:message_ids:* zsets: 2 x --history-keep user message ids per instance.
   const double turns_per_channel_s = rate / static_cast<double>(channels);
-  const double history_fill_s = history_keep / 2.0 / turns_per_channel_s;
+  const double history_fill_s = 2.0 * history_keep / turns_per_channel_s;  // the id sets fill last
   const double events_fill_s = prefill ? 0 : platform::redis_platform::events_maxlen / 2.0 / turns_per_channel_s;
   const double streams_fill_s = static_cast<double>(std::max<std::size_t>(stream_maxlen, 1000)) / rate;  // 1 entry/turn
   const double slowest_fill_s = std::max({history_fill_s, events_fill_s, streams_fill_s});
