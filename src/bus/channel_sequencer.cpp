@@ -264,12 +264,6 @@ asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e, 
   co_return co_await self->run(e, d, body);
 }
 
-asio::awaitable<outcome> channel_sequencer::run_in_order(const stream_entry& e, const delivery& d,
-                                                        const std::function<asio::awaitable<outcome>()>& body) {
-  auto self = impl_;
-  co_return co_await self->run(e, d, [&](order_mark&) { return body(); });
-}
-
 asio::awaitable<void> channel_sequencer::skip(const stream_entry& e) {
   auto self = impl_;
   const std::string okey(e.field("okey"));

@@ -163,10 +163,7 @@ asio::awaitable<std::error_code> quotas::record(std::string_view platform, std::
   turn.completion_tokens = std::max<std::int64_t>(0, used.completion_tokens);
   turn.turns = 1;
   if (batching_ && !at_once) {
-    auto& sum = pending_[std::move(key)];
-    sum.prompt_tokens += turn.prompt_tokens;
-    sum.completion_tokens += turn.completion_tokens;
-    sum.turns += turn.turns;
+    pending_[std::move(key)] += turn;
     co_return std::error_code{};
   }
   usage_sums one;
@@ -184,12 +181,7 @@ asio::awaitable<std::error_code> quotas::flush_usage() {
   // timeout may have been applied, and counting a second of usage twice is worse than
   // losing it.
   if (ec == make_error_code(errc::not_connected)) {
-    for (const auto& [key, sum] : sums) {
-      auto& kept = pending_[key];
-      kept.prompt_tokens += sum.prompt_tokens;
-      kept.completion_tokens += sum.completion_tokens;
-      kept.turns += sum.turns;
-    }
+    for (const auto& [key, sum] : sums) pending_[key] += sum;
   }
   co_return ec;
 }

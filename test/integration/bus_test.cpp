@@ -377,7 +377,7 @@ TEST_CASE("a reclaimed entry that only waits for its turn gives its attempt back
     co_await f.conn.command("HSET", "s:attempts", "5-0", "3");  // taken over for the third time
     const delivery reclaimed{3, true, nullptr};
     asio::co_spawn(f.io, [&]() -> asio::awaitable<void> {
-      co_await sequencer.run_in_order(entry, reclaimed, [&]() -> asio::awaitable<outcome> {
+      co_await sequencer.run_in_order(entry, reclaimed, [&](order_mark&) -> asio::awaitable<outcome> {
         ran = true;
         attempts_when_running = f.server.cli({"HGET", "s:attempts", "5-0"});
         co_return outcome::ack();

@@ -37,8 +37,6 @@ public:
   // sequencer writes it after a body that did not ask for a retry.
   using marking_body = std::function<boost::asio::awaitable<outcome>(order_mark&)>;
   boost::asio::awaitable<outcome> run_in_order(const stream_entry& e, const delivery& d, const marking_body& body);
-  boost::asio::awaitable<outcome> run_in_order(const stream_entry& e, const delivery& d,
-                                               const std::function<boost::asio::awaitable<outcome>()>& body);
   // Marks the entry's sequence done without running it (dead-lettered by the sweep), so
   // its successors do not wait for it.
   boost::asio::awaitable<void> skip(const stream_entry& e);

@@ -110,6 +110,12 @@ private:
     std::int64_t prompt_tokens = 0;
     std::int64_t completion_tokens = 0;
     std::int64_t turns = 0;
+    usage_sum& operator+=(const usage_sum& o) {
+      prompt_tokens += o.prompt_tokens;
+      completion_tokens += o.completion_tokens;
+      turns += o.turns;
+      return *this;
+    }
   };
   using usage_sums = std::map<std::string, usage_sum>;  // by usage key (channel and day)
   // One pipeline: the sums added to their keys, each key's TTL set when it is due or new.
