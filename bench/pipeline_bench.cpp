@@ -432,7 +432,7 @@ int pipeline(const args& a) {
     if (!own) {
       // Leave nothing of this run on a server we do not own.
       const std::vector<std::string> patterns{names.inbound_stream + "*", names.outbound_stream_prefix + "*",
-                                              "sg:order:sg:bench:" + run_id + ":*",
+                                              "sg:seq:sg:bench:" + run_id + ":*",
                                               "sg:msg:redis:" + channel_prefix + "*",
                                               "sg:outbound:claim:sg:msg:redis:" + channel_prefix + "*"};
       for (const auto& pattern : patterns) co_await unlink_matching(stats_conn, pattern);

@@ -253,6 +253,18 @@ int processes(const args& a) {
     std::string breakdown;
     for (const auto& [n, name] : by_count)
       breakdown += fmt::format(" {} {:.2f}", name, static_cast<double>(n) / static_cast<double>(messages));
+    // Where redis-server's CPU goes: time inside each command (a script's own commands are
+    // inside its evalsha time too); the rest is reading, parsing, replying and the event loop.
+    std::vector<std::pair<std::uint64_t, std::string>> by_time;
+    for (const auto& [name, us] : counters_after.usec) {
+      const auto delta = us - (counters_before.usec.contains(name) ? counters_before.usec.at(name) : 0);
+      if (name == "info" || delta == 0) continue;
+      by_time.emplace_back(delta, name);
+    }
+    std::sort(by_time.rbegin(), by_time.rend());
+    std::string time_breakdown;
+    for (const auto& [us, name] : by_time)
+      time_breakdown += fmt::format(" {} {:.1f}", name, static_cast<double>(us) / static_cast<double>(messages));
 
     fmt::print("processes: bus level -> {} worker process(es) (echo model, delay {} ms) -> gateway process -> "
                "Redis platform response events\n", workers, delay_ms);
@@ -273,6 +285,7 @@ int processes(const args& a) {
                static_cast<double>(commands) / static_cast<double>(messages),
                (counters_after.cpu_seconds - counters_before.cpu_seconds) / thousands);
     fmt::print("    per message (commands inside scripts included):{}\n", breakdown);
+    fmt::print("    µs per message inside commands (a script's include its own commands):{}\n", time_breakdown);
     for (const auto& r : roles)
       fmt::print("  {:<10} CPU {:.3f} s per 1,000 messages, RSS idle {:.1f} MB, peak {:.1f} MB\n", r.name,
                  (r.after.cpu_seconds - r.before.cpu_seconds) / thousands, r.idle.rss_mb, r.after.peak_rss_mb);

@@ -33,16 +33,17 @@ std::uint64_t parse_u64(std::string_view s) {
 }  // namespace
 
 // A successor that stopped waiting records each unfinished predecessor as `gap:{seq}` in
-// the order hash, so `done` past a sequence does not make that entry look done: it still
-// runs when it comes (out of order, never dropped), and its mark clears its gap field.
+// the order set, so `done` past a sequence does not make that entry look done: it still
+// runs when it comes (out of order, never dropped), and its mark clears its gap member.
+// One command when `done` advances (GT: never backwards, e.g. for a stalled run that
+// finishes after its successors); XX: a set deleted meanwhile stays deleted. Returns
+// whether `done` advanced, i.e. no earlier run of this sequence wrote its mark.
 std::string_view mark_done_lua() {
   return R"lua(
 local function mark_done(key, seq)
-  local current = redis.call('HGET', key, 'done')
-  if tonumber(seq) > tonumber(current or '0') then redis.call('HSET', key, 'done', seq)
-  else redis.call('HDEL', key, 'gap:' .. seq) end
-  -- Publishing refreshes the TTL; only a key this script had to create needs one.
-  if not current then redis.call('EXPIRE', key, 604800) end
+  if redis.call('ZADD', key, 'XX', 'GT', 'CH', seq, 'done') == 1 then return true end
+  redis.call('ZREM', key, 'gap:' .. seq)
+  return false
 end
 )lua";
 }
@@ -108,9 +109,9 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
     for (;;) {
       auto& l = lanes[okey];
       if (l.known_done + 1 >= seq) co_return;
-      auto r = co_await conn.command("HGET", okey_key, "done");
+      auto r = co_await conn.command("ZSCORE", okey_key, "done");
       if (r && r->is_bulk()) l.known_done = std::max(l.known_done, parse_u64(r->str()));
-      else if (r && r->is_nil() && seq == 1) co_return;
+      else if (r && r->is_nil() && seq == 1) co_return;  // no order set (deleted): nothing precedes 1
       if (lanes[okey].known_done + 1 >= seq) co_return;
       if (clock_type::now() >= until) {
         co_await record_gaps(okey_key, lanes[okey].known_done, seq);
@@ -137,10 +138,10 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
   // Marks the sequences between `done` and `seq` as not finished (at most the 1,000
   // nearest: a gap that long means the channel's consumers were gone for hours).
   asio::awaitable<void> record_gaps(const std::string& okey_key, std::uint64_t done, std::uint64_t seq) {
-    std::vector<std::string> command{"HSET", okey_key};
+    std::vector<std::string> command{"ZADD", okey_key};
     for (auto missing = seq > 1000 + done ? seq - 1000 : done + 1; missing < seq; ++missing) {
-      command.push_back("gap:" + std::to_string(missing));
       command.push_back("1");
+      command.push_back("gap:" + std::to_string(missing));
     }
     if (command.size() == 2) co_return;
     redis::request req;
@@ -151,7 +152,7 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
   // Whether a run of this entry finished before (its mark is written and no successor
   // went ahead without it): a re-run after a lost acknowledgement then only acknowledges.
   asio::awaitable<bool> finished_before(const std::string& okey, std::uint64_t seq) {
-    auto r = co_await conn.command("HMGET", order_key(settings.stream, okey), "done", "gap:" + std::to_string(seq));
+    auto r = co_await conn.command("ZMSCORE", order_key(settings.stream, okey), "done", "gap:" + std::to_string(seq));
     if (!r || !r->is_array() || r->elements().size() != 2) co_return false;  // unknown: run it
     const auto& done = r->elements()[0];
     const bool gap = !r->elements()[1].is_nil();

@@ -24,11 +24,14 @@ const log::logger& bus_log() {
 }
 
 // Assigns the next sequence number of an ordering key and appends the entry, atomically,
-// so sequence order equals stream order. The order hash gets its TTL when new or when
-// ARGV[5] says the connection's refresh is due (redis/expiry_memo.hpp).
+// so sequence order equals stream order. A new order set gets `done` 0 (marks only update
+// it, so a set deleted meanwhile is not re-created without a TTL) and its TTL, which is
+// refreshed when ARGV[5] says the connection's refresh is due (redis/expiry_memo.hpp).
+// The score comes back as text ("%.17g": exact, without an exponent, below 2^53).
 constexpr std::string_view publish_ordered_lua = R"lua(
-local n = redis.call('HINCRBY', KEYS[2], 'next', 1)
-if n == 1 or ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
+local n = redis.call('ZINCRBY', KEYS[2], 1, 'next')
+if n == '1' then redis.call('ZADD', KEYS[2], 0, 'done') end
+if n == '1' or ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
                       'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
 )lua";
@@ -38,7 +41,7 @@ const redis::script& publish_ordered_script() {
   return s;
 }
 
-// The same, and then another entry's order mark: KEYS[3] its order hash, ARGV[6] its sequence.
+// The same, and then another entry's order mark: KEYS[3] its order set, ARGV[6] its sequence.
 const redis::script& publish_ordered_marking_script() {
   static const redis::script s(std::string(mark_done_lua()) + std::string(publish_ordered_lua) +
                                "mark_done(KEYS[3], ARGV[6])\nreturn id\n");
@@ -51,8 +54,9 @@ const redis::script& publish_once_script() {
   static const redis::script s(R"lua(
 local first = redis.call('GET', KEYS[3])
 if first then return {'', first} end
-local n = redis.call('HINCRBY', KEYS[2], 'next', 1)
-if n == 1 or ARGV[7] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
+local n = redis.call('ZINCRBY', KEYS[2], 1, 'next')
+if n == '1' then redis.call('ZADD', KEYS[2], 0, 'done') end
+if n == '1' or ARGV[7] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
                       'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])

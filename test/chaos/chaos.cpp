@@ -435,8 +435,8 @@ public:
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto name = channel_name(c);
     return {{"XRANGE", events_of(c), "-", "+"},
-            {"HGETALL", "sg:order:sg:stream:inbound:redis:" + name},
-            {"HGETALL", "sg:order:sg:stream:outbound:redis:" + name},
+            {"ZRANGE", "sg:seq:sg:stream:inbound:redis:" + name, "0", "-1", "WITHSCORES"},
+            {"ZRANGE", "sg:seq:sg:stream:outbound:redis:" + name, "0", "-1", "WITHSCORES"},
             {"ZRANGE", "channel_msgs:redis:" + name, "0", "-1", "WITHSCORES"}};
   }
 
@@ -609,7 +609,7 @@ public:
 
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto& id = channel_ids_[static_cast<std::size_t>(c)];
-    return {{"HGETALL", "sg:order:sg:stream:outbound:discord:" + id},
+    return {{"ZRANGE", "sg:seq:sg:stream:outbound:discord:" + id, "0", "-1", "WITHSCORES"},
             {"ZRANGE", "channel_msgs:discord:" + id, "0", "-1", "WITHSCORES"}};
   }
 
@@ -837,7 +837,7 @@ public:
 
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto& id = room_ids_[static_cast<std::size_t>(c)];
-    return {{"HGETALL", "sg:order:sg:stream:outbound:matrix:" + id},
+    return {{"ZRANGE", "sg:seq:sg:stream:outbound:matrix:" + id, "0", "-1", "WITHSCORES"},
             {"ZRANGE", "channel_msgs:matrix:" + id, "0", "-1", "WITHSCORES"}};
   }
 

@@ -387,7 +387,7 @@ TEST_CASE("a reclaimed entry that only waits for its turn gives its attempt back
     co_await sleep_for(200ms);
     attempts_while_waiting = f.server.cli({"HGET", "s:attempts", "5-0"});
     CHECK_FALSE(ran);
-    co_await f.conn.command("HSET", order_key("s", "c"), "done", "1");  // the predecessor is done
+    co_await f.conn.command("ZADD", order_key("s", "c"), "1", "done");  // the predecessor is done
     CHECK(co_await eventually([&] { return ran; }, 2s));
   }(), 10s);
   CHECK(attempts_while_waiting == "2");  // a worker killed now leaves the count where it was
@@ -618,7 +618,7 @@ TEST_CASE("an entry whose order mark cannot be written is not acknowledged until
     co_await f.bus->publish("s", "first", "", "c");
     // The mark's key of the wrong type makes every mark write fail, as a lost connection
     // or a READONLY demoted master would, while the rest of Redis works.
-    co_await f.conn.command("SET", order_key("s", "c"), "not a hash");
+    co_await f.conn.command("SET", order_key("s", "c"), "not a sorted set");
     auto settings = f.consumer("s", "g", "c");
     settings.retry_pause = 50ms;
     stream_consumer c(f.conn, f.settings, settings,
@@ -630,11 +630,12 @@ TEST_CASE("an entry whose order mark cannot be written is not acknowledged until
     CHECK(co_await eventually([&] { return runs == 1; }, 2s));
     co_await sleep_for(500ms);
     CHECK(f.server.cli({"XPENDING", "s", "g"}).rfind("1", 0) == 0);  // not acknowledged without its mark
-    co_await f.conn.command("DEL", order_key("s", "c"));               // Redis writable again
+    co_await f.conn.command("DEL", order_key("s", "c"));  // Redis writable again: the set as publishing left it
+    co_await f.conn.command("ZADD", order_key("s", "c"), "1", "next", "0", "done");
     CHECK(co_await eventually([&] { return f.server.cli({"XPENDING", "s", "g"}).rfind("0", 0) == 0; }, 10s));
     co_await c.stop(1s);
   }(), 30s);
-  CHECK(f.server.cli({"HGET", order_key("s", "c"), "done"}) == "1");
+  CHECK(f.server.cli({"ZSCORE", order_key("s", "c"), "done"}) == "1");
 }
 
 TEST_CASE("a late predecessor that a successor stopped waiting for still runs when reclaimed", "[bus][order]") {
@@ -657,12 +658,12 @@ TEST_CASE("a late predecessor that a successor stopped waiting for still runs wh
     }, s);
     co_await worker.start();
     CHECK(co_await eventually([&] { return handled.size() == 1; }, 3s));
-    CHECK(f.server.cli({"HGET", order_key("sg:stream:inbound", "redis:c"), "gap:1"}) == "1");
+    CHECK(f.server.cli({"ZSCORE", order_key("sg:stream:inbound", "redis:c"), "gap:1"}) == "1");
     co_await sleep_for(1600ms);
     co_await worker.engine().sweep();  // the first is reclaimed: done is past it, but it never ran
     CHECK(co_await eventually([&] { return handled.size() == 2; }, 3s));
     CHECK(co_await eventually([&] {
-      return f.server.cli({"HEXISTS", order_key("sg:stream:inbound", "redis:c"), "gap:1"}) == "0";
+      return f.server.cli({"ZSCORE", order_key("sg:stream:inbound", "redis:c"), "gap:1"}).empty();
     }, 3s));
     co_await worker.stop(1s);
   }(), 20s);
@@ -757,7 +758,7 @@ TEST_CASE("a reclaimed inbound entry whose turn already finished is acknowledged
     // A worker finished the turn and died before its XACK went out.
     co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
                             "sg:stream:inbound", ">");
-    co_await f.conn.command("HSET", order_key("sg:stream:inbound", "redis:c"), "done", "1");  // its order mark
+    co_await f.conn.command("ZADD", order_key("sg:stream:inbound", "redis:c"), "1", "done");  // its order mark
     inbound_consumer_settings s;
     s.consumer.autoclaim_min_idle = 0ms;
     inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn&) -> asio::awaitable<outcome> {

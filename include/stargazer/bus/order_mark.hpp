@@ -1,6 +1,6 @@
 #pragma once
 // The order mark of one sequenced entry (docs/protocol.md §4.6): `done` = seq in its
-// channel's order hash, written after the entry's work so its successor may run. A body
+// channel's order set, written after the entry's work so its successor may run. A body
 // whose last write is one Redis script writes the mark in that script, atomically with the
 // work, and says so (`written`): the channel_sequencer then sends nothing more for it.
 
@@ -11,7 +11,7 @@
 namespace stargazer::bus {
 
 struct order_mark {
-  std::string key;        // the channel's order hash (order_key())
+  std::string key;        // the channel's order set (order_key())
   std::uint64_t seq = 0;  // 0: the entry has no sequence number, nothing to write
   bool written = false;   // set by the script's caller once the script ran
 

@@ -30,8 +30,11 @@ struct topology {
 // Derived key names (docs/protocol.md §4, §6).
 inline std::string dead_letter_stream(std::string_view stream) { return std::string(stream) + ":dlq"; }
 inline std::string attempts_key(std::string_view stream) { return std::string(stream) + ":attempts"; }
+// A sorted set (docs/protocol.md §4.6): `next` the last sequence given out, `done` the
+// highest finished, `gap:{seq}` a predecessor its successor stopped waiting for. Scores
+// let one `ZADD ... GT` advance `done` without reading it first.
 inline std::string order_key(std::string_view stream, std::string_view okey) {
-  return "sg:order:" + std::string(stream) + ":" + std::string(okey);
+  return "sg:seq:" + std::string(stream) + ":" + std::string(okey);
 }
 
 }  // namespace stargazer::bus

@@ -1,7 +1,7 @@
 #pragma once
 
 // Which keys this connection gave their expiry recently. A key written on every message (a
-// channel's order hash, history index, event stream, usage of the day) needs its TTL
+// channel's order set, history index, event stream, usage of the day) needs its TTL
 // refreshed, not re-sent with each write: one EXPIRE per key per `interval` keeps every
 // such key alive for as long as it is written (its TTL is far longer than the interval)
 // and goes away a TTL after the last write, as before.

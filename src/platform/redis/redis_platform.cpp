@@ -92,7 +92,11 @@ instance_info info_from_hash(const std::string& id, const redis::reply& r) {
 // no claim (delivers_atomically): nothing is sent when the message key was delivered
 // before (its hash has a message_id, which is returned); else the writes, the event
 // published and appended, and for the turn's last send the turn_complete event after it.
-// Either way the outbound entry's order mark, when there is one, is written last.
+// The outbound entry's order mark, when there is one, is written first: when it advances
+// `done`, no run of this entry wrote it before, so none sent it and the marker need not be
+// read. (An out-of-memory Redis refuses the script at that first write. A later error, a
+// key of the wrong type, leaves the mark without the send: the re-run finds that `done`
+// did not advance, reads the marker and sends, possibly after the entry's successors.)
 // `emit` takes the event stream, then ARGV[1..5]: the response channel, the stream's
 // maxlen, its TTL ('0': not refreshed this time), the event, the turn_complete event
 // ('': not the turn's last send); ARGV[6] is the order mark's sequence ('0': none).
@@ -115,28 +119,29 @@ end
 )lua";
 
 // A message: KEYS: its hash (the delivery marker), the channel index, the event stream,
-// the order hash; ARGV[7..]: message_cache's store_message arguments.
+// the order set; ARGV[7..]: message_cache's store_message arguments.
 const redis::script& send_script() {
   static const redis::script s(std::string(emit_function) + std::string(message_cache::store_lua()) +
                                std::string(bus::mark_done_lua()) + R"lua(
-local sent = already_sent(KEYS[1])
+local sent = nil
+if ARGV[6] == '0' or not mark_done(KEYS[4], ARGV[6]) then sent = already_sent(KEYS[1]) end
 if not sent then
   store_message(7)
   sent = emit(KEYS[3])
 end
-if ARGV[6] ~= '0' then mark_done(KEYS[4], ARGV[6]) end
 return sent
 )lua");
   return s;
 }
 
 // A file: KEYS: the file's hash, the event stream, the message key ('' when none), the
-// order hash; ARGV[7]: the file's TTL, ARGV[8]: the message key's TTL, ARGV[9]: the file
+// order set; ARGV[7]: the file's TTL, ARGV[8]: the message key's TTL, ARGV[9]: the file
 // id, ARGV[10..]: the file hash's fields and values.
 const redis::script& send_file_script() {
   static const redis::script s(std::string(emit_function) + std::string(bus::mark_done_lua()) + R"lua(
 local sent = nil
-if KEYS[3] ~= '' then sent = already_sent(KEYS[3]) end
+local first_run = ARGV[6] ~= '0' and mark_done(KEYS[4], ARGV[6])
+if KEYS[3] ~= '' and not first_run then sent = already_sent(KEYS[3]) end
 if not sent then
   if KEYS[3] ~= '' then
     redis.call('HSET', KEYS[3], 'message_id', ARGV[9])
@@ -146,7 +151,6 @@ if not sent then
   redis.call('EXPIRE', KEYS[1], ARGV[7])
   sent = emit(KEYS[2])
 end
-if ARGV[6] ~= '0' then mark_done(KEYS[4], ARGV[6]) end
 return sent
 )lua");
   return s;

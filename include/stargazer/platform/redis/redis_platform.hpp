@@ -216,7 +216,7 @@ private:
   task<result<std::string>> emit(const std::string& instance_id, const std::string& json_event);
   // The arguments every send script starts with (redis_platform.cpp, emit_function).
   std::vector<std::string> emit_args(const std::string& instance_id, std::string json_event, const send_context& ctx);
-  // Runs a send script (the order hash's key appended to `keys`): `id`, or the id the
+  // Runs a send script (the order set's key appended to `keys`): `id`, or the id the
   // message key was delivered as before. Sets ctx's order mark written when it was.
   task<result<std::string>> run_send(const redis::script& script, std::vector<std::string> keys,
                                      std::vector<std::string> args, std::string id, const send_context& ctx);
