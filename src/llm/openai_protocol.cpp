@@ -61,12 +61,20 @@ std::string serialize(const rapidjson::Value& v) {
 
 failure bad(std::string detail) { return failure{failure::kind::bad_response, 0, std::move(detail)}; }
 
+// A count is clamped to [0, 10^15]: more than any real response uses, and far enough
+// from the int64 limit that a day's sums of them cannot overflow. (A number beyond int64,
+// 1e40 say, was cast from double to int64: undefined behaviour, found by fuzz_llm_response.)
 std::int64_t token_count(const rapidjson::Value* usage, const char* name) {
+  constexpr std::int64_t most_counted = 1'000'000'000'000'000;
   if (usage == nullptr) return 0;
   const auto* v = member(*usage, name);
   if (v == nullptr) return 0;
-  if (v->IsInt64()) return std::max<std::int64_t>(0, v->GetInt64());
-  if (v->IsNumber()) return std::max<std::int64_t>(0, static_cast<std::int64_t>(v->GetDouble()));
+  if (v->IsInt64()) return std::clamp<std::int64_t>(v->GetInt64(), 0, most_counted);
+  if (v->IsNumber()) {
+    const double d = v->GetDouble();
+    if (!(d > 0)) return 0;
+    return d >= static_cast<double>(most_counted) ? most_counted : static_cast<std::int64_t>(d);
+  }
   return 0;
 }
 

@@ -134,6 +134,16 @@ TEST_CASE("parse_response: text, null content, content parts, usage", "[llm]") {
   c = ok(llm::parse_response(
       R"({"choices":[{"message":{"content":[{"type":"text","text":"a"},{"type":"image"},{"type":"text","text":"b"}]}}]})"));
   CHECK(c.content == "ab");
+
+  // Counts beyond int64 (fuzz_llm_response's find), negative or fractional are clamped.
+  c = ok(llm::parse_response(
+      R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":-5,"completion_tokens":555555555555555555555555555555555555552}})"));
+  CHECK(c.usage.prompt_tokens == 0);
+  CHECK(c.usage.completion_tokens == 1'000'000'000'000'000);
+  c = ok(llm::parse_response(
+      R"({"choices":[{"message":{"content":"a"}}],"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":2.5}})"));
+  CHECK(c.usage.prompt_tokens == 1'000'000'000'000'000);
+  CHECK(c.usage.completion_tokens == 2);
 }
 
 TEST_CASE("parse_response: tool calls, with missing ids and object arguments tolerated", "[llm]") {
