@@ -26,39 +26,38 @@ const log::logger& bus_log() {
 // Assigns the next sequence number of an ordering key and appends the entry, atomically,
 // so sequence order equals stream order. A new order set gets `done` 0 (marks only update
 // it, so a set deleted meanwhile is not re-created without a TTL) and its TTL, which is
-// refreshed when ARGV[5] says the connection's refresh is due (redis/expiry_memo.hpp).
+// refreshed when `refresh` is '1', the connection's refresh being due (redis/expiry_memo.hpp).
+// KEYS[1..2]: the stream, the order set; ARGV[1..4]: maxlen, data, trace id, okey.
 // The score comes back as text ("%.17g": exact, without an exponent, below 2^53).
-constexpr std::string_view publish_ordered_lua = R"lua(
-local n = redis.call('ZINCRBY', KEYS[2], 1, 'next')
-if n == '1' then redis.call('ZADD', KEYS[2], 0, 'done') end
-if n == '1' or ARGV[5] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                      'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
+constexpr std::string_view append_in_order_lua = R"lua(
+local function append_in_order(refresh)
+  local n = redis.call('ZINCRBY', KEYS[2], 1, 'next')
+  if n == '1' then redis.call('ZADD', KEYS[2], 0, 'done') end
+  if n == '1' or refresh == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
+  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+                    'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
+end
 )lua";
 
 const redis::script& publish_ordered_script() {
-  static const redis::script s(std::string(publish_ordered_lua) + "return id\n");
+  static const redis::script s(std::string(append_in_order_lua) + "return append_in_order(ARGV[5])\n");
   return s;
 }
 
 // The same, and then another entry's order mark: KEYS[3] its order set, ARGV[6] its sequence.
 const redis::script& publish_ordered_marking_script() {
-  static const redis::script s(std::string(mark_done_lua()) + std::string(publish_ordered_lua) +
-                               "mark_done(KEYS[3], ARGV[6])\nreturn id\n");
+  static const redis::script s(std::string(mark_done_lua()) + std::string(append_in_order_lua) +
+                               "local id = append_in_order(ARGV[5])\nmark_done(KEYS[3], ARGV[6])\nreturn id\n");
   return s;
 }
 
 // As publish_ordered_script (ARGV[7]: the refresh), unless the marker KEYS[3] exists;
 // then the marker is set to ARGV[5] for ARGV[6] seconds with the append. Returns {entry id, ''} or {'', marker value}.
 const redis::script& publish_once_script() {
-  static const redis::script s(R"lua(
+  static const redis::script s(std::string(append_in_order_lua) + R"lua(
 local first = redis.call('GET', KEYS[3])
 if first then return {'', first} end
-local n = redis.call('ZINCRBY', KEYS[2], 1, 'next')
-if n == '1' then redis.call('ZADD', KEYS[2], 0, 'done') end
-if n == '1' or ARGV[7] == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-                      'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
+local id = append_in_order(ARGV[7])
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
 return {id, ''}
 )lua");
