@@ -109,9 +109,9 @@ bool replied_with(const std::string& body, const std::string& tag) {
   return false;
 }
 
-// The event stream cap is a constant (redis_platform::events_maxlen, no flag) that two
-// events per turn reach only after events_maxlen / 2 turns per instance: ~28 minutes at
-// 300/s over 1,000 instances. So it is filled up front with events shaped like a turn's
+// The event stream cap is a constant (redis_platform::events_maxlen, no flag) that one
+// entry per turn reaches only after events_maxlen turns per instance: ~28 minutes at
+// 300/s over 1,000 instances. So it is filled up front with entries shaped like a turn's
 // (a message event of the same text and its turn_complete), XADDed as the gateway does.
 asio::awaitable<void> prefill_event_streams(redis::connection& conn, const std::vector<instance>& instances) {
   const auto when = platform::iso_time(platform::now_unix());
@@ -124,7 +124,7 @@ asio::awaitable<void> prefill_event_streams(redis::connection& conn, const std::
     const auto stream = platform::events_stream(i.id);
     redis::request req;
     for (std::size_t n = 0; n < cap; ++n)
-      req.push("XADD", stream, "MAXLEN", "~", cap, "*", "event", n % 2 == 0 ? message : complete);
+      req.push("XADD", stream, "MAXLEN", "~", cap, "*", "event", message, "turn_complete", complete);
     req.push("EXPIRE", stream, platform::redis_platform::message_ttl.count());
     if (auto r = co_await conn.exec(std::move(req)); !r) throw std::runtime_error("prefill: " + r.error().message());
   }
@@ -200,7 +200,7 @@ int run_soak(const args& a) {
   // - redis_platform:message_ids:* zsets: 2 x --history-keep user message ids per instance.
   const double turns_per_channel_s = rate / static_cast<double>(channels);
   const double history_fill_s = 2.0 * history_keep / turns_per_channel_s;  // the id sets fill last
-  const double events_fill_s = prefill ? 0 : platform::redis_platform::events_maxlen / 2.0 / turns_per_channel_s;
+  const double events_fill_s = prefill ? 0 : platform::redis_platform::events_maxlen / turns_per_channel_s;
   const double streams_fill_s = static_cast<double>(std::max<std::size_t>(stream_maxlen, 1000)) / rate;  // 1 entry/turn
   const double slowest_fill_s = std::max({history_fill_s, events_fill_s, streams_fill_s});
   const std::vector<std::string> caps{fmt::format("--history-keep={}", history_keep),

@@ -143,9 +143,8 @@ boost::asio::awaitable<std::error_code> message_cache::store(const std::string& 
                                                              const std::string& channel_id, const cached_message& m,
                                                              std::string hash_key) {
   auto w = prepare_store(conn_, platform, channel_id, m, std::move(hash_key));
-  // w.args: the hash's TTL, the score, the index's TTL, how many to keep, the fields.
-  const std::string& index_ttl = w.args[2];
-  if (w.args[3] != "0") {
+  const std::string& index_ttl = w.args[store_write::index_ttl];
+  if (w.args[store_write::keep] != "0") {
     auto r = co_await conn_.eval(store_script(), w.keys, w.args);
     if (!r) co_return r.error();
     if (r->is_error()) co_return make_error_code(errc::redis_error);
@@ -154,9 +153,9 @@ boost::asio::awaitable<std::error_code> message_cache::store(const std::string& 
     // as the three commands): each is idempotent, and a run cut off between them leaves at
     // worst a hash with its TTL and no index entry, which the entry's re-run indexes.
     redis::request req;
-    req.push_with({"HSET", w.keys[0]}, std::vector<std::string>(w.args.begin() + 4, w.args.end()));
-    req.push("EXPIRE", w.keys[0], w.args[0]);
-    req.push("ZADD", w.keys[1], w.args[1], w.keys[0]);
+    req.push_with({"HSET", w.keys[0]}, std::vector<std::string>(w.args.begin() + store_write::first_field, w.args.end()));
+    req.push("EXPIRE", w.keys[0], w.args[store_write::hash_ttl]);
+    req.push("ZADD", w.keys[1], w.args[store_write::score], w.keys[0]);
     if (index_ttl != "0") req.push("EXPIRE", w.keys[1], index_ttl);
     auto r = co_await conn_.exec(std::move(req));
     if (!r) co_return r.error();

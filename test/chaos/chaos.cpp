@@ -391,7 +391,7 @@ public:
     }
   }
 
-  // The instance's event stream is written in the same MULTI as the PUBLISH of each reply
+  // The instance's event stream is written in the same script as the PUBLISH of each reply
   // (docs/protocol.md §5.6), so one entry is one delivery.
   reply_log replies(int c) override {
     reply_log out;
@@ -407,14 +407,21 @@ public:
     return out;
   }
 
-  // Each answered message leaves two events: the reply and turn_complete.
+  // Each answered message leaves one entry, the reply (with its turn_complete); a redelivery
+  // that finds its reply sent adds an entry with only a turn_complete, not counted.
   long replies_delivered(int channels) override {
-    std::vector<std::string> args{"EVAL",
-                                  "local n = 0 for _, k in ipairs(KEYS) do n = n + redis.call('XLEN', k) end return n",
-                                  std::to_string(channels)};
+    std::vector<std::string> args{"EVAL", R"lua(
+local n = 0
+for _, k in ipairs(KEYS) do
+  for _, e in ipairs(redis.call('XRANGE', k, '-', '+')) do
+    if string.sub(e[2][2], 1, 17) == '{"type":"message"' then n = n + 1 end
+  end
+end
+return n
+)lua", std::to_string(channels)};
     for (int c = 0; c < channels; ++c) args.push_back(events_of(c));
     try {
-      return std::stol(redis_.cli(args)) / 2;
+      return std::stol(redis_.cli(args));
     } catch (const std::exception&) {
       return -1;  // Redis away for a moment
     }

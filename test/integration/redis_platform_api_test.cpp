@@ -212,6 +212,11 @@ TEST_CASE("events stream over SSE and resume from Last-Event-ID", "[api]") {
   const auto id_pos = sse.body.find("id: ");
   REQUIRE(id_pos != std::string::npos);
   const auto first_id = sse.body.substr(id_pos + 4, sse.body.find('\n', id_pos) - id_pos - 4);
+  // The reply and its turn_complete are one stream entry: the reply comes without an id and
+  // the turn_complete carries the entry's, so resuming from it never skips the end of a turn.
+  CHECK(g.redis.cli({"XLEN", "redis_platform:events:" + inst.id}) == "1");
+  CHECK(sse.body.find("event: message") < id_pos);
+  CHECK(sse.body.compare(id_pos, 4 + first_id.size() + 21, "id: " + first_id + "\nevent: turn_complete") == 0);
 
   // A live stream sees a later reply as it is delivered.
   std::future<raw_response> live = std::async(std::launch::async, [&] {

@@ -132,7 +132,7 @@ TEST_CASE("a browser message is stored, shown to the room and published as an in
   CHECK(typing.find(R"("user_name":"Star")") != npos);
 
   webchat_bus_client b(g.redis.url());
-  const auto entries = b.inbound();
+  const auto entries = b.inbound(1);
   REQUIRE(entries.size() == 1);
   const auto& e = entries[0];
   CHECK(e.platform == "webchat");
@@ -334,7 +334,7 @@ TEST_CASE("a connection sending too fast is rate limited", "[webchat]") {
   CHECK(messages == 5);
   CHECK(limited == 1);
   webchat_bus_client b(g.redis.url());
-  CHECK(b.inbound().size() == 5);
+  CHECK(b.inbound(5).size() == 5);
 }
 
 TEST_CASE("files are stored with a TTL, linked, downloaded, and 404 once expired", "[webchat]") {

@@ -37,7 +37,12 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
           reply.message_key = t.message_key(0);
           reply.response_nonce = t.message.response_nonce;
           reply.trace_id = t.message.trace_id;
-          co_await b->publish_outbound(t.message.platform, reply);
+          // The turn's last send completes it, as the message processor's does: the gateway
+          // then signals turn_complete with the delivery, no separate entry.
+          const auto files = t.message.attachments.size();
+          reply.completes_turn = files == 0;
+          const auto replied = co_await b->publish_outbound(t.message.platform, reply);
+          if (replied && reply.completes_turn) t.completion_published = true;
           for (std::size_t i = 0; i < t.message.attachments.size(); ++i) {
             bus::outbound_envelope file;
             file.type = bus::outbound_type::file;
@@ -47,7 +52,9 @@ gateway_fixture::gateway_fixture(bool with_worker, std::chrono::milliseconds wor
             file.mimetype = t.message.attachments[i].mimetype;
             file.message_key = t.message_key(i + 1);
             file.response_nonce = t.message.response_nonce;
-            co_await b->publish_outbound(t.message.platform, file);
+            file.completes_turn = i + 1 == files;
+            const auto sent = co_await b->publish_outbound(t.message.platform, file);
+            if (sent && file.completes_turn) t.completion_published = true;
           }
           co_return bus::outcome::ack();
         });

@@ -13,7 +13,9 @@
 #include <catch2/catch.hpp>
 
 #include <string>
+#include <chrono>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 namespace stargazer::test {
@@ -36,6 +38,18 @@ struct webchat_bus_client {
   }
 
   std::vector<bus::inbound_envelope> inbound() { return inbound_envelopes(url); }
+
+  // The inbound stream once it holds `count` entries (or after 5 s): the web chat shows a
+  // message to its room before it publishes it to the bus.
+  std::vector<bus::inbound_envelope> inbound(std::size_t count) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    auto entries = inbound();
+    while (entries.size() < count && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      entries = inbound();
+    }
+    return entries;
+  }
 
   std::string url;
   boost::asio::io_context io;

@@ -67,6 +67,8 @@ public:
   // `local function store_message(first)`, which writes KEYS[1] (the hash) and KEYS[2] (the
   // channel index) from ARGV[first..]; prepare_store gives those keys and arguments.
   struct store_write {
+    // Positions in `args` (the script's ARGV from `first`).
+    enum arg : std::size_t { hash_ttl, score, index_ttl, keep, first_field };
     std::vector<std::string> keys;  // the hash, the channel index
     std::vector<std::string> args;
   };

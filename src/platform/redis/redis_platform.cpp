@@ -99,7 +99,9 @@ instance_info info_from_hash(const std::string& id, const redis::reply& r) {
 // did not advance, reads the marker and sends, possibly after the entry's successors.)
 // `emit` takes the event stream, then ARGV[1..5]: the response channel, the stream's
 // maxlen, its TTL ('0': not refreshed this time), the event, the turn_complete event
-// ('': not the turn's last send); ARGV[6] is the order mark's sequence ('0': none).
+// ('': not the turn's last send); ARGV[6] is the order mark's sequence ('0': none). Each
+// event is published on its own (the seed's Pub/Sub contract: one JSON event per message);
+// the stream gets one entry per send, the turn_complete event as its second field.
 constexpr std::string_view emit_function = R"lua(
 local function already_sent(marker)
   local sent = redis.call('HGET', marker, 'message_id')
@@ -107,11 +109,12 @@ local function already_sent(marker)
   return nil
 end
 local function emit(stream)
-  for _, event in ipairs({ARGV[4], ARGV[5]}) do
-    if event ~= '' then
-      redis.call('PUBLISH', ARGV[1], event)
-      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'event', event)
-    end
+  redis.call('PUBLISH', ARGV[1], ARGV[4])
+  if ARGV[5] == '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[4])
+  else
+    redis.call('PUBLISH', ARGV[1], ARGV[5])
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[4], 'turn_complete', ARGV[5])
   end
   if ARGV[3] ~= '0' then redis.call('EXPIRE', stream, ARGV[3]) end
   return ''
@@ -124,7 +127,8 @@ const redis::script& send_script() {
   static const redis::script s(std::string(emit_function) + std::string(message_cache::store_lua()) +
                                std::string(bus::mark_done_lua()) + R"lua(
 local sent = nil
-if ARGV[6] == '0' or not mark_done(KEYS[4], ARGV[6]) then sent = already_sent(KEYS[1]) end
+local first_run = ARGV[6] ~= '0' and mark_done(KEYS[4], ARGV[6])
+if not first_run then sent = already_sent(KEYS[1]) end
 if not sent then
   store_message(7)
   sent = emit(KEYS[3])
@@ -572,8 +576,12 @@ task<result<std::vector<platform_event>>> redis_platform::events_after(const std
   if (!r) co_return r.error();
   std::vector<platform_event> events;
   for (auto& e : r->elements()) {
-    auto& fields = e.elements()[1].elements();
-    events.push_back({e.elements()[0].str(), fields.size() >= 2 ? fields[1].str() : "{}"});
+    // An entry's field values are its events in order (`event`, then `turn_complete` when
+    // the send ended its turn); the last carries the entry's id.
+    const auto& fields = e.elements()[1].elements();
+    if (fields.size() < 2) events.push_back({{}, "{}"});
+    for (std::size_t i = 1; i < fields.size(); i += 2) events.push_back({{}, fields[i].str()});
+    events.back().id = e.elements()[0].str();
   }
   co_return events;
 }

@@ -547,14 +547,17 @@ asio::awaitable<response> events(api_context& api, request& req) {
       auto r = co_await api.platform.events_after(state->instance, state->last_id, 100);
       if (!r) co_return false;
       for (const auto& e : *r) {
-        state->last_id = e.id;
+        if (!e.id.empty()) {
+          state->last_id = e.id;
+          out += "id: " + e.id + "\n";
+        }
         const std::string& data = e.data;
         rapidjson::Document d;
         d.Parse(data.c_str(), data.size());
         const std::string type = !d.HasParseError() && d.IsObject() && d.HasMember("type") && d["type"].IsString()
                                      ? d["type"].GetString()
                                      : "message";
-        out += "id: " + state->last_id + "\nevent: " + type + "\ndata: " + data + "\n\n";
+        out += "event: " + type + "\ndata: " + data + "\n\n";
       }
       if (!out.empty()) co_return true;
       boost::system::error_code ec;

@@ -83,9 +83,11 @@ struct idempotency_claim {
   std::string body;
 };
 
-// One entry of an instance's event stream (the REST API's Server-Sent Events).
+// One event of an instance's event stream (the REST API's Server-Sent Events). A send
+// that ends its turn is one stream entry with two events: only the second, turn_complete,
+// carries the entry's id, so a client resuming from an id never skips the end of a turn.
 struct platform_event {
-  std::string id;    // the stream entry id, "1700000000000-0"
+  std::string id;    // the stream entry id, "1700000000000-0"; empty: the entry's next event carries it
   std::string data;  // a JSON object
 };
 
@@ -206,7 +208,9 @@ public:
 
   static constexpr std::chrono::seconds file_ttl{86400};
   static constexpr std::chrono::seconds message_ttl = message_cache::ttl;
-  static constexpr std::size_t events_maxlen = 1000;
+  // Entries of an instance's event stream: about 1,000 events, as a reply ending its turn
+  // is one entry with its turn_complete.
+  static constexpr std::size_t events_maxlen = 500;
 
   // The connection the platform's state lives on (the REST API's identity routes use it).
   redis::connection& connection() const { return conn_; }
