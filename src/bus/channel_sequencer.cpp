@@ -136,16 +136,20 @@ struct channel_sequencer::impl : std::enable_shared_from_this<impl> {
   }
 
   // Marks the sequences between `done` and `seq` as not finished (at most the 1,000
-  // nearest: a gap that long means the channel's consumers were gone for hours).
+  // nearest: a gap that long means the channel's consumers were gone for hours). NX: a
+  // set that expired or was deleted meanwhile comes back as publishing creates one, with
+  // `done` (0) for the marks to advance and its TTL; an existing `done` stays as it is.
   asio::awaitable<void> record_gaps(const std::string& okey_key, std::uint64_t done, std::uint64_t seq) {
-    std::vector<std::string> command{"ZADD", okey_key};
+    std::vector<std::string> command{"ZADD", okey_key, "NX", "0", "done"};
+    const auto members = command.size();
     for (auto missing = seq > 1000 + done ? seq - 1000 : done + 1; missing < seq; ++missing) {
       command.push_back("1");
       command.push_back("gap:" + std::to_string(missing));
     }
-    if (command.size() == 2) co_return;
+    if (command.size() == members) co_return;
     redis::request req;
     req.push_range(command);
+    req.push("EXPIRE", okey_key, order_set_ttl.count());
     co_await conn.exec(std::move(req));  // best effort: without it a late predecessor is skipped
   }
 

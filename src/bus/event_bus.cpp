@@ -1,5 +1,6 @@
 #include "stargazer/bus/event_bus.hpp"
 
+#include "stargazer/bus/topology.hpp"
 #include "stargazer/core/spawn.hpp"
 #include "stargazer/core/error.hpp"
 #include "stargazer/core/log.hpp"
@@ -8,6 +9,7 @@
 #include "stargazer/redis/expiry_memo.hpp"
 
 #include <boost/asio.hpp>
+#include <fmt/format.h>
 
 #include <stdexcept>
 
@@ -29,24 +31,27 @@ const log::logger& bus_log() {
 // refreshed when `refresh` is '1', the connection's refresh being due (redis/expiry_memo.hpp).
 // KEYS[1..2]: the stream, the order set; ARGV[1..4]: maxlen, data, trace id, okey.
 // The score comes back as text ("%.17g": exact, without an exponent, below 2^53).
-constexpr std::string_view append_in_order_lua = R"lua(
+const std::string& append_in_order_lua() {
+  static const std::string text = fmt::format(R"lua(
 local function append_in_order(refresh)
   local n = redis.call('ZINCRBY', KEYS[2], 1, 'next')
   if n == '1' then redis.call('ZADD', KEYS[2], 0, 'done') end
-  if n == '1' or refresh == '1' then redis.call('EXPIRE', KEYS[2], 604800) end
+  if n == '1' or refresh == '1' then redis.call('EXPIRE', KEYS[2], {}) end
   return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
                     'data', ARGV[2], 'trace_id', ARGV[3], 'okey', ARGV[4], 'seq', n)
 end
-)lua";
+)lua", order_set_ttl.count());
+  return text;
+}
 
 const redis::script& publish_ordered_script() {
-  static const redis::script s(std::string(append_in_order_lua) + "return append_in_order(ARGV[5])\n");
+  static const redis::script s(append_in_order_lua() + "return append_in_order(ARGV[5])\n");
   return s;
 }
 
 // The same, and then another entry's order mark: KEYS[3] its order set, ARGV[6] its sequence.
 const redis::script& publish_ordered_marking_script() {
-  static const redis::script s(std::string(mark_done_lua()) + std::string(append_in_order_lua) +
+  static const redis::script s(std::string(mark_done_lua()) + append_in_order_lua() +
                                "local id = append_in_order(ARGV[5])\nmark_done(KEYS[3], ARGV[6])\nreturn id\n");
   return s;
 }
@@ -54,7 +59,7 @@ const redis::script& publish_ordered_marking_script() {
 // As publish_ordered_script (ARGV[7]: the refresh), unless the marker KEYS[3] exists;
 // then the marker is set to ARGV[5] for ARGV[6] seconds with the append. Returns {entry id, ''} or {'', marker value}.
 const redis::script& publish_once_script() {
-  static const redis::script s(std::string(append_in_order_lua) + R"lua(
+  static const redis::script s(append_in_order_lua() + R"lua(
 local first = redis.call('GET', KEYS[3])
 if first then return {'', first} end
 local id = append_in_order(ARGV[7])

@@ -672,6 +672,35 @@ TEST_CASE("a late predecessor that a successor stopped waiting for still runs wh
   CHECK(handled[1] == "first");
 }
 
+TEST_CASE("an order set gone while a successor waits comes back with done and its TTL", "[bus][order]") {
+  bus_fixture f;
+  std::vector<std::string> handled;
+  const auto key = order_key("sg:stream:inbound", "redis:c");
+  run_coro(f.io, [&]() -> asio::awaitable<void> {
+    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
+    co_await f.bus->publish_inbound(f.inbound("c", "first"));
+    co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
+                            "sg:stream:inbound", ">");
+    co_await f.bus->publish_inbound(f.inbound("c", "second"));
+    co_await f.conn.command("DEL", key);  // e.g. expired, or its instance deleted
+    inbound_consumer_settings s;
+    s.order.order_wait = 300ms;
+    s.consumer.autoclaim_interval = 1h;
+    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn& t) -> asio::awaitable<outcome> {
+      handled.push_back(t.message.content);
+      co_return outcome::ack();
+    }, s);
+    co_await worker.start();
+    CHECK(co_await eventually([&] { return handled.size() == 1; }, 3s));
+    CHECK(co_await eventually([&] { return f.server.cli({"ZSCORE", key, "done"}) == "2"; }, 3s));
+    co_await worker.stop(1s);
+  }(), 20s);
+  CHECK(f.server.cli({"ZSCORE", key, "gap:1"}) == "1");  // the first still runs when it comes
+  const auto ttl = std::stol(f.server.cli({"TTL", key}));
+  CHECK(ttl > 0);
+  CHECK(ttl <= order_set_ttl.count());
+}
+
 TEST_CASE("a channel stalled behind a retried entry does not stop other channels", "[bus][order]") {
   bus_fixture f;
   std::vector<std::string> handled;

@@ -3,6 +3,7 @@
 // shared by every role: SG_INBOUND_STREAM, SG_OUTBOUND_STREAM_PREFIX, SG_WORKER_GROUP,
 // SG_GATEWAY_GROUP_PREFIX, SG_TOOLS_STREAM, SG_TOOLS_GROUP, SG_TOOLS_REPLY_STREAM_PREFIX.
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -36,5 +37,7 @@ inline std::string attempts_key(std::string_view stream) { return std::string(st
 inline std::string order_key(std::string_view stream, std::string_view okey) {
   return "sg:seq:" + std::string(stream) + ":" + std::string(okey);
 }
+// An order set's TTL, refreshed as its channel publishes.
+inline constexpr std::chrono::seconds order_set_ttl{604800};
 
 }  // namespace stargazer::bus
