@@ -55,6 +55,27 @@ struct bus_fixture {
     return e;
   }
 
+  // Channel c's "first" (seq 1), held by a worker that died, then its "second" (seq 2).
+  asio::awaitable<void> publish_behind_a_dead_worker() {
+    co_await bus->ensure_group("sg:stream:inbound", "sg:workers");
+    co_await bus->publish_inbound(inbound("c", "first"));
+    co_await conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
+                          "sg:stream:inbound", ">");
+    co_await bus->publish_inbound(inbound("c", "second"));
+  }
+
+  // An inbound worker "w" that records each turn's text and acknowledges it.
+  std::unique_ptr<inbound_consumer> recording_worker(std::vector<std::string>& handled,
+                                                     const inbound_consumer_settings& s) {
+    return std::make_unique<inbound_consumer>(
+        conn, settings, *bus, "w",
+        [&handled](const turn& t) -> asio::awaitable<outcome> {
+          handled.push_back(t.message.content);
+          co_return outcome::ack();
+        },
+        s);
+  }
+
   redis_server server;
   asio::io_context io;
   metrics::registry metrics;
@@ -642,30 +663,22 @@ TEST_CASE("a late predecessor that a successor stopped waiting for still runs wh
   bus_fixture f;
   std::vector<std::string> handled;
   run_coro(f.io, [&]() -> asio::awaitable<void> {
-    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
-    co_await f.bus->publish_inbound(f.inbound("c", "first"));
-    // The first entry's worker dies holding it.
-    co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
-                            "sg:stream:inbound", ">");
-    co_await f.bus->publish_inbound(f.inbound("c", "second"));
+    co_await f.publish_behind_a_dead_worker();
     inbound_consumer_settings s;
     s.order.order_wait = 300ms;  // the second stops waiting long before the first is reclaimed
     s.consumer.autoclaim_interval = 1h;       // swept below, by hand
     s.consumer.autoclaim_min_idle = 1500ms;   // not at the start-up sweep
-    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn& t) -> asio::awaitable<outcome> {
-      handled.push_back(t.message.content);
-      co_return outcome::ack();
-    }, s);
-    co_await worker.start();
+    auto worker = f.recording_worker(handled, s);
+    co_await worker->start();
     CHECK(co_await eventually([&] { return handled.size() == 1; }, 3s));
     CHECK(f.server.cli({"ZSCORE", order_key("sg:stream:inbound", "redis:c"), "gap:1"}) == "1");
     co_await sleep_for(1600ms);
-    co_await worker.engine().sweep();  // the first is reclaimed: done is past it, but it never ran
+    co_await worker->engine().sweep();  // the first is reclaimed: done is past it, but it never ran
     CHECK(co_await eventually([&] { return handled.size() == 2; }, 3s));
     CHECK(co_await eventually([&] {
       return f.server.cli({"ZSCORE", order_key("sg:stream:inbound", "redis:c"), "gap:1"}).empty();
     }, 3s));
-    co_await worker.stop(1s);
+    co_await worker->stop(1s);
   }(), 20s);
   REQUIRE(handled.size() == 2);
   CHECK(handled[0] == "second");
@@ -677,23 +690,16 @@ TEST_CASE("an order set gone while a successor waits comes back with done and it
   std::vector<std::string> handled;
   const auto key = order_key("sg:stream:inbound", "redis:c");
   run_coro(f.io, [&]() -> asio::awaitable<void> {
-    co_await f.bus->ensure_group("sg:stream:inbound", "sg:workers");
-    co_await f.bus->publish_inbound(f.inbound("c", "first"));
-    co_await f.conn.command("XREADGROUP", "GROUP", "sg:workers", "dead-worker", "COUNT", 1, "STREAMS",
-                            "sg:stream:inbound", ">");
-    co_await f.bus->publish_inbound(f.inbound("c", "second"));
+    co_await f.publish_behind_a_dead_worker();
     co_await f.conn.command("DEL", key);  // e.g. expired, or its instance deleted
     inbound_consumer_settings s;
     s.order.order_wait = 300ms;
     s.consumer.autoclaim_interval = 1h;
-    inbound_consumer worker(f.conn, f.settings, *f.bus, "w", [&](const turn& t) -> asio::awaitable<outcome> {
-      handled.push_back(t.message.content);
-      co_return outcome::ack();
-    }, s);
-    co_await worker.start();
+    auto worker = f.recording_worker(handled, s);
+    co_await worker->start();
     CHECK(co_await eventually([&] { return handled.size() == 1; }, 3s));
     CHECK(co_await eventually([&] { return f.server.cli({"ZSCORE", key, "done"}) == "2"; }, 3s));
-    co_await worker.stop(1s);
+    co_await worker->stop(1s);
   }(), 20s);
   CHECK(f.server.cli({"ZSCORE", key, "gap:1"}) == "1");  // the first still runs when it comes
   const auto ttl = std::stol(f.server.cli({"TTL", key}));
