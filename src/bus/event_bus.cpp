@@ -136,7 +136,7 @@ asio::awaitable<result<std::string>> event_bus::publish(const std::string& strea
                                                         order_mark* also_mark) {
   auto self = impl_;
   result<redis::reply> r = make_error_code(errc::invalid_argument);
-  const bool marks = also_mark != nullptr && also_mark->wanted() && !okey.empty();
+  const bool marks = mark_wanted(also_mark) && !okey.empty();
   if (okey.empty()) {
     r = co_await self->conn.command("XADD", stream, "MAXLEN", "~", self->maxlen_text, "*", "data", data, "trace_id",
                                     trace_id);

@@ -275,7 +275,7 @@ struct message_processor::impl {
     ctx.completes_turn = true;  // nothing follows the reply
     // What the channel's next turn must see is written after the send: an unprompted
     // reply's cool-down, and with a token budget the turn's usage (the budget reads it).
-    ctx.state_follows = unprompted || s.quotas.daily_tokens_per_instance > 0;
+    ctx.state_follows = unprompted || s.quotas.budgets_tokens();
     auto sent = co_await adapter.send(m.channel_id, reply, ctx);
     if (!sent) {
       bump(retried);
@@ -347,8 +347,7 @@ struct message_processor::impl {
   // before the next turn). A failure costs the accounting of one turn, never the turn.
   asio::awaitable<void> account(const incoming_message& m, const processor_settings& s, const turn_cost& cost) {
     if (quotas == nullptr) co_return;
-    const bool budget_reads_it = s.quotas.daily_tokens_per_instance > 0;
-    if (auto ec = co_await quotas->record(m.platform, m.channel_id, cost.tokens, budget_reads_it))
+    if (auto ec = co_await quotas->record(m.platform, m.channel_id, cost.tokens, s.quotas.budgets_tokens()))
       log.log(log::level::warn, {{"trace_id", m.trace_id}}, "usage of {}:{} not recorded: {}", m.platform,
               m.channel_id, ec.message());
   }

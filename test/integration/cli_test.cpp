@@ -7,6 +7,7 @@
 #include "gateway_fixture.hpp"
 #include "raw_http.hpp"
 #include "redis_server.hpp"
+#include "wait_until.hpp"
 
 #include <catch2/catch.hpp>
 #include <rapidjson/document.h>
@@ -83,16 +84,6 @@ rapidjson::Document parse(const std::string& text) {
   INFO(text);
   REQUIRE_FALSE(d.HasParseError());
   return d;
-}
-
-// Polls `done` every 20 ms for up to `timeout`.
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
 }
 
 }  // namespace

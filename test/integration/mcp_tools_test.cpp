@@ -14,6 +14,7 @@
 #include "raw_http.hpp"
 #include "redis_server.hpp"
 #include "run_coro.hpp"
+#include "wait_until.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -319,15 +320,6 @@ TEST_CASE("the MCP catalog in Redis lets a remote worker offer the tools of serv
 namespace {
 
 std::string readyz(std::uint16_t port) { return http_request(port, "GET", "/readyz", "", "").body; }
-
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return done();
-}
 
 // The "mcp:{name}" check of /readyz says the server is ready.
 bool server_ready(std::uint16_t port, const std::string& name) {

@@ -5,6 +5,7 @@
 #include "fake_llm_server.hpp"
 #include "raw_http.hpp"
 #include "redis_server.hpp"
+#include "wait_until.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -145,20 +146,6 @@ TEST_CASE("standalone runs gateway and worker in one process", "[process][e2e]")
   standalone.signal(SIGTERM);
   CHECK(standalone.wait(std::chrono::seconds(5)) == 0);
 }
-
-namespace {
-
-// Polls `done` every 20 ms for up to `timeout`.
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
-
-}  // namespace
 
 TEST_CASE("a gateway killed mid-request leaves its Idempotency-Key retryable and the retry injects nothing twice",
           "[process][e2e][idempotency]") {

@@ -5,6 +5,7 @@
 #include "fast_redis.hpp"
 #include "inbound_stream.hpp"
 #include "run_coro.hpp"
+#include "wait_until.hpp"
 
 #include "stargazer/bus/event_bus.hpp"
 #include "stargazer/redis/connection.hpp"
@@ -15,7 +16,6 @@
 #include <string>
 #include <chrono>
 #include <system_error>
-#include <thread>
 #include <vector>
 
 namespace stargazer::test {
@@ -42,12 +42,8 @@ struct webchat_bus_client {
   // The inbound stream once it holds `count` entries (or after 5 s): the web chat shows a
   // message to its room before it publishes it to the bus.
   std::vector<bus::inbound_envelope> inbound(std::size_t count) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    auto entries = inbound();
-    while (entries.size() < count && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      entries = inbound();
-    }
+    std::vector<bus::inbound_envelope> entries;
+    wait_until([&] { return (entries = inbound()).size() >= count; }, std::chrono::seconds(5));
     return entries;
   }
 

@@ -18,6 +18,9 @@ struct order_mark {
   bool wanted() const { return seq > 0 && !written; }
 };
 
+// Whether a send that may carry `mark` (nullptr: none) is to write it.
+inline bool mark_wanted(const order_mark* mark) { return mark != nullptr && mark->wanted(); }
+
 // The Lua source of `local function mark_done(key, seq)`, for scripts that carry the mark.
 std::string_view mark_done_lua();
 

@@ -39,7 +39,9 @@ struct quota_settings {
   rate per_user;
   rate per_instance;
   std::uint64_t daily_tokens_per_instance = 0;  // prompt + completion per UTC day; 0: off
-  bool enabled() const { return per_user.enabled() || per_instance.enabled() || daily_tokens_per_instance > 0; }
+  // A token budget reads each turn's usage before the next turn of the instance.
+  bool budgets_tokens() const { return daily_tokens_per_instance > 0; }
+  bool enabled() const { return per_user.enabled() || per_instance.enabled() || budgets_tokens(); }
   friend bool operator==(const quota_settings&, const quota_settings&) = default;
 };
 

@@ -608,7 +608,7 @@ std::vector<std::string> redis_platform::emit_args(const std::string& instance_i
                                                   const send_context& ctx) {
   const auto stream = events_stream(instance_id);
   const bool last_of_turn = ctx.completes_turn && !ctx.response_nonce.empty();
-  const bool marks = ctx.order_mark != nullptr && ctx.order_mark->wanted();
+  const bool marks = bus::mark_wanted(ctx.order_mark);
   return {response_channel(instance_id), std::to_string(events_maxlen),
           conn_.expiries().due(stream) ? std::to_string(message_ttl.count()) : "0", std::move(json_event),
           last_of_turn ? turn_complete_event(ctx.response_nonce, now_unix()) : std::string(),
@@ -618,7 +618,7 @@ std::vector<std::string> redis_platform::emit_args(const std::string& instance_i
 task<result<std::string>> redis_platform::run_send(const redis::script& script, std::vector<std::string> keys,
                                                    std::vector<std::string> args, std::string id,
                                                    const send_context& ctx) {
-  const bool marks = ctx.order_mark != nullptr && ctx.order_mark->wanted();
+  const bool marks = bus::mark_wanted(ctx.order_mark);
   keys.push_back(marks ? ctx.order_mark->key : std::string());
   auto r = co_await conn_.eval(script, keys, args);
   if (!r) co_return r.error();
