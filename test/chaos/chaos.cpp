@@ -10,6 +10,7 @@
 // streams holding only the deliberately poisoned entries, no pending entries left, every
 // process exiting 0 on SIGTERM. docs/chaos.md describes the run.
 
+#include "stargazer/bus/topology.hpp"
 #include "stargazer/core/json_value.hpp"
 
 #include "child_process.hpp"
@@ -134,6 +135,11 @@ template <class... Args>
 void note(fmt::format_string<Args...> f, Args&&... args) {
   std::printf("[%s] %s\n", now_stamp().c_str(), fmt::format(f, std::forward<Args>(args)...).c_str());
   std::fflush(stdout);
+}
+
+// The command that shows a channel's order set (docs/protocol.md §4.6) in a post-mortem.
+std::vector<std::string> order_set_of(const std::string& stream, const std::string& okey) {
+  return {"ZRANGE", stargazer::bus::order_key(stream, okey), "0", "-1", "WITHSCORES"};
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -442,8 +448,8 @@ return n
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto name = channel_name(c);
     return {{"XRANGE", events_of(c), "-", "+"},
-            {"ZRANGE", "sg:seq:sg:stream:inbound:redis:" + name, "0", "-1", "WITHSCORES"},
-            {"ZRANGE", "sg:seq:sg:stream:outbound:redis:" + name, "0", "-1", "WITHSCORES"},
+            order_set_of("sg:stream:inbound", "redis:" + name),
+            order_set_of("sg:stream:outbound:redis", name),
             {"ZRANGE", "channel_msgs:redis:" + name, "0", "-1", "WITHSCORES"}};
   }
 
@@ -616,7 +622,7 @@ public:
 
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto& id = channel_ids_[static_cast<std::size_t>(c)];
-    return {{"ZRANGE", "sg:seq:sg:stream:outbound:discord:" + id, "0", "-1", "WITHSCORES"},
+    return {order_set_of("sg:stream:outbound:discord", id),
             {"ZRANGE", "channel_msgs:discord:" + id, "0", "-1", "WITHSCORES"}};
   }
 
@@ -844,7 +850,7 @@ public:
 
   std::vector<std::vector<std::string>> post_mortem(int c) override {
     const auto& id = room_ids_[static_cast<std::size_t>(c)];
-    return {{"ZRANGE", "sg:seq:sg:stream:outbound:matrix:" + id, "0", "-1", "WITHSCORES"},
+    return {order_set_of("sg:stream:outbound:matrix", id),
             {"ZRANGE", "channel_msgs:matrix:" + id, "0", "-1", "WITHSCORES"}};
   }
 
